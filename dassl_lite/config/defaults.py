@@ -1,0 +1,149 @@
+"""Dassl-compatible default configuration.
+
+Keys, names and defaults follow Dassl.pytorch's ``get_cfg_default()`` for everything that
+CoOp / MaPLe style YAML files use. Keys marked "dassl_lite" are our additions; they default to
+upstream behaviour.
+"""
+from yacs.config import CfgNode as CN
+
+_C = CN()
+_C.VERSION = 1
+# Directory for log.txt, config.yaml, checkpoints and results.json
+_C.OUTPUT_DIR = "./output"
+# Directory of a previous run to resume from
+_C.RESUME = ""
+# Negative: random seed; non-negative: fixed seed
+_C.SEED = -1
+_C.USE_CUDA = True
+_C.VERBOSE = True
+
+# ---------------------------------------------------------------- Input
+_C.INPUT = CN()
+_C.INPUT.SIZE = (224, 224)
+_C.INPUT.INTERPOLATION = "bilinear"
+_C.INPUT.TRANSFORMS = ()
+_C.INPUT.NO_TRANSFORM = False
+_C.INPUT.PIXEL_MEAN = [0.485, 0.456, 0.406]
+_C.INPUT.PIXEL_STD = [0.229, 0.224, 0.225]
+_C.INPUT.CROP_PADDING = 4
+_C.INPUT.RRCROP_SCALE = (0.08, 1.0)
+_C.INPUT.CUTOUT_N = 1
+_C.INPUT.CUTOUT_LEN = 16
+_C.INPUT.GN_MEAN = 0.0
+_C.INPUT.GN_STD = 0.15
+_C.INPUT.RANDAUGMENT_N = 2
+_C.INPUT.RANDAUGMENT_M = 10
+_C.INPUT.COLORJITTER_B = 0.4
+_C.INPUT.COLORJITTER_C = 0.4
+_C.INPUT.COLORJITTER_S = 0.4
+_C.INPUT.COLORJITTER_H = 0.1
+_C.INPUT.RGS_P = 0.2
+_C.INPUT.GB_P = 0.5
+_C.INPUT.GB_K = 21
+
+# ---------------------------------------------------------------- Dataset
+_C.DATASET = CN()
+_C.DATASET.ROOT = ""
+_C.DATASET.NAME = ""
+_C.DATASET.SOURCE_DOMAINS = ()
+_C.DATASET.TARGET_DOMAINS = ()
+_C.DATASET.NUM_LABELED = -1
+# Images per class for few-shot training (-1: all)
+_C.DATASET.NUM_SHOTS = -1
+_C.DATASET.VAL_PERCENT = 0.1
+_C.DATASET.STL10_FOLD = -1
+_C.DATASET.CIFAR_C_TYPE = ""
+_C.DATASET.CIFAR_C_LEVEL = 1
+_C.DATASET.ALL_AS_UNLABELED = False
+# all, base or new (base-to-novel protocol; CoOp/MaPLe add this key in their train.py)
+_C.DATASET.SUBSAMPLE_CLASSES = "all"
+
+# ---------------------------------------------------------------- Dataloader
+_C.DATALOADER = CN()
+_C.DATALOADER.NUM_WORKERS = 4
+_C.DATALOADER.K_TRANSFORMS = 1
+_C.DATALOADER.RETURN_IMG0 = False
+_C.DATALOADER.TRAIN_X = CN()
+_C.DATALOADER.TRAIN_X.SAMPLER = "RandomSampler"
+_C.DATALOADER.TRAIN_X.BATCH_SIZE = 32
+_C.DATALOADER.TRAIN_X.N_DOMAIN = 0
+_C.DATALOADER.TRAIN_X.N_INS = 16
+_C.DATALOADER.TRAIN_U = CN()
+_C.DATALOADER.TRAIN_U.SAME_AS_X = True
+_C.DATALOADER.TRAIN_U.SAMPLER = "RandomSampler"
+_C.DATALOADER.TRAIN_U.BATCH_SIZE = 32
+_C.DATALOADER.TRAIN_U.N_DOMAIN = 0
+_C.DATALOADER.TRAIN_U.N_INS = 16
+_C.DATALOADER.TEST = CN()
+_C.DATALOADER.TEST.SAMPLER = "SequentialSampler"
+_C.DATALOADER.TEST.BATCH_SIZE = 32
+
+# ---------------------------------------------------------------- Model
+_C.MODEL = CN()
+_C.MODEL.INIT_WEIGHTS = ""
+_C.MODEL.BACKBONE = CN()
+# A CLIP name ("ViT-B/16", "RN50", "ToyCLIP", ...) or a path to a checkpoint file
+_C.MODEL.BACKBONE.NAME = ""
+_C.MODEL.BACKBONE.PRETRAINED = True
+# dassl_lite: where CLIP weights are looked up / downloaded ("" = $DASSL_LITE_CLIP_CACHE or ~/.cache/clip)
+_C.MODEL.BACKBONE.CACHE_DIR = ""
+_C.MODEL.HEAD = CN()
+_C.MODEL.HEAD.NAME = ""
+_C.MODEL.HEAD.HIDDEN_LAYERS = ()
+_C.MODEL.HEAD.ACTIVATION = "relu"
+_C.MODEL.HEAD.BN = True
+_C.MODEL.HEAD.DROPOUT = 0.0
+
+# ---------------------------------------------------------------- Optimization
+_C.OPTIM = CN()
+_C.OPTIM.NAME = "adam"
+_C.OPTIM.LR = 0.0003
+_C.OPTIM.WEIGHT_DECAY = 5e-4
+_C.OPTIM.MOMENTUM = 0.9
+_C.OPTIM.SGD_DAMPNING = 0
+_C.OPTIM.SGD_NESTEROV = False
+_C.OPTIM.RMSPROP_ALPHA = 0.99
+_C.OPTIM.ADAM_BETA1 = 0.9
+_C.OPTIM.ADAM_BETA2 = 0.999
+_C.OPTIM.STAGED_LR = False
+_C.OPTIM.NEW_LAYERS = ()
+_C.OPTIM.BASE_LR_MULT = 0.1
+_C.OPTIM.LR_SCHEDULER = "single_step"
+# -1 or 0: the step size equals MAX_EPOCH
+_C.OPTIM.STEPSIZE = (-1,)
+_C.OPTIM.GAMMA = 0.1
+_C.OPTIM.MAX_EPOCH = 10
+# > 0 enables warmup
+_C.OPTIM.WARMUP_EPOCH = -1
+# linear or constant
+_C.OPTIM.WARMUP_TYPE = "linear"
+_C.OPTIM.WARMUP_CONS_LR = 1e-5
+_C.OPTIM.WARMUP_MIN_LR = 1e-5
+# True: the next scheduler starts counting from 0 after warmup
+_C.OPTIM.WARMUP_RECOUNT = True
+
+# ---------------------------------------------------------------- Train
+_C.TRAIN = CN()
+# Save every N epochs (<= 0: only the last one)
+_C.TRAIN.CHECKPOINT_FREQ = 0
+_C.TRAIN.PRINT_FREQ = 10
+_C.TRAIN.COUNT_ITER = "train_x"
+# dassl_lite: wrap the model in DataParallel when more than one GPU is visible
+_C.TRAIN.DATA_PARALLEL = True
+
+# ---------------------------------------------------------------- Test
+_C.TEST = CN()
+_C.TEST.EVALUATOR = "Classification"
+_C.TEST.PER_CLASS_RESULT = False
+# Save the confusion matrix to OUTPUT_DIR/cmat.pt
+_C.TEST.COMPUTE_CMAT = False
+_C.TEST.NO_TEST = False
+# test or val for the final evaluation
+_C.TEST.SPLIT = "test"
+# last_step or best_val
+_C.TEST.FINAL_MODEL = "last_step"
+
+# ---------------------------------------------------------------- Trainer
+# Each trainer adds its own section through a registered config extender.
+_C.TRAINER = CN()
+_C.TRAINER.NAME = ""

@@ -1,0 +1,121 @@
+"""Checked config merging: unknown keys are errors that name the closest valid key."""
+from __future__ import annotations
+
+import os
+from typing import Callable, List, Optional, Sequence
+
+import yaml
+from yacs.config import CfgNode as CN
+
+from ..registry import CONFIG_EXTENDER_REGISTRY, closest_name
+from .defaults import _C
+
+
+class ConfigError(ValueError):
+    """A config file or option that cannot be merged into the defaults."""
+
+
+def get_cfg_default() -> CN:
+    """A fresh copy of the default config (without trainer sections)."""
+    return _C.clone()
+
+
+def register_config_extender(name: Optional[str] = None) -> Callable:
+    """Decorator for ``fn(cfg)`` that adds a trainer's section, e.g. ``cfg.TRAINER.COOP``.
+
+    >>> @register_config_extender("CoOp")
+    ... def add_coop_config(cfg): ...
+    """
+
+    def deco(fn: Callable) -> Callable:
+        CONFIG_EXTENDER_REGISTRY.register(fn, name=name or fn.__name__)
+        return fn
+
+    return deco
+
+
+def apply_config_extenders(cfg: CN) -> CN:
+    """Run every registered extender, so upstream YAMLs of any trainer merge unchanged."""
+    for _, extend in CONFIG_EXTENDER_REGISTRY.items():
+        extend(cfg)
+    return cfg
+
+
+def flat_keys(node: CN, prefix: str = "") -> List[str]:
+    """All leaf keys of ``node`` as dotted paths (``OPTIM.LR``)."""
+    keys = []
+    for k, v in node.items():
+        full = f"{prefix}{k}"
+        keys.extend(flat_keys(v, full + ".") if isinstance(v, dict) else [full])
+    return keys
+
+
+def _unknown_key_error(key: str, cfg: CN, source: str) -> ConfigError:
+    valid = flat_keys(cfg)
+    guess = closest_name(key, valid)
+    if guess is None:  # compare the last component within the same section
+        section, _, leaf = key.rpartition(".")
+        siblings = [k for k in valid if k.rpartition(".")[0] == section]
+        leaf_guess = closest_name(leaf, [k.rpartition(".")[2] for k in siblings])
+        guess = f"{section}.{leaf_guess}" if leaf_guess and section else leaf_guess
+    hint = f" Did you mean '{guess}'?" if guess else ""
+    trainer_hint = ""
+    if key.startswith("TRAINER.") and key.count(".") >= 2:
+        trainer_hint = (
+            " Trainer sections are added by the trainer's config extender; registered: "
+            + (", ".join(CONFIG_EXTENDER_REGISTRY.names()) or "(none)")
+        )
+    return ConfigError(f"Unknown config key '{key}' in {source}.{hint}{trainer_hint}")
+
+
+def _check_keys(root: CN, node: CN, updates: dict, source: str, prefix: str = "") -> None:
+    for k, v in updates.items():
+        full = f"{prefix}{k}"
+        if k not in node:
+            raise _unknown_key_error(full, root, source)
+        if isinstance(v, dict) and isinstance(node[k], CN):
+            _check_keys(root, node[k], v, source, full + ".")
+
+
+def _merge(cfg: CN, other: CN, source: str) -> None:
+    try:
+        cfg.merge_from_other_cfg(other)
+    except (ValueError, KeyError, AssertionError) as e:
+        raise ConfigError(f"Cannot merge {source}: {e}") from None
+
+
+def merge_from_file(cfg: CN, path: str) -> CN:
+    """Merge a YAML file into ``cfg``; unknown keys and type mismatches raise ConfigError."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"Config file not found: {path!r}")
+    with open(path) as f:
+        try:
+            data = yaml.safe_load(f) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"Config file {path!r} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"Config file {path!r} must hold a mapping; got {type(data).__name__}")
+    _check_keys(cfg, cfg, data, f"config file {path!r}")
+    _merge(cfg, cfg.load_cfg(yaml.safe_dump(data)), f"config file {path!r}")
+    return cfg
+
+
+def merge_from_list(cfg: CN, opts: Sequence[str], source: str = "command-line options") -> CN:
+    """Merge ``KEY VALUE`` pairs (as yacs ``merge_from_list``) with checked keys."""
+    opts = list(opts or [])
+    if len(opts) % 2:
+        raise ConfigError(
+            f"{source} must be KEY VALUE pairs; got an odd number of items: {opts}"
+        )
+    for key, _ in zip(opts[0::2], opts[1::2]):
+        node = cfg
+        for part in key.split("."):
+            if not isinstance(node, CN) or part not in node:
+                raise _unknown_key_error(key, cfg, source)
+            node = node[part]
+    try:
+        cfg.merge_from_list(opts)
+    except (ValueError, KeyError, AssertionError) as e:
+        raise ConfigError(f"Cannot merge {source}: {e}") from None
+    return cfg
+
