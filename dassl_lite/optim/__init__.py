@@ -1,0 +1,20 @@
+"""Optimizers and learning-rate schedulers with Dassl's config names and semantics."""
+from .lr_scheduler import (
+    ConstantWarmupScheduler,
+    CosineAnnealingLR,
+    LinearWarmupScheduler,
+    MultiStepLR,
+    StepLR,
+    build_lr_scheduler,
+)
+from .optimizer import build_optimizer
+
+__all__ = [
+    "ConstantWarmupScheduler",
+    "CosineAnnealingLR",
+    "LinearWarmupScheduler",
+    "MultiStepLR",
+    "StepLR",
+    "build_lr_scheduler",
+    "build_optimizer",
+]
