@@ -10,6 +10,8 @@ import difflib
 import inspect
 from typing import Callable, Dict, Generic, Iterator, List, Optional, TypeVar
 
+from .errors import RegistryKeyError
+
 T = TypeVar("T")
 
 __all__ = [
@@ -67,7 +69,7 @@ class Registry(Generic[T]):
             first = self._obj_map[name]
             if first is obj:
                 return
-            raise KeyError(
+            raise RegistryKeyError(
                 f"'{name}' is already registered in the {self._name} registry by "
                 f"{_where(first)}; pass force=True to replace it, or choose another name"
             )
@@ -98,7 +100,7 @@ class Registry(Generic[T]):
         registered = ", ".join(self.names()) or "(none)"
         guess = closest_name(name, self.names())
         hint = f" Did you mean '{guess}'?" if guess else ""
-        raise KeyError(
+        raise RegistryKeyError(
             f"No {kind} '{name}' in {self._name} registry.{hint} Registered: {registered}"
         )
 

@@ -7,11 +7,12 @@ from typing import Callable, List, Optional, Sequence
 import yaml
 from yacs.config import CfgNode as CN
 
+from ..errors import DasslLiteError
 from ..registry import CONFIG_EXTENDER_REGISTRY, closest_name
 from .defaults import _C
 
 
-class ConfigError(ValueError):
+class ConfigError(DasslLiteError, ValueError):
     """A config file or option that cannot be merged into the defaults."""
 
 
@@ -60,7 +61,7 @@ def _unknown_key_error(key: str, cfg: CN, source: str) -> ConfigError:
         guess = f"{section}.{leaf_guess}" if leaf_guess and section else leaf_guess
     hint = f" Did you mean '{guess}'?" if guess else ""
     trainer_hint = ""
-    if key.startswith("TRAINER.") and key.count(".") >= 2:
+    if key.startswith("TRAINER."):
         trainer_hint = (
             " Trainer sections are added by the trainer's config extender; registered: "
             + (", ".join(CONFIG_EXTENDER_REGISTRY.names()) or "(none)")

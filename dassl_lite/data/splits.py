@@ -1,0 +1,226 @@
+"""Split files and split helpers with upstream CoOp/Dassl semantics.
+
+``DatasetBase`` exposes these functions as static methods under their upstream names, so ported
+dataset classes keep calling ``self.read_split(...)`` or ``OxfordPets.save_split(...)``.
+
+Randomness: every function that samples takes ``seed``: an int (a private ``random.Random(seed)``),
+a ``random.Random`` (its stream continues, so train and val drawn one after the other reproduce
+upstream's single global stream), or None (the global ``random`` module, as upstream does).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+from collections import defaultdict
+from pathlib import PurePath
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+from ..utils.io import atomic_write_text
+from .datum import Datum
+
+logger = logging.getLogger(__name__)
+
+Seed = Union[int, random.Random, None]
+SUBSAMPLE_CHOICES = ("all", "base", "new")
+
+
+def make_rng(seed: Seed):
+    """A ``random.Random`` for ``seed`` (see the module docstring); None gives the global one."""
+    if seed is None:
+        return random
+    if isinstance(seed, random.Random):
+        return seed
+    return random.Random(seed)
+
+
+# ------------------------------------------------------------------ split files
+def items_to_json(items: Sequence[Datum], path_prefix: str) -> List[list]:
+    """``[[relpath, label, classname], ...]`` with paths relative to ``path_prefix`` ('/'-separated)."""
+    prefix = os.path.abspath(path_prefix)
+    out = []
+    for item in items:
+        rel = os.path.relpath(os.path.abspath(item.impath), prefix)
+        if rel == ".." or rel.startswith(".." + os.sep):
+            raise ValueError(
+                f"Image path {item.impath!r} is not inside the path prefix {path_prefix!r}; "
+                "split files store paths relative to it"
+            )
+        out.append([PurePath(rel).as_posix(), item.label, item.classname])
+    return out
+
+
+def items_from_json(rows: Sequence[Sequence], path_prefix: str) -> List[Datum]:
+    """Inverse of :func:`items_to_json`: join each relative path to ``path_prefix``."""
+    return [
+        Datum(impath=os.path.join(path_prefix, rel), label=int(label), classname=classname)
+        for rel, label, classname in rows
+    ]
+
+
+def write_json(obj: dict, filepath: str) -> None:
+    """Write ``obj`` as upstream's ``write_json`` does (indent 4), atomically."""
+    atomic_write_text(filepath, json.dumps(obj, indent=4, separators=(",", ": ")))
+
+
+def read_split(filepath: str, path_prefix: str) -> Tuple[List[Datum], List[Datum], List[Datum]]:
+    """Read an upstream split file (``split_zhou_<Name>.json``) into (train, val, test)."""
+    logger.info("Reading split from %s", filepath)
+    with open(filepath, "r") as f:
+        split = json.load(f)
+    missing = [k for k in ("train", "val", "test") if k not in split]
+    if missing:
+        raise ValueError(
+            f"Split file {filepath} must have keys train, val, test; missing {', '.join(missing)}"
+        )
+    return tuple(items_from_json(split[k], path_prefix) for k in ("train", "val", "test"))
+
+
+def save_split(
+    train: Sequence[Datum], val: Sequence[Datum], test: Sequence[Datum], filepath: str, path_prefix: str
+) -> None:
+    """Write (train, val, test) in the upstream split format, paths relative to ``path_prefix``."""
+    split = {name: items_to_json(items, path_prefix) for name, items in
+             (("train", train), ("val", val), ("test", test))}
+    write_json(split, filepath)
+    logger.info("Saved split to %s", filepath)
+
+
+# ------------------------------------------------------------------ grouping
+def split_dataset_by_label(data_source: Sequence[Datum]) -> Dict[int, List[Datum]]:
+    """Group items by label (insertion order of first appearance)."""
+    output: Dict[int, List[Datum]] = defaultdict(list)
+    for item in data_source:
+        output[item.label].append(item)
+    return output
+
+
+def split_dataset_by_domain(data_source: Sequence[Datum]) -> Dict[int, List[Datum]]:
+    """Group items by domain label (insertion order of first appearance)."""
+    output: Dict[int, List[Datum]] = defaultdict(list)
+    for item in data_source:
+        output[item.domain].append(item)
+    return output
+
+
+# ------------------------------------------------------------------ building splits
+def listdir_nohidden(path: str, sort: bool = False) -> List[str]:
+    """Entries of ``path`` that do not start with a dot."""
+    items = [f for f in os.listdir(path) if not f.startswith(".")]
+    return sorted(items) if sort else items
+
+
+def read_and_split_data(
+    image_dir: str,
+    p_trn: float = 0.5,
+    p_val: float = 0.2,
+    ignored: Sequence[str] = (),
+    new_cnames: Optional[Dict[str, str]] = None,
+    seed: Seed = None,
+) -> Tuple[List[Datum], List[Datum], List[Datum]]:
+    """Split ``image_dir/<class>/<image>`` per class into train/val/test (CoOp's DTD helper).
+
+    Classes are the sorted folder names (minus ``ignored``), labelled 0.. in that order;
+    ``new_cnames`` maps folder names to class names. Each class needs at least one image in
+    every split. Files are sorted before shuffling, so a seed gives the same split everywhere.
+    """
+    rng = make_rng(seed)
+    categories = [c for c in listdir_nohidden(image_dir, sort=True) if c not in ignored]
+    p_tst = max(0.0, 1 - p_trn - p_val)
+    logger.info("Splitting into %.0f%% train, %.0f%% val, and %.0f%% test",
+                p_trn * 100, p_val * 100, p_tst * 100)
+    train, val, test = [], [], []
+    for label, category in enumerate(categories):
+        category_dir = os.path.join(image_dir, category)
+        images = [os.path.join(category_dir, im) for im in listdir_nohidden(category_dir, sort=True)]
+        rng.shuffle(images)
+        n_train, n_val = round(len(images) * p_trn), round(len(images) * p_val)
+        if min(n_train, n_val, len(images) - n_train - n_val) <= 0:
+            raise ValueError(
+                f"Class folder {category_dir} has {len(images)} images: too few for a "
+                f"{p_trn:.0%}/{p_val:.0%}/{p_tst:.0%} train/val/test split with at least one each"
+            )
+        classname = new_cnames.get(category, category) if new_cnames else category
+        parts = (images[:n_train], images[n_train:n_train + n_val], images[n_train + n_val:])
+        for out, ims in zip((train, val, test), parts):
+            out.extend(Datum(impath=im, label=label, classname=classname) for im in ims)
+    return train, val, test
+
+
+def split_trainval(
+    trainval: Sequence[Datum], p_val: float = 0.2, seed: Seed = None
+) -> Tuple[List[Datum], List[Datum]]:
+    """Split each class of ``trainval`` into train and val (round(n * p_val) val items per class)."""
+    rng = make_rng(seed)
+    logger.info("Splitting trainval into %.0f%% train and %.0f%% val", (1 - p_val) * 100, p_val * 100)
+    train, val = [], []
+    for label, items in split_dataset_by_label(trainval).items():
+        n_val = round(len(items) * p_val)
+        if n_val <= 0:
+            raise ValueError(
+                f"Class {label} has {len(items)} trainval items: too few for p_val={p_val}"
+            )
+        items = list(items)
+        rng.shuffle(items)
+        val.extend(items[:n_val])
+        train.extend(items[n_val:])
+    return train, val
+
+
+# ------------------------------------------------------------------ few-shot, base/new
+def generate_fewshot_dataset(
+    *data_sources: Sequence[Datum], num_shots: int = -1, repeat: bool = False, seed: Seed = None
+):
+    """Sample ``num_shots`` items per class from each data source (Dassl semantics).
+
+    A class with fewer items keeps them all, or is sampled with replacement when ``repeat``.
+    Classes are visited in sorted label order, so the result depends only on the data and the
+    seed. ``num_shots < 1`` returns the input unchanged. One source gives a list, several a list
+    of lists.
+    """
+    if num_shots < 1:
+        return data_sources[0] if len(data_sources) == 1 else data_sources
+    logger.info("Creating a %d-shot dataset", num_shots)
+    rng = make_rng(seed)
+    output = []
+    for data_source in data_sources:
+        tracker = split_dataset_by_label(data_source)
+        dataset: List[Datum] = []
+        for label in sorted(tracker):
+            items = tracker[label]
+            if len(items) >= num_shots:
+                dataset.extend(rng.sample(items, num_shots))
+            elif repeat:
+                dataset.extend(rng.choices(items, k=num_shots))
+            else:
+                dataset.extend(items)
+        output.append(dataset)
+    return output[0] if len(output) == 1 else output
+
+
+def subsample_classes(*args: Sequence[Datum], subsample: str = "all"):
+    """Keep the base (first ceil(n/2) sorted labels) or new (the rest) classes, relabelled from 0.
+
+    ``n`` counts the labels found in all given data sources (upstream counts the first one only;
+    both agree whenever the first source, train, has every class). Domains and class names are
+    kept. ``"all"`` returns the inputs unchanged.
+    """
+    if subsample not in SUBSAMPLE_CHOICES:
+        raise ValueError(
+            f"subsample (DATASET.SUBSAMPLE_CLASSES) must be one of {', '.join(SUBSAMPLE_CHOICES)}; "
+            f"got {subsample!r}"
+        )
+    if subsample == "all":
+        return args
+    labels = sorted({item.label for dataset in args for item in dataset})
+    m = math.ceil(len(labels) / 2)
+    selected = labels[:m] if subsample == "base" else labels[m:]
+    logger.info("Subsampling %s classes: %d of %d", subsample, len(selected), len(labels))
+    relabeler = {y: y_new for y_new, y in enumerate(selected)}
+    return [
+        [Datum(item.impath, relabeler[item.label], item.domain, item.classname)
+         for item in dataset if item.label in relabeler]
+        for dataset in args
+    ]
