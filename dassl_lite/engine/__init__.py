@@ -1,0 +1,13 @@
+"""Trainer template (Dassl's TrainerBase / SimpleTrainer / TrainerX), precision, checkpoints."""
+from ..registry import TRAINER_REGISTRY
+from .base import NonFiniteLossError, TrainerBase
+from .build import build_trainer
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, trainable_state_dict
+from .precision import Precision, resolve_precision
+from .trainer import SimpleTrainer, TrainerX
+
+__all__ = [
+    "CheckpointError", "NonFiniteLossError", "Precision", "SimpleTrainer", "TRAINER_REGISTRY",
+    "TrainerBase", "TrainerX", "build_trainer", "load_checkpoint", "resolve_precision",
+    "save_checkpoint", "trainable_state_dict",
+]

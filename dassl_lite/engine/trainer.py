@@ -1,0 +1,262 @@
+"""SimpleTrainer (config-driven data, evaluation, loop) and TrainerX (one labelled loader)."""
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import sys
+import time
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+import torch.nn as nn
+
+from ..errors import DasslLiteError
+from ..utils.io import atomic_write_json
+from ..utils.meters import AverageMeter, MetricMeter
+from .base import TrainerBase
+from .precision import Precision, resolve_precision
+
+logger = logging.getLogger(__name__)
+
+
+def _cfg_value(cfg, dotted: str):
+    node = cfg
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+class SimpleTrainer(TrainerBase):
+    """A trainer built from a config: data, model, evaluator, loop, evaluation, results.
+
+    Subclasses set ``precision_key`` (e.g. ``"TRAINER.COOP.PREC"``) and override
+    ``build_model`` and ``forward_backward``.
+    """
+
+    precision_key: Optional[str] = None  # dotted config key holding PREC; None -> fp32
+
+    def __init__(self, cfg) -> None:
+        super().__init__()
+        self.check_cfg(cfg)
+        self.cfg = cfg
+        self.device = self.select_device(cfg)
+        self.precision: Precision = resolve_precision(
+            _cfg_value(cfg, self.precision_key) if self.precision_key else "fp32",
+            self.device, self.precision_key or "PREC",
+        )
+        self.scaler = self.precision.make_grad_scaler()
+        self.start_epoch = self.epoch = 0
+        self.max_epoch = cfg.OPTIM.MAX_EPOCH
+        self.output_dir = cfg.OUTPUT_DIR
+        self.best_result = -float("inf")
+        self.build_data_loader()
+        self.build_model()
+        self.maybe_data_parallel()
+        self.evaluator = self.build_evaluator()
+
+    # ------------------------------------------------------------------ builders
+    def check_cfg(self, cfg) -> None:
+        """Override to validate the trainer's config section before anything is built."""
+
+    @staticmethod
+    def select_device(cfg) -> torch.device:
+        """CUDA when available and ``USE_CUDA``; otherwise CPU."""
+        if cfg.USE_CUDA and torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("cpu")
+
+    def build_data_loader(self) -> None:
+        """Build the DataManager; override to pass custom transforms or a dataset wrapper."""
+        from ..data import DataManager
+
+        dm = DataManager(self.cfg)
+        self.dm = dm
+        self.train_loader_x = dm.train_loader_x
+        self.val_loader = dm.val_loader
+        self.test_loader = dm.test_loader
+        self.num_classes = dm.num_classes
+        self.lab2cname = dm.lab2cname
+
+    def build_model(self) -> None:
+        """Set ``self.model`` and call ``register_model``; every method overrides this."""
+        raise NotImplementedError(f"{type(self).__name__} must implement build_model()")
+
+    def maybe_data_parallel(self) -> None:
+        """Wrap ``self.model`` in DataParallel when several GPUs are visible and allowed."""
+        n_gpu = torch.cuda.device_count() if self.device.type == "cuda" else 0
+        if n_gpu > 1 and self.cfg.TRAIN.DATA_PARALLEL and isinstance(self.model, nn.Module):
+            logger.info(f"Detected {n_gpu} GPUs: using DataParallel (TRAIN.DATA_PARALLEL False disables)")
+            self.model = nn.DataParallel(self.model)
+
+    @property
+    def unwrapped_model(self) -> nn.Module:
+        return self.model.module if isinstance(self.model, nn.DataParallel) else self.model
+
+    def build_evaluator(self):
+        """The evaluator named by ``TEST.EVALUATOR``."""
+        from ..evaluation import build_evaluator
+
+        return build_evaluator(self.cfg, lab2cname=self.lab2cname)
+
+    # ------------------------------------------------------------------ loop
+    def train(self) -> None:  # type: ignore[override]
+        super().train(self.start_epoch, self.max_epoch)
+
+    def before_train(self) -> None:
+        if self.cfg.TEST.FINAL_MODEL == "best_val" and self.val_loader is None:
+            raise DasslLiteError(
+                f"TEST.FINAL_MODEL best_val selects the model on the val split, but dataset "
+                f"{self.cfg.DATASET.NAME!r} has none; use TEST.FINAL_MODEL last_step"
+            )
+        directory = self.cfg.RESUME or self.output_dir
+        self.start_epoch = self.resume_model_if_exist(directory)
+        self.init_writer(os.path.join(self.output_dir, "tensorboard"))
+        self.time_start = time.time()
+
+    def after_epoch(self) -> None:
+        last_epoch = (self.epoch + 1) == self.max_epoch
+        freq = self.cfg.TRAIN.CHECKPOINT_FREQ
+        meet_freq = freq > 0 and (self.epoch + 1) % freq == 0
+        if not self.cfg.TEST.NO_TEST and self.cfg.TEST.FINAL_MODEL == "best_val":
+            result = self.test(split="val")
+            if result > self.best_result:
+                self.best_result = result
+                self.save_model(self.epoch, self.output_dir, val_result=result,
+                                model_name="model-best.pth.tar")
+        if meet_freq or last_epoch:
+            self.save_model(self.epoch, self.output_dir)
+
+    def after_train(self) -> None:
+        try:
+            if not self.completed:
+                return
+            logger.info("Finish training")
+            if not self.cfg.TEST.NO_TEST:
+                if self.cfg.TEST.FINAL_MODEL == "best_val":
+                    logger.info("Deploy the model with the best val performance")
+                    self.load_model(self.output_dir)
+                else:
+                    logger.info("Deploy the last-epoch model")
+                self.test()
+            elapsed = datetime.timedelta(seconds=round(time.time() - self.time_start))
+            logger.info(f"Elapsed: {elapsed}")
+        finally:
+            self.close_writer()
+
+    # ------------------------------------------------------------------ evaluation
+    def parse_batch_test(self, batch: Dict[str, Any]) -> Tuple[torch.Tensor, torch.Tensor]:
+        return batch["img"].to(self.device), batch["label"].to(self.device)
+
+    def model_inference(self, input: torch.Tensor) -> torch.Tensor:
+        """Logits for a batch of images; override when inference differs from ``self.model``."""
+        return self.model(input)
+
+    def before_test(self) -> None:
+        """Called before an evaluation loop (e.g. to compute text features once)."""
+
+    def after_test(self) -> None:
+        """Called after an evaluation loop, also when it failed (e.g. to drop caches)."""
+
+    def _eval_loader(self, split: str):
+        if split == "val":
+            if self.val_loader is None:
+                raise DasslLiteError(
+                    f"Evaluation on the val split was asked for, but dataset "
+                    f"{self.cfg.DATASET.NAME!r} has no val split; use TEST.SPLIT test"
+                )
+            return self.val_loader
+        if split == "test":
+            return self.test_loader
+        raise DasslLiteError(f"split must be 'val' or 'test'; got {split!r}")
+
+    @torch.no_grad()
+    def test(self, split: Optional[str] = None) -> float:
+        """Evaluate on ``split`` (default ``TEST.SPLIT``); logs upstream's result lines and
+        writes ``OUTPUT_DIR/results.json``. Returns the first metric (accuracy)."""
+        split = split or self.cfg.TEST.SPLIT
+        loader = self._eval_loader(split)
+        self.set_model_mode("eval")
+        self.evaluator.reset()
+        logger.info(f"Evaluate on the *{split}* set")
+        num_samples = 0
+        self.before_test()
+        try:
+            from tqdm import tqdm
+
+            for batch in tqdm(loader, disable=not sys.stderr.isatty(), leave=False):
+                images, labels = self.parse_batch_test(batch)
+                with self.precision.autocast():
+                    output = self.model_inference(images)
+                self.evaluator.process(output.float(), labels)
+                num_samples += labels.numel()
+        finally:
+            self.after_test()
+        results = self.evaluator.evaluate()
+        for k, v in results.items():
+            if isinstance(v, (int, float)):
+                self.write_scalar(f"{split}/{k}", v, self.epoch)
+        self.write_results(split, results, num_samples)
+        return list(results.values())[0]
+
+    def write_results(self, split: str, results: Dict[str, Any], num_samples: int) -> None:
+        """Write ``OUTPUT_DIR/results.json`` (machine-readable twin of the log lines)."""
+        cfg = self.cfg
+        record = {
+            "split": split,
+            "accuracy": results.get("accuracy"),
+            "error": results.get("error"),
+            "macro_f1": results.get("macro_f1"),
+            "num_samples": num_samples,
+            "trainer": cfg.TRAINER.NAME,
+            "dataset": cfg.DATASET.NAME,
+            "subsample": cfg.DATASET.SUBSAMPLE_CLASSES,
+            "num_shots": cfg.DATASET.NUM_SHOTS,
+            "seed": cfg.SEED,
+            "epoch": self.model_epoch,
+            "backbone": cfg.MODEL.BACKBONE.NAME,
+            "precision": self.precision.name,
+        }
+        if "perclass_accuracy" in results:
+            record["perclass_accuracy"] = results["perclass_accuracy"]
+        atomic_write_json(os.path.join(self.output_dir, "results.json"), record)
+
+
+class TrainerX(SimpleTrainer):
+    """A trainer with one labelled training loader (``train_loader_x``)."""
+
+    def parse_batch_train(self, batch: Dict[str, Any]) -> Tuple[torch.Tensor, torch.Tensor]:
+        return batch["img"].to(self.device), batch["label"].to(self.device)
+
+    def run_epoch(self) -> None:
+        self.set_model_mode("train")
+        losses, batch_time, data_time = MetricMeter(), AverageMeter(), AverageMeter()
+        self.num_batches = len(self.train_loader_x)
+        end = time.time()
+        for self.batch_idx, batch in enumerate(self.train_loader_x):
+            data_time.update(time.time() - end)
+            losses.update(self.forward_backward(batch))
+            batch_time.update(time.time() - end)
+            self.log_iteration(losses, batch_time, data_time)
+            end = time.time()
+
+    def log_iteration(self, losses: MetricMeter, batch_time: AverageMeter,
+                      data_time: AverageMeter) -> None:
+        """Dassl's per-iteration line every ``TRAIN.PRINT_FREQ`` batches, plus TensorBoard."""
+        freq = self.cfg.TRAIN.PRINT_FREQ
+        meet_freq = (self.batch_idx + 1) % freq == 0 if freq > 0 else False
+        if meet_freq or self.num_batches < freq:
+            remaining = self.num_batches - self.batch_idx - 1
+            remaining += (self.max_epoch - self.epoch - 1) * self.num_batches
+            eta = datetime.timedelta(seconds=int(batch_time.avg * remaining))
+            logger.info(
+                f"epoch [{self.epoch + 1}/{self.max_epoch}] "
+                f"batch [{self.batch_idx + 1}/{self.num_batches}] "
+                f"time {batch_time.val:.3f} ({batch_time.avg:.3f}) "
+                f"data {data_time.val:.3f} ({data_time.avg:.3f}) "
+                f"{losses} lr {self.get_current_lr():.4e} eta {eta}"
+            )
+        n_iter = self.epoch * self.num_batches + self.batch_idx
+        for name, meter in losses.meters.items():
+            self.write_scalar("train/" + name, meter.avg, n_iter)
+        self.write_scalar("train/lr", self.get_current_lr(), n_iter)

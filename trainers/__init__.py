@@ -1,0 +1,2 @@
+"""Prompt-learning trainers; importing this package registers them all."""
+from . import cocoop, coop, zsclip  # noqa: F401  (register trainers and their config sections)
