@@ -1,0 +1,18 @@
+"""OpenAI CLIP for prompt learning: model, tokenizer, weight loader and prompt-ready encoders.
+
+``from dassl_lite.clip import build_model, tokenize, load_clip, available_models``
+"""
+from .loader import (CLIPChecksumError, CLIPWeightsNotFoundError, available_models, load_clip,
+                     read_state_dict, resolve_checkpoint)
+from .model import CLIP, CLIPConfig, build_model, convert_weights, default_heads, infer_config
+from .resnet import ModifiedResNet
+from .tokenizer import SimpleTokenizer, default_tokenizer, tokenize
+from .transformer import ResidualAttentionBlock, Transformer
+from .vit import VisionTransformer
+
+__all__ = [
+    "CLIP", "CLIPConfig", "CLIPChecksumError", "CLIPWeightsNotFoundError", "ModifiedResNet",
+    "ResidualAttentionBlock", "SimpleTokenizer", "Transformer", "VisionTransformer",
+    "available_models", "build_model", "convert_weights", "default_heads", "default_tokenizer",
+    "infer_config", "load_clip", "read_state_dict", "resolve_checkpoint", "tokenize",
+]

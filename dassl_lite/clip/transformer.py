@@ -1,0 +1,143 @@
+"""Transformer pieces shared by CLIP's text encoder and its ViT image encoder.
+
+One residual attention block serves every method (zero-shot, CoOp, CoCoOp, MaPLe, IVLP, VPT):
+deep prompts are handled by :class:`Transformer`, not by block variants. Parameter names follow
+OpenAI's checkpoints (``attn.in_proj_weight``, ``attn.in_proj_bias``, ``attn.out_proj.*``,
+``ln_1``, ``mlp.c_fc``, ``mlp.c_proj``, ``ln_2``), so their state dicts load unchanged.
+Tensors are batch-first: ``[batch, tokens, width]``.
+"""
+from collections import OrderedDict
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["LayerNorm", "QuickGELU", "MultiheadSelfAttention", "ResidualAttentionBlock",
+           "Transformer", "as_batched_tokens", "replace_tokens"]
+
+
+class LayerNorm(nn.LayerNorm):
+    """LayerNorm computed in at least float32, returned in the input's dtype (fp16/bf16-safe)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        dtype = torch.promote_types(x.dtype, torch.float32)
+        out = F.layer_norm(x.to(dtype), self.normalized_shape, self.weight.to(dtype),
+                           self.bias.to(dtype), self.eps)
+        return out.to(x.dtype)
+
+
+class QuickGELU(nn.Module):
+    """The sigmoid approximation of GELU that OpenAI's CLIP models were trained with."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
+class MultiheadSelfAttention(nn.Module):
+    """Self-attention with ``nn.MultiheadAttention``'s parameter layout, computed by
+    ``F.scaled_dot_product_attention`` on batch-first input."""
+
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        if heads < 1 or width % heads:
+            raise ValueError(f"attention width must be a positive multiple of heads; "
+                             f"got width={width}, heads={heads}")
+        self.width = width
+        self.heads = heads
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * width, width))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * width))
+        self.out_proj = nn.Linear(width, width)
+        nn.init.xavier_uniform_(self.in_proj_weight)
+        nn.init.zeros_(self.out_proj.bias)
+
+    def forward(self, x: Tensor, causal: bool = False) -> Tensor:
+        n, length, width = x.shape
+        qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
+        q, k, v = qkv.view(n, length, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        return self.out_proj(out.transpose(1, 2).reshape(n, length, width))
+
+
+class ResidualAttentionBlock(nn.Module):
+    """Pre-LN transformer block: ``x + attn(ln_1(x))`` then ``x + mlp(ln_2(x))``."""
+
+    def __init__(self, width: int, heads: int, causal: bool = False):
+        super().__init__()
+        self.causal = causal
+        self.attn = MultiheadSelfAttention(width, heads)
+        self.ln_1 = LayerNorm(width)
+        self.mlp = nn.Sequential(OrderedDict([
+            ("c_fc", nn.Linear(width, width * 4)),
+            ("gelu", QuickGELU()),
+            ("c_proj", nn.Linear(width * 4, width)),
+        ]))
+        self.ln_2 = LayerNorm(width)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.attn(self.ln_1(x), causal=self.causal)
+        return x + self.mlp(self.ln_2(x))
+
+
+def as_batched_tokens(tokens: Tensor, batch: int, width: int, what: str) -> Tensor:
+    """Return prompt tokens ``[n, width]`` or ``[batch, n, width]`` as ``[batch, n, width]``."""
+    if tokens.dim() == 2 and tokens.shape[1] == width:
+        return tokens.unsqueeze(0).expand(batch, -1, -1)
+    if tokens.dim() == 3 and tokens.shape[0] == batch and tokens.shape[2] == width:
+        return tokens
+    raise ValueError(f"{what} must have shape [n_ctx, {width}] or [{batch}, n_ctx, {width}]; "
+                     f"got {list(tokens.shape)}")
+
+
+def replace_tokens(x: Tensor, tokens: Tensor, start: int, what: str = "deep prompt") -> Tensor:
+    """Return ``x`` with positions ``[start : start + n]`` replaced by ``tokens`` (n = its length).
+
+    Tokens falling beyond the end of ``x`` are dropped (used after EOT truncation, where those
+    positions cannot influence the kept ones).
+    """
+    tokens = as_batched_tokens(tokens, x.shape[0], x.shape[2], what).to(x.dtype)
+    end = min(start + tokens.shape[1], x.shape[1])
+    return torch.cat([x[:, :start], tokens[:, :end - start], x[:, end:]], dim=1)
+
+
+class Transformer(nn.Module):
+    """A stack of :class:`ResidualAttentionBlock` with optional deep prompts.
+
+    Attributes ``width``, ``layers`` and ``heads`` describe the stack.
+    """
+
+    def __init__(self, width: int, layers: int, heads: int, causal: bool = False):
+        super().__init__()
+        self.width = width
+        self.layers = layers
+        self.heads = heads
+        self.resblocks = nn.ModuleList(
+            [ResidualAttentionBlock(width, heads, causal) for _ in range(layers)])
+
+    def forward(self, x: Tensor, deep_prompts: Optional[Sequence[Tensor]] = None,
+                prompt_start: int = 1) -> Tensor:
+        """Run the blocks on ``x`` [N, L, width].
+
+        Entry k of ``deep_prompts`` replaces positions ``[prompt_start : prompt_start + n_ctx]``
+        at the input of layer k+1 (layer 0 sees ``x`` as given). At most ``layers - 1`` entries.
+        """
+        deep = [] if deep_prompts is None else list(deep_prompts)
+        if len(deep) > self.layers - 1:
+            raise ValueError(f"at most {self.layers - 1} deep prompts fit a {self.layers}-layer "
+                             f"transformer (entry k enters layer k+1); got {len(deep)}")
+        for i, block in enumerate(self.resblocks):
+            if 0 < i <= len(deep):
+                x = replace_tokens(x, deep[i - 1], prompt_start, f"deep_prompts[{i - 1}]")
+            x = block(x)
+        return x
+
+    def initialize_parameters(self) -> None:
+        """OpenAI's initialisation of the text transformer (std scaled by width and depth)."""
+        proj_std = (self.width ** -0.5) * ((2 * self.layers) ** -0.5)
+        attn_std = self.width ** -0.5
+        fc_std = (2 * self.width) ** -0.5
+        for block in self.resblocks:
+            nn.init.normal_(block.attn.in_proj_weight, std=attn_std)
+            nn.init.normal_(block.attn.out_proj.weight, std=proj_std)
+            nn.init.normal_(block.mlp.c_fc.weight, std=fc_std)
+            nn.init.normal_(block.mlp.c_proj.weight, std=proj_std)

@@ -1,0 +1,215 @@
+"""Prompt-ready encoders: plain-path equality, EOT truncation, deep prompt semantics, errors."""
+import copy
+import re
+
+import pytest
+import torch
+
+from dassl_lite.clip import tokenize
+
+open_clip = pytest.importorskip("open_clip")
+
+
+@pytest.fixture(scope="module")
+def reference(vit_state_dict):
+    """open_clip's model from the same weights: its blocks drive the upstream-style loops."""
+    return open_clip.model.build_model_from_openai_state_dict(
+        dict(vit_state_dict), cast_dtype=None).float().eval()
+
+
+def upstream_text(ref, embeddings, eot_idx, deep):
+    """MaPLe's TextEncoder + ResidualAttentionBlock_MaPLe on all 77 positions: deep entry k
+    replaces x[:, 1:1+n_ctx] at the input of layer k+1, no positional embedding added."""
+    x = embeddings + ref.positional_embedding
+    for i, block in enumerate(ref.transformer.resblocks):
+        if 1 <= i <= len(deep):
+            ctx = deep[i - 1].expand(x.shape[0], -1, -1)
+            x = torch.cat([x[:, :1], ctx, x[:, 1 + ctx.shape[1]:]], dim=1)
+        x = block(x, attn_mask=ref.attn_mask)
+    x = ref.ln_final(x)
+    return x[torch.arange(x.shape[0]), eot_idx] @ ref.text_projection
+
+
+def upstream_vision(ref, images, prompts, deep):
+    """MaPLe's VisionTransformer_MaPLe: prompts appended after the positional embedding, ln_pre
+    over everything, deep entry k replaces the last n_ctx tokens at the input of layer k+1."""
+    v = ref.visual
+    x = v.conv1(images).flatten(2).transpose(1, 2)
+    x = torch.cat([v.class_embedding.expand(x.shape[0], 1, -1), x], dim=1) + v.positional_embedding
+    x = v.ln_pre(torch.cat([x, prompts.expand(x.shape[0], -1, -1)], dim=1))
+    n_ctx = prompts.shape[-2]
+    for i, block in enumerate(v.transformer.resblocks):
+        if 1 <= i <= len(deep):
+            x = torch.cat([x[:, :-n_ctx], deep[i - 1].expand(x.shape[0], -1, -1)], dim=1)
+        x = block(x)
+    return v.ln_post(x[:, 0]) @ v.proj
+
+
+def record_block_inputs(transformer):
+    """Register pre-hooks storing each block's input; returns (inputs list, handles)."""
+    inputs = []
+    handles = [block.register_forward_pre_hook(lambda _m, args: inputs.append(args[0].detach()))
+               for block in transformer.resblocks]
+    return inputs, handles
+
+
+def prompt(n, width, seed):
+    return 0.1 * torch.randn(n, width, generator=torch.Generator().manual_seed(seed))
+
+
+@torch.no_grad()
+def test_empty_prompts_equal_plain_paths(vit_model, make_images, text_tokens):
+    images = make_images(vit_model)
+    plain = vit_model.encode_image(images)
+    width = vit_model.visual.width
+    assert torch.equal(vit_model.visual(images, prompts=None, deep_prompts=None), plain)
+    assert torch.equal(vit_model.visual(images, prompts=torch.empty(0, width), deep_prompts=[]), plain)
+    embeddings = vit_model.token_embedding(text_tokens)
+    eot = text_tokens.argmax(dim=-1)
+    plain_text = vit_model.encode_text(text_tokens)
+    assert torch.equal(vit_model.encode_text_embeddings(embeddings, eot), plain_text)
+    assert torch.equal(vit_model.encode_text_embeddings(embeddings, eot, deep_prompts=[]), plain_text)
+
+
+@pytest.mark.parametrize("kind", ["vit", "rn"])
+@pytest.mark.parametrize("dtype, atol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+@torch.no_grad()
+def test_eot_truncation_changes_nothing(kind, dtype, atol, request, text_tokens):
+    model = copy.deepcopy(request.getfixturevalue(f"{kind}_model")).to(dtype)
+    eot = text_tokens.argmax(dim=-1)
+    inputs, handles = record_block_inputs(model.transformer)
+    truncated = model.encode_text(text_tokens)
+    for handle in handles:
+        handle.remove()
+    assert inputs[0].shape[1] == int(eot.max()) + 1 < 77
+    x = model.transformer(model.token_embedding(text_tokens) + model.positional_embedding)
+    full = model.ln_final(x[torch.arange(len(x)), eot]) @ model.text_projection
+    assert full.dtype == dtype
+    torch.testing.assert_close(truncated, full, rtol=0, atol=atol)
+
+
+@torch.no_grad()
+def test_text_deep_prompts_match_upstream(vit_model, reference):
+    tokens = tokenize(["X X a photo of a cat.", "X X dog.", "X X a centered satellite photo."])
+    eot = tokens.argmax(dim=-1)
+    width = vit_model.transformer.width
+    embeddings = vit_model.token_embedding(tokens)
+    embeddings[:, 1:3] = prompt(2, width, seed=1)  # shallow context spliced after SOS
+    deep = [prompt(2, width, seed=2), prompt(2, width, seed=3)]
+    ours = vit_model.encode_text_embeddings(embeddings, eot, deep_prompts=deep)
+    torch.testing.assert_close(ours, upstream_text(reference, embeddings, eot, deep), rtol=0, atol=1e-5)
+    per_row = [d.expand(3, -1, -1).clone() for d in deep]
+    assert torch.equal(vit_model.encode_text_embeddings(embeddings, eot, per_row), ours)
+    shallow_only = vit_model.encode_text_embeddings(embeddings, eot)
+    assert not torch.allclose(shallow_only, ours)
+
+
+@torch.no_grad()
+def test_text_deep_prompts_replace_positions_at_layer_inputs(vit_model):
+    tokens = tokenize(["X X X a photo of a bird.", ""])  # second row: EOT at 1, inside the prompt
+    width = vit_model.transformer.width
+    embeddings = vit_model.token_embedding(tokens)
+    deep = [prompt(3, width, seed=4)]
+    inputs, handles = record_block_inputs(vit_model.transformer)
+    vit_model.encode_text_embeddings(embeddings, tokens.argmax(dim=-1), deep)
+    for handle in handles:
+        handle.remove()
+    length = inputs[0].shape[1]
+    pos = vit_model.positional_embedding[:length]
+    torch.testing.assert_close(inputs[0], embeddings[:, :length] + pos, rtol=0, atol=0)
+    assert torch.equal(inputs[1][:, 1:4], deep[0].expand(2, -1, -1))
+    assert not torch.equal(inputs[2][:, 1:4], deep[0].expand(2, -1, -1))  # layer 2 keeps layer 1's
+
+
+@torch.no_grad()
+def test_text_deep_prompts_longer_than_truncated_sequence(vit_model, reference):
+    tokens = tokenize(["", "a"])  # EOT at 1 and 2: the sequence is cut to 3 positions
+    width = vit_model.transformer.width
+    embeddings = vit_model.token_embedding(tokens)
+    deep = [prompt(4, width, seed=5), prompt(4, width, seed=6)]
+    eot = tokens.argmax(dim=-1)
+    ours = vit_model.encode_text_embeddings(embeddings, eot, deep)
+    torch.testing.assert_close(ours, upstream_text(reference, embeddings, eot, deep), rtol=0, atol=1e-5)
+
+
+@torch.no_grad()
+def test_vision_prompts_match_upstream(vit_model, reference, make_images):
+    images = make_images(vit_model, batch=2)
+    width = vit_model.visual.width
+    shallow = prompt(2, width, seed=7)
+    deep = [prompt(2, width, seed=8), prompt(2, width, seed=9)]
+    ours = vit_model.visual(images, prompts=shallow, deep_prompts=deep)
+    torch.testing.assert_close(ours, upstream_vision(reference, images, shallow, deep), rtol=0, atol=1e-5)
+    torch.testing.assert_close(vit_model.visual(images, prompts=shallow),
+                               upstream_vision(reference, images, shallow, []), rtol=0, atol=1e-5)
+    per_image = vit_model.visual(images, prompts=shallow.expand(2, -1, -1),
+                                 deep_prompts=[d.expand(2, -1, -1) for d in deep])
+    torch.testing.assert_close(per_image, ours, rtol=0, atol=1e-6)
+
+
+@torch.no_grad()
+def test_vision_deep_prompts_replace_last_tokens_at_layer_inputs(vit_model, make_images):
+    images = make_images(vit_model, batch=2)
+    visual = vit_model.visual
+    shallow, deep = prompt(3, visual.width, seed=10), [prompt(3, visual.width, seed=11)]
+    inputs, handles = record_block_inputs(visual.transformer)
+    visual(images, prompts=shallow, deep_prompts=deep)
+    for handle in handles:
+        handle.remove()
+    assert inputs[0].shape[1] == 1 + visual.grid_size ** 2 + 3
+    torch.testing.assert_close(inputs[0][:, -3:], visual.ln_pre(shallow).expand(2, -1, -1),
+                               rtol=0, atol=1e-6)
+    assert torch.equal(inputs[1][:, -3:], deep[0].expand(2, -1, -1))
+    assert not torch.equal(inputs[2][:, -3:], deep[0].expand(2, -1, -1))
+
+
+def test_prompt_gradients_flow_to_prompts_of_a_frozen_model(vit_model, make_images, text_tokens):
+    model = copy.deepcopy(vit_model).requires_grad_(False)
+    width_v, width_t = model.visual.width, model.transformer.width
+    shallow_v = prompt(2, width_v, 12).requires_grad_()
+    deep_v = [prompt(2, width_v, 13).requires_grad_()]
+    deep_t = [prompt(2, width_t, 14).requires_grad_()]
+    ctx = prompt(2, width_t, 15).requires_grad_()
+    embeddings = model.token_embedding(text_tokens)
+    embeddings = torch.cat([embeddings[:, :1], ctx.expand(4, -1, -1), embeddings[:, 3:]], dim=1)
+    image_f = model.visual(make_images(model, batch=2), shallow_v, deep_v)
+    text_f = model.encode_text_embeddings(embeddings, text_tokens.argmax(-1), deep_t)
+    (image_f @ text_f.t()).sum().backward()
+    for tensor in (shallow_v, deep_v[0], deep_t[0], ctx):
+        assert tensor.grad is not None and tensor.grad.abs().sum() > 0
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_prompt_errors(vit_model, make_images, text_tokens):
+    images = make_images(vit_model, batch=2)
+    visual, width = vit_model.visual, vit_model.visual.width
+    with pytest.raises(ValueError, match=re.escape("at most 2 deep prompts fit a 3-layer transformer")):
+        visual(images, prompt(1, width, 0), [prompt(1, width, 0)] * 3)
+    with pytest.raises(ValueError, match=re.escape("vision deep_prompts[0] must replace the 0 shallow")):
+        visual(images, None, [prompt(1, width, 0)])
+    with pytest.raises(ValueError, match=re.escape("must replace the 2 shallow prompt tokens")):
+        visual(images, prompt(2, width, 0), [prompt(3, width, 0)])
+    with pytest.raises(ValueError, match=re.escape(f"prompts must have shape [n_ctx, {width}]")):
+        visual(images, prompt(2, width + 1, 0))
+    with pytest.raises(ValueError, match=re.escape("expects images of shape [B, 3, 32, 32]; got [2, 3, 64, 64]")):
+        visual(torch.zeros(2, 3, 64, 64))
+    embeddings = vit_model.token_embedding(text_tokens)
+    with pytest.raises(ValueError, match=re.escape("eot_idx must be an integer tensor of shape [4]")):
+        vit_model.encode_text_embeddings(embeddings, torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match=re.escape("eot_idx must lie in [0, 9] (the sequence length); got values 3 to 12")):
+        vit_model.encode_text_embeddings(embeddings[:, :10], torch.tensor([3, 12, 4, 5]))
+    with pytest.raises(ValueError, match=re.escape("text embeddings must have shape [N, L<=77, 128]")):
+        vit_model.encode_text_embeddings(embeddings[..., :64], text_tokens.argmax(-1))
+
+
+def test_resnet_rejects_vision_prompts(rn_model, make_images):
+    images = make_images(rn_model, batch=1)
+    expected = ("vision prompts need a ViT backbone (e.g. ViT-B/16); this model's image encoder is a "
+                "ModifiedResNet (RN50-style, layers=(1, 2, 1, 1), width=16), which has no token "
+                "sequence to prompt")
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        rn_model.visual(images, prompts=torch.zeros(2, 64))
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        rn_model.visual(images, deep_prompts=[torch.zeros(2, 64)])
+    with torch.no_grad():
+        assert torch.equal(rn_model.visual(images, prompts=torch.empty(0, 64)), rn_model.encode_image(images))
