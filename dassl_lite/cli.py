@@ -137,9 +137,15 @@ def run(args) -> None:
     logger.info(f"Config written to {write_config(cfg)}")
     trainer = build_trainer(cfg)
     if args.eval_only:
-        if not args.model_dir:
-            raise DasslLiteError("--eval-only needs --model-dir DIR (the run directory to evaluate)")
-        trainer.load_model(args.model_dir, epoch=args.load_epoch)
+        if args.model_dir:
+            trainer.load_model(args.model_dir, epoch=args.load_epoch)
+        elif trainer.get_model_names():
+            raise DasslLiteError(
+                f"--eval-only with {cfg.TRAINER.NAME} needs --model-dir DIR (the run directory "
+                f"to evaluate); without it the untrained prompts would be evaluated"
+            )
+        else:
+            logger.info(f"{cfg.TRAINER.NAME} has no trainable weights: nothing to load")
         trainer.test()
         return
     if not args.no_train:

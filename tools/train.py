@@ -5,8 +5,11 @@
         --config-file configs/trainers/CoOp/vit_b16.yaml --root DATA --output-dir out \
         DATASET.NUM_SHOTS 16
 
+With no dataset or config file, ``python tools/train.py --trainer CoOp`` runs on the toy world
+(generated under ``--root``, default ``./data``, on first use) with ``configs/trainers/CoOp/toy.yaml``.
 ``--import my_trainer.py`` registers your own trainers/datasets without editing this file.
 """
+import logging
 import os
 import sys
 
@@ -18,5 +21,26 @@ import datasets  # noqa: E402,F401  (registers the datasets)
 import trainers  # noqa: E402,F401  (registers the trainers and their config sections)
 from dassl_lite.cli import main  # noqa: E402
 
+TOY_DATASET_CONFIG = os.path.join(ROOT, "configs", "datasets", "toy_shapes.yaml")
+
+
+def use_toy_world_by_default(args) -> None:
+    """No dataset given anywhere: run on the toy world with the trainer's toy config."""
+    opts = args.opts or []
+    if args.dataset_config_file or "DATASET.NAME" in opts[0::2]:
+        return
+    args.dataset_config_file = TOY_DATASET_CONFIG
+    toy_cfg = os.path.join(ROOT, "configs", "trainers", args.trainer, "toy.yaml")
+    if not args.config_file and os.path.isfile(toy_cfg):
+        args.config_file = toy_cfg
+    if not args.root:
+        args.root = os.path.join(os.getcwd(), "data")
+    logging.getLogger("tools.train").warning(
+        f"No dataset config given: using the toy world ({os.path.relpath(TOY_DATASET_CONFIG)}, "
+        f"config {os.path.relpath(args.config_file) if args.config_file else 'defaults'}, "
+        f"data under {args.root})"
+    )
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(prepare=use_toy_world_by_default))

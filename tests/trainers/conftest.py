@@ -1,0 +1,116 @@
+"""A tiny random CLIP checkpoint (OpenAI format) and configs for the trainer tests on TinyColors."""
+import os
+import types
+from collections import OrderedDict
+
+import pytest
+import torch
+
+from dassl_lite.clip import CLIP, CLIPConfig, build_model
+
+import trainers  # noqa: F401  (registers the trainers and their config sections)
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+FIXTURES = os.path.join(REPO, "tests", "fixtures")
+
+# ViT: width 32 on both sides (1 head), 2 layers, 32 px images in 16 px patches, CLIP's vocabulary.
+TINY_CLIP = CLIPConfig(embed_dim=32, image_resolution=32, vision_layers=2, vision_width=32,
+                       vision_patch_size=16, vision_heads=1, context_length=77, vocab_size=49408,
+                       transformer_width=32, transformer_heads=1, transformer_layers=2)
+PREC_KEY = {"ZeroshotCLIP": "TRAINER.COOP.PREC", "ZeroshotCLIP2": "TRAINER.COOP.PREC",
+            "CoOp": "TRAINER.COOP.PREC", "CoCoOp": "TRAINER.COCOOP.PREC"}
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_path(tmp_path_factory) -> str:
+    """Path of a random tiny ViT CLIP saved as a plain OpenAI-format state dict."""
+    torch.manual_seed(0)
+    state = CLIP(TINY_CLIP).state_dict()
+    path = tmp_path_factory.mktemp("clip") / "tiny_clip.pt"
+    torch.save(state, path)
+    return str(path)
+
+
+@pytest.fixture
+def tiny_clip(tiny_clip_path) -> CLIP:
+    """A fresh float32 copy of the tiny CLIP (eval mode)."""
+    return build_model(torch.load(tiny_clip_path, weights_only=True))
+
+
+@pytest.fixture
+def trainer_cfg(tiny_world, tiny_root, tiny_clip_path, tmp_path):
+    """``trainer_cfg(TRAINER, KEY, VALUE, ..., output_dir=None)``: TinyColors + the tiny CLIP,
+    merged as tools/train.py does (fp32, 4 context tokens, 1 epoch, batches of 8)."""
+    from dassl_lite.cli import build_parser, setup_cfg
+
+    def make(trainer, *opts, output_dir=None):
+        base = ["INPUT.SIZE", "(32, 32)", "MODEL.BACKBONE.NAME", tiny_clip_path,
+                "OPTIM.MAX_EPOCH", "1", "TRAIN.PRINT_FREQ", "100", "DATALOADER.NUM_WORKERS", "0",
+                "DATALOADER.TRAIN_X.BATCH_SIZE", "8", "DATALOADER.TEST.BATCH_SIZE", "8",
+                PREC_KEY[trainer], "fp32"]
+        if trainer in ("CoOp", "CoCoOp"):
+            base += [f"TRAINER.{trainer.upper()}.N_CTX", "4"]
+        args = build_parser().parse_args([
+            "--trainer", trainer, "--root", tiny_root, "--seed", "1",
+            "--dataset-config-file", os.path.join(FIXTURES, "tiny_dataset.yaml"),
+            "--output-dir", str(output_dir or tmp_path / "out"), *base, *opts,
+        ])
+        return setup_cfg(args)
+
+    return make
+
+
+@pytest.fixture
+def build(trainer_cfg):
+    """``build(TRAINER, KEY, VALUE, ..., output_dir=None)``: a seeded trainer."""
+    from dassl_lite.engine import build_trainer
+    from dassl_lite.utils import set_random_seed
+
+    def make(trainer, *opts, output_dir=None):
+        cfg = trainer_cfg(trainer, *opts, output_dir=output_dir)
+        set_random_seed(cfg.SEED)
+        return build_trainer(cfg)
+
+    return make
+
+
+def write_upstream(directory, state, epoch=50):
+    """A checkpoint directory exactly as upstream CoOp/CoCoOp (Dassl) writes it."""
+    folder = directory / "prompt_learner"
+    folder.mkdir(parents=True)
+    ckpt = {"state_dict": state, "epoch": epoch,
+            "optimizer": {"state": {}, "param_groups": [{"lr": 1e-5, "params": [0]}]},
+            "scheduler": {"last_epoch": epoch}, "val_result": None}
+    torch.save(ckpt, folder / f"model.pth.tar-{epoch}")
+    (folder / "checkpoint").write_text(f"model.pth.tar-{epoch}\n")
+    return str(directory)
+
+
+def upstream_coop_state(n_ctx=4, n_cls=4, csc=False, width=32):
+    """Upstream's PromptLearner.state_dict() in fp16: ctx and the full 77-token fixed parts."""
+    g = torch.Generator().manual_seed(1)
+    shape = (n_cls, n_ctx, width) if csc else (n_ctx, width)
+    return OrderedDict([
+        ("ctx", (0.02 * torch.randn(shape, generator=g)).half()),
+        ("token_prefix", torch.randn(n_cls, 1, width, generator=g).half()),
+        ("token_suffix", torch.randn(n_cls, 77 - 1 - n_ctx, width, generator=g).half()),
+    ])
+
+
+def upstream_cocoop_state(n_ctx=4):
+    g = torch.Generator().manual_seed(2)
+    hidden = 32 // 16
+    state = upstream_coop_state(n_ctx)
+    state["meta_net.linear1.weight"] = torch.randn(hidden, 32, generator=g).half()
+    state["meta_net.linear1.bias"] = torch.randn(hidden, generator=g).half()
+    state["meta_net.linear2.weight"] = torch.randn(32, hidden, generator=g).half()
+    state["meta_net.linear2.bias"] = torch.randn(32, generator=g).half()
+    return state
+
+
+@pytest.fixture
+def upstream():
+    """Writers of upstream-format checkpoints: ``write(dir, state, epoch)``,
+    ``coop_state(n_ctx, n_cls, csc, width)``, ``cocoop_state(n_ctx)``."""
+    return types.SimpleNamespace(write=write_upstream, coop_state=upstream_coop_state,
+                                 cocoop_state=upstream_cocoop_state)

@@ -1,0 +1,112 @@
+"""ClipPromptTrainer: the build, training step, evaluation cache and checkpoint mapping that every
+CLIP prompt-learning trainer shares. A method implements :meth:`build_prompted_clip`."""
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict, List, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from dassl_lite.clip import CLIP
+from dassl_lite.engine import TrainerX, load_checkpoint
+from dassl_lite.optim import build_lr_scheduler, build_optimizer
+
+from .prompting import PromptedCLIP, load_frozen_clip
+
+logger = logging.getLogger(__name__)
+
+
+class ClipPromptTrainer(TrainerX):
+    """A frozen CLIP with a trainable prompt learner (CoOp, CoCoOp; MaPLe-style methods too).
+
+    ``build_model`` loads the backbone (frozen, in the precision's model dtype), asks
+    :meth:`build_prompted_clip` for the method's module, freezes everything outside
+    :meth:`trainable_module` (whose parameters are kept in float32), builds the optimizer and
+    scheduler over the trainable parameters and registers the trainable module as
+    ``model_name`` (upstream's checkpoint folder name). Subclasses set ``precision_key``.
+    """
+
+    model_name = "prompt_learner"  # registered name = checkpoint folder (upstream's)
+    cache_text_in_eval = True  # compute class text features once per evaluation
+    # Keys of upstream checkpoints rebuilt from the class names here (not learned; dropped).
+    fixed_checkpoint_keys: Sequence[str] = ("token_prefix", "token_suffix")
+
+    # ------------------------------------------------------------------ build
+    def build_model(self) -> None:
+        cfg = self.cfg
+        logger.info(f"Loading CLIP (backbone: {cfg.MODEL.BACKBONE.NAME})")
+        clip_model = self.build_clip()
+        logger.info("Building the prompted CLIP")
+        self.model = self.build_prompted_clip(clip_model, self.dm.dataset.classnames).to(self.device)
+        learner = self.trainable_module()
+        self.freeze_all_but(learner)
+        self.optim = build_optimizer(learner, cfg.OPTIM)
+        self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
+        self.register_model(self.model_name, learner, self.optim, self.sched)
+        if cfg.MODEL.INIT_WEIGHTS:
+            self.load_init_weights(cfg.MODEL.INIT_WEIGHTS)
+
+    def build_clip(self) -> CLIP:
+        """The frozen backbone in ``self.precision.model_dtype``; override to modify it."""
+        return load_frozen_clip(self.cfg, self.precision.model_dtype, self.device)
+
+    def build_prompted_clip(self, clip_model: CLIP, classnames: List[str]) -> PromptedCLIP:
+        """The method's module (holding ``clip_model`` and its learned parts); every method
+        overrides this."""
+        raise NotImplementedError(f"{type(self).__name__} must implement build_prompted_clip()")
+
+    def trainable_module(self) -> nn.Module:
+        """The module that is trained and checkpointed (default: ``model.prompt_learner``)."""
+        return self.model.prompt_learner
+
+    def freeze_all_but(self, learner: nn.Module) -> None:
+        """Freeze every parameter outside ``learner``; keep ``learner``'s trainables in fp32."""
+        keep = {id(p) for p in learner.parameters()}
+        for p in self.model.parameters():
+            if id(p) not in keep:
+                p.requires_grad_(False)
+        names = []
+        for name, p in learner.named_parameters():
+            if p.requires_grad:
+                p.data = p.data.float()
+                names.append(name)
+        count = sum(p.numel() for p in learner.parameters() if p.requires_grad)
+        logger.info(f"Parameters to be updated ({count:,} values): {names}")
+
+    def load_init_weights(self, path: str) -> None:
+        """``MODEL.INIT_WEIGHTS``: start from a checkpoint file of the trainable module."""
+        ckpt = load_checkpoint(path)
+        self._load_into(self.model_name, ckpt["state_dict"], path)
+        logger.info(f"Initialised {self.model_name!r} from {path} (MODEL.INIT_WEIGHTS)")
+
+    # ------------------------------------------------------------------ train
+    def forward_backward(self, batch: Dict[str, Any]) -> Dict[str, float]:
+        images, labels = self.parse_batch_train(batch)
+        with self.precision.autocast():
+            logits = self.model(images)
+            loss = F.cross_entropy(logits.float(), labels)
+        self.model_backward_and_update(loss)
+        acc = (logits.argmax(dim=1) == labels).float().mean().item() * 100
+        return {"loss": loss.item(), "acc": acc}
+
+    # ------------------------------------------------------------------ evaluation
+    def before_test(self) -> None:
+        if self.cache_text_in_eval:
+            with self.precision.autocast():
+                self.unwrapped_model.cache_text_features()
+
+    def after_test(self) -> None:
+        if self.cache_text_in_eval:
+            self.unwrapped_model.clear_text_cache()
+
+    # ------------------------------------------------------------------ checkpoints
+    def remap_checkpoint_state(
+        self, name: str, state_dict: Dict[str, torch.Tensor]
+    ) -> Dict[str, torch.Tensor]:
+        """Drop the fixed token embeddings that upstream checkpoints carry."""
+        dropped = [k for k in state_dict if k in self.fixed_checkpoint_keys]
+        if dropped:
+            logger.info(f"Ignoring fixed token embeddings {dropped} (rebuilt from the class names)")
+        return {k: v for k, v in state_dict.items() if k not in self.fixed_checkpoint_keys}
