@@ -1,0 +1,84 @@
+"""Per-trainer summaries (JSON-ready dicts) of a protocol's outcomes.
+
+Values come from each run's ``results.json`` (the engine's machine-readable twin of the
+``* accuracy:`` log lines). Only runs that finished in or before this invocation count; a failed
+or missing run is a ``None`` value, listed under ``missing`` and in ``failed_jobs``.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from .jobs import read_results
+from .plans import RunSpec
+from .resolve import DatasetConfig
+from .runner import Outcome
+from .stats import STD_CONVENTION, average_base2new, base2new_stat, mean_or_none, seed_stat
+
+METRICS = ("accuracy", "error", "macro_f1")
+Key = Tuple[str, str, int, int]  # kind, dataset, shots, seed
+
+
+def collect(outcomes: Sequence[Outcome], metric: str) -> Dict[Key, Optional[float]]:
+    """``metric`` of each job's results, keyed by (kind, dataset, shots, seed); None if absent."""
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {', '.join(METRICS)}; got {metric!r}")
+    values = {}
+    for o in outcomes:
+        results = read_results(o.job.output_dir) if o.ok else None
+        values[(o.job.kind, o.job.dataset, o.job.shots, o.job.seed)] = (results or {}).get(metric)
+    return values
+
+
+def _header(protocol: str, spec: RunSpec, seeds: Sequence[int], metric: str,
+            outcomes: Sequence[Outcome]) -> Dict:
+    failed = [{"job": o.job.name, "output_dir": o.job.output_dir, "state": o.state,
+               "returncode": o.returncode, "detail": o.detail, "log_tail": o.log_tail}
+              for o in outcomes if not o.ok]
+    return {"protocol": protocol, "trainer": spec.trainer, "config": spec.cfg_label,
+            "config_file": spec.config_file, "seeds": list(seeds), "metric": metric,
+            "std_convention": STD_CONVENTION, "failed_jobs": failed}
+
+
+def summarize_base2new(spec: RunSpec, datasets: Sequence[DatasetConfig], seeds: Sequence[int],
+                       shots: int, outcomes: Sequence[Outcome], metric: str = "accuracy") -> Dict:
+    """Base (the training runs' final tests), new and HM per dataset, and their average."""
+    v = collect(outcomes, metric)
+    per = {d.label: base2new_stat({s: v.get(("train_base", d.label, shots, s)) for s in seeds},
+                                  {s: v.get(("test_new", d.label, shots, s)) for s in seeds})
+           for d in datasets}
+    summary = _header("base2new", spec, seeds, metric, outcomes)
+    summary.update(shots=shots, datasets=per, average=average_base2new(per))
+    return summary
+
+
+def summarize_fewshot(spec: RunSpec, datasets: Sequence[DatasetConfig], seeds: Sequence[int],
+                      shots_list: Sequence[int], outcomes: Sequence[Outcome],
+                      metric: str = "accuracy") -> Dict:
+    """Mean +- std over seeds per dataset and shot count, and the average over datasets."""
+    v = collect(outcomes, metric)
+    per = {d.label: {str(k): seed_stat({s: v.get(("train", d.label, k, s)) for s in seeds})
+                     for k in shots_list} for d in datasets}
+    average = {str(k): mean_or_none([per[d.label][str(k)]["mean"] for d in datasets])
+               for k in shots_list}
+    summary = _header("fewshot", spec, seeds, metric, outcomes)
+    summary.update(shots=list(shots_list), datasets=per, average=average)
+    return summary
+
+
+def summarize_crossdataset(spec: RunSpec, source: DatasetConfig, targets: Sequence[DatasetConfig],
+                           seeds: Sequence[int], shots: int, outcomes: Sequence[Outcome],
+                           metric: str = "accuracy") -> Dict:
+    """The source's own test result, each target's, and the average over the targets."""
+    v = collect(outcomes, metric)
+    src = seed_stat({s: v.get(("train", source.label, shots, s)) for s in seeds})
+    per = {t.label: seed_stat({s: v.get(("test", t.label, shots, s)) for s in seeds})
+           for t in targets}
+    summary = _header("crossdataset", spec, seeds, metric, outcomes)
+    summary.update(shots=shots, source={"dataset": source.label, **src}, targets=per,
+                   average=mean_or_none([st["mean"] for st in per.values()]))
+    return summary
+
+
+def failed_outcomes(outcomes: Sequence[Outcome]) -> List[Outcome]:
+    """Outcomes of jobs that failed or could not run."""
+    return [o for o in outcomes if o.state in ("failed", "not_run")]

@@ -1,0 +1,7 @@
+#!/bin/bash
+# CoOp cross-dataset / domain generalization: evaluate the source run on DATASET.
+# Usage: DATA=/path/to/datasets bash scripts/coop/xd_test.sh DATASET SEED [KEY VALUE ...]  (see scripts/common.sh)
+TRAINER=CoOp
+CFG=${CFG:-vit_b16_ctxv1}
+source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
+xd_test "$@"

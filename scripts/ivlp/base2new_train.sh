@@ -1,0 +1,7 @@
+#!/bin/bash
+# IVLP base-to-novel, step 1: train on the base classes.
+# Usage: DATA=/path/to/datasets bash scripts/ivlp/base2new_train.sh DATASET SEED [KEY VALUE ...]  (see scripts/common.sh)
+TRAINER=IVLP
+CFG=${CFG:-vit_b16_c2_ep5_batch4_2+2ctx}
+source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
+base2new_train "$@"
