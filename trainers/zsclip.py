@@ -29,6 +29,8 @@ CUSTOM_TEMPLATES = {
     "OxfordFlowers": "a photo of a {}, a type of flower.",
     "FGVCAircraft": "a photo of a {}, a type of aircraft.",
     "DescribableTextures": "{} texture.",
+    "DTD": "{} texture.",  # alias of DescribableTextures
+    "CUB200": "a photo of a {}, a type of bird.",
     "EuroSAT": "a centered satellite photo of {}.",
     "StanfordCars": "a photo of a {}.",
     "Food101": "a photo of {}, a type of food.",
