@@ -20,6 +20,7 @@ if ROOT not in sys.path:
 import datasets  # noqa: E402,F401  (registers the datasets)
 import trainers  # noqa: E402,F401  (registers the trainers and their config sections)
 from dassl_lite.cli import main  # noqa: E402
+from dassl_lite.registry import TRAINER_REGISTRY  # noqa: E402
 
 TOY_DATASET_CONFIG = os.path.join(ROOT, "configs", "datasets", "toy_shapes.yaml")
 
@@ -29,6 +30,8 @@ def use_toy_world_by_default(args) -> None:
     opts = args.opts or []
     if args.dataset_config_file or "DATASET.NAME" in opts[0::2]:
         return
+    if args.trainer not in TRAINER_REGISTRY:
+        return  # setup_cfg reports the unknown name with the closest one
     args.dataset_config_file = TOY_DATASET_CONFIG
     toy_cfg = os.path.join(ROOT, "configs", "trainers", args.trainer, "toy.yaml")
     if not args.config_file and os.path.isfile(toy_cfg):

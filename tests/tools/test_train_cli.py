@@ -68,3 +68,10 @@ def test_train_then_eval_only(tmp_path, tiny_root):
     r = train_py(*tiny_args(tiny_root, ev / "x", "--eval-only", "--model-dir", str(out),
                             "--load-epoch", "9"))
     assert r.returncode == 2 and "No checkpoint at" in r.stderr and "model.pth.tar-9" in r.stderr
+
+
+def test_real_trainer_typo_suggests_coop(tmp_path):
+    r = train_py("--trainer", "CoOP", "--output-dir", str(tmp_path))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.startswith("error: No trainer 'CoOP' in TRAINER registry. Did you mean 'CoOp'?")
+    assert "toy world" not in r.stderr  # no default applied for a name that does not exist
