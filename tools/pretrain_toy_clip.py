@@ -27,7 +27,8 @@ import shlex
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from collections import deque
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 # On a shared machine, OpenMP threads that spin while waiting slow a 2-thread run down several
 # times; passive waiting costs little when the cores are free. Effective only before torch loads.
@@ -44,9 +45,8 @@ if ROOT not in sys.path:
 from dassl_lite.clip import CLIP, CLIPConfig, load_clip, tokenize  # noqa: E402
 from dassl_lite.clip.loader import ASSETS_DIR  # noqa: E402
 from dassl_lite.clip.model import default_heads  # noqa: E402
-from datasets.toy_generator import (CLASSNAMES, COLOURS, DOMAIN_TEMPLATES,  # noqa: E402
-                                    DOMAINS, PRETRAIN_INDEX_START, TEMPLATES, class_parts,
-                                    render)
+from datasets.toy_generator import (CLASSNAMES, DOMAIN_TEMPLATES, DOMAINS,  # noqa: E402
+                                    PRETRAIN_INDEX_START, TEMPLATES, class_parts, render)
 
 logger = logging.getLogger("pretrain_toy_clip")
 
@@ -55,13 +55,11 @@ ZERO_SHOT_TEMPLATE = "a photo of a {}."  # CoOp's default prompt; also the toy Z
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 NUM_BASE = len(CLASSNAMES) // 2  # labels below this are the base classes (base-to-novel split)
-LABEL_COLOURS = np.array([list(COLOURS).index(class_parts(i)[0]) for i in range(len(CLASSNAMES))])
 # Web-like wording around a class or part name, and trailing noise words.
 COLOUR_PHRASES = ("a {} shape.", "a {} thing.", "something {}.", "a photo of something {}.",
                   "{} colour.")
 EXTRA_WORDS = (" on a table", " , clip art", " , free download", " in a box", " , hd",
                " for sale", " , stock image", " icon")
-
 
 @dataclass(frozen=True)
 class ArchConfig:
@@ -95,7 +93,11 @@ class CaptionConfig:
     colour_only: float = 0.15  # only the colour ("a red thing.")
     shape_only: float = 0.15  # only the shape, in a template ("a photo of a star.")
     wrong: float = 0.05  # the caption of a random class (mismatched alt text)
-    domain_template: float = 0.5  # full captions: a template of the image's domain, else generic
+    # Full captions use a generic template (TEMPLATES, "a photo of a {}." among them) or one of
+    # the image's domain. Like web photos of a thing that are mostly drawings of one kind, the
+    # generic captions of each class come mostly from its typical domain (``typical_domain``):
+    generic_typical: float = 0.5  # P(generic template) for an image in its class's typical domain
+    generic_other: float = 0.5  # P(generic template) for an image in another domain
     extra_words: float = 0.2  # append a noise phrase (" , clip art")
 
 
@@ -105,9 +107,6 @@ class DataConfig:
 
     domain_weights: Tuple[float, ...] = (0.6, 0.25, 0.15)  # sampling weight per DOMAINS entry
     new_class_weight: float = 1.0  # sampling weight of the new classes (labels 32-63) vs base
-    # Each batch shows only this many (random) colours: hard negatives that differ in shape
-    # alone, which makes the slow-to-learn shape feature emerge in fewer steps.
-    colours_per_batch: int = 8
     captions: CaptionConfig = field(default_factory=CaptionConfig)
 
 
@@ -125,6 +124,11 @@ class TrainConfig:
 
 # ---------------------------------------------------------------- data
 
+def typical_domain(label: int) -> str:
+    """The domain most generic captions of class ``label`` come from (the classes take turns)."""
+    return DOMAINS[label % len(DOMAINS)]
+
+
 def caption(label: int, domain: str, rng: np.random.Generator, cfg: CaptionConfig) -> str:
     """One web-like caption of an image of class ``label`` in ``domain``."""
     colour, shape = class_parts(label)
@@ -137,7 +141,9 @@ def caption(label: int, domain: str, rng: np.random.Generator, cfg: CaptionConfi
     elif u < cfg.wrong + cfg.colour_only + cfg.shape_only:
         text = TEMPLATES[rng.integers(len(TEMPLATES))].format(shape)
     else:
-        pool = DOMAIN_TEMPLATES[domain] if rng.uniform() < cfg.domain_template else TEMPLATES
+        typical = domain == typical_domain(label)
+        generic = rng.uniform() < (cfg.generic_typical if typical else cfg.generic_other)
+        pool = TEMPLATES if generic else DOMAIN_TEMPLATES[domain]
         text = pool[rng.integers(len(pool))].format(f"{colour} {shape}")
     if rng.uniform() < cfg.extra_words:
         text = text[:-1] + EXTRA_WORDS[rng.integers(len(EXTRA_WORDS))] + "."
@@ -145,33 +151,58 @@ def caption(label: int, domain: str, rng: np.random.Generator, cfg: CaptionConfi
 
 
 def to_tensor(images: Sequence, resolution: int) -> torch.Tensor:
-    """PIL images -> [B, 3, R, R] float tensor with CLIP's preprocessing (bicubic resize to
-    ``resolution`` when needed, then CLIP's mean/std)."""
+    """PIL images (or uint8 HxWx3 arrays) -> [B, 3, R, R] float tensor with CLIP's
+    preprocessing: bicubic resize to ``resolution`` when needed, then CLIP's mean/std."""
     from PIL import Image
 
-    arrays = [np.asarray(img.convert("RGB") if img.size == (resolution, resolution) else
-                         img.convert("RGB").resize((resolution, resolution), Image.BICUBIC))
-              for img in images]
+    arrays = []
+    for img in images:
+        img = Image.fromarray(img) if isinstance(img, np.ndarray) else img.convert("RGB")
+        if img.size != (resolution, resolution):
+            img = img.resize((resolution, resolution), Image.BICUBIC)
+        arrays.append(np.asarray(img))
     x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div_(255)
     mean, std = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), torch.tensor(CLIP_STD).view(1, 3, 1, 1)
     return (x - mean) / std
 
 
-class PairStream:
-    """Deterministic batches of (images, caption tokens): batch ``step`` depends only on
-    ``(seed, step)``; every image is new (sample indices ``PRETRAIN_INDEX_START + step * B + j``)."""
+@dataclass(frozen=True)
+class PairSampler:
+    """Draws the image-caption pairs of one training step; a pure function of ``(seed, step)``.
 
-    def __init__(self, data: DataConfig, batch_size: int, seed: int, resolution: int,
-                 context_length: int):
-        if len(data.domain_weights) != len(DOMAINS):
+    Every image is new: sample indices ``PRETRAIN_INDEX_START + step * batch_size + j``.
+    """
+
+    data: DataConfig
+    batch_size: int
+    seed: int
+
+    def __post_init__(self) -> None:
+        if len(self.data.domain_weights) != len(DOMAINS):
             raise ValueError(f"domain_weights needs one weight per domain {DOMAINS}; "
-                             f"got {data.domain_weights}")
-        self.data, self.batch_size, self.seed = data, batch_size, seed
-        self.resolution, self.context_length = resolution, context_length
-        w = np.asarray(data.domain_weights, dtype=float)
-        self.domain_p = w / w.sum()
-        cw = np.where(np.arange(len(CLASSNAMES)) < NUM_BASE, 1.0, data.new_class_weight)
-        self.class_p = cw / cw.sum()
+                             f"got {self.data.domain_weights}")
+
+    def __call__(self, step: int) -> Tuple[np.ndarray, List[str]]:
+        """Images (uint8 [B, 64, 64, 3]) and captions of training step ``step``."""
+        rng = np.random.default_rng([self.seed, step])
+        w = np.asarray(self.data.domain_weights, dtype=float)
+        domains = rng.choice(len(DOMAINS), size=self.batch_size, p=w / w.sum())
+        cw = np.where(np.arange(len(CLASSNAMES)) < NUM_BASE, 1.0, self.data.new_class_weight)
+        labels = rng.choice(len(CLASSNAMES), size=self.batch_size, p=cw / cw.sum())
+        first = PRETRAIN_INDEX_START + step * self.batch_size
+        images, texts = [], []
+        for j, (d, label) in enumerate(zip(domains, labels)):
+            images.append(np.asarray(render(DOMAINS[d], int(label), first + j, seed=self.seed)))
+            texts.append(caption(int(label), DOMAINS[d], rng, self.data.captions))
+        return np.stack(images), texts
+
+
+class PairStream:
+    """Training batches (images, caption tokens) from a ``PairSampler``; ``workers`` processes
+    render ahead of the training loop (same batches as without them)."""
+
+    def __init__(self, sampler: PairSampler, resolution: int, context_length: int):
+        self.sampler, self.resolution, self.context_length = sampler, resolution, context_length
         self._tokens: Dict[str, torch.Tensor] = {}
 
     def tokens(self, texts: Sequence[str]) -> torch.Tensor:
@@ -183,17 +214,28 @@ class PairStream:
 
     def batch(self, step: int) -> Tuple[torch.Tensor, torch.Tensor]:
         """Images [B, 3, R, R] and tokens [B, context_length] of training step ``step``."""
-        rng = np.random.default_rng([self.seed, step])
-        domains = rng.choice(len(DOMAINS), size=self.batch_size, p=self.domain_p)
-        colours = rng.choice(len(COLOURS), size=self.data.colours_per_batch, replace=False)
-        class_p = self.class_p * np.isin(LABEL_COLOURS, colours)
-        labels = rng.choice(len(CLASSNAMES), size=self.batch_size, p=class_p / class_p.sum())
-        first = PRETRAIN_INDEX_START + step * self.batch_size
-        images, texts = [], []
-        for j, (d, label) in enumerate(zip(domains, labels)):
-            images.append(render(DOMAINS[d], int(label), first + j, seed=self.seed))
-            texts.append(caption(int(label), DOMAINS[d], rng, self.data.captions))
-        return to_tensor(images, self.resolution), self.tokens(texts)
+        return self._tensors(self.sampler(step))
+
+    def _tensors(self, drawn: Tuple[np.ndarray, List[str]]) -> Tuple[torch.Tensor, torch.Tensor]:
+        return to_tensor(list(drawn[0]), self.resolution), self.tokens(drawn[1])
+
+    def batches(self, steps: int, workers: int = 0,
+                prefetch: int = 4) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+        """Batches of steps ``0 .. steps - 1``; with ``workers`` > 0 rendered by that many
+        processes, at most ``prefetch`` batches ahead."""
+        if workers <= 0:
+            yield from (self.batch(step) for step in range(steps))
+            return
+        import multiprocessing
+
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        with multiprocessing.get_context(method).Pool(workers) as pool:
+            pending = deque(pool.apply_async(self.sampler, (s,)) for s in range(min(prefetch, steps)))
+            for step in range(steps):
+                drawn = pending.popleft().get()
+                if step + prefetch < steps:
+                    pending.append(pool.apply_async(self.sampler, (step + prefetch,)))
+                yield self._tensors(drawn)
 
 
 # ---------------------------------------------------------------- model and training
@@ -231,16 +273,17 @@ def contrastive_loss(model: CLIP, images: torch.Tensor, tokens: torch.Tensor) ->
     return (F.cross_entropy(logits_per_image, target) + F.cross_entropy(logits_per_text, target)) / 2
 
 
-def train(model: CLIP, stream: PairStream, cfg: TrainConfig, log_every: int = 25) -> float:
-    """Run ``cfg.steps`` steps; returns the mean steps/s. ``logit_scale`` is clamped at
-    ln(100) after each step, as CLIP."""
+def train(model: CLIP, stream: PairStream, cfg: TrainConfig, log_every: int = 25,
+          workers: int = 0) -> float:
+    """Run ``cfg.steps`` steps (``workers`` render processes); returns the mean steps/s.
+    ``logit_scale`` is clamped at ln(100) after each step, as CLIP."""
     model.train()
     optimizer = make_optimizer(model, cfg)
     start, loss_sum = time.time(), 0.0
-    for step in range(cfg.steps):
+    for step, (images, tokens) in enumerate(stream.batches(cfg.steps, workers)):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, cfg)
-        loss = contrastive_loss(model, *stream.batch(step))
+        loss = contrastive_loss(model, images, tokens)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -345,6 +388,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=t.seed, help="seeds torch, numpy and the data")
     p.add_argument("--out", default=DEFAULT_OUT, help="checkpoint path (default: the shipped one)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (2)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="processes rendering images ahead of training (1; 0: in the loop)")
     p.add_argument("--eval", action="store_true", help="zero-shot eval of the saved checkpoint")
     p.add_argument("--root", default=os.path.join(ROOT, "data"),
                    help="toy datasets folder for --eval (generated if missing)")
@@ -372,13 +417,14 @@ def run(args: argparse.Namespace, command: str) -> dict:
     data = DataConfig()
     start = time.time()
     model = build_toy_clip(arch, args.seed)
-    stream = PairStream(data, cfg.batch_size, cfg.seed, arch.image_resolution, arch.context_length)
-    steps_per_s = train(model, stream, cfg, args.log_every)
+    stream = PairStream(PairSampler(data, cfg.batch_size, cfg.seed), arch.image_resolution,
+                        arch.context_length)
+    steps_per_s = train(model, stream, cfg, args.log_every, args.workers)
     atomic_torch_save(openai_state_dict(model), args.out)
     record = {
         "command": command,
         "seed": args.seed, "git_revision": git_revision(ROOT), "torch": torch.__version__,
-        "threads": args.threads, "wall_time_s": round(time.time() - start, 1),
+        "threads": args.threads, "workers": args.workers, "wall_time_s": round(time.time() - start, 1),
         "steps_per_s": round(steps_per_s, 3), "file_size_bytes": os.path.getsize(args.out),
         "config": {"arch": asdict(arch), "train": asdict(cfg), "data": asdict(data)},
     }

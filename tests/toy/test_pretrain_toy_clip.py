@@ -87,13 +87,14 @@ def test_cli_writes_loadable_openai_checkpoint(tmp_path):
 
 
 def test_same_seed_same_weights_other_seed_differs(tool, tmp_path, keep_threads):
-    def run(seed, name):
+    def run(seed, name, workers=0):
         args = tool.parse_args(["--steps", "3", "--seed", str(seed), "--threads", "1",
+                                "--workers", str(workers),
                                 "--out", str(tmp_path / name), *TINY])
         tool.run(args, "test")
         return torch.load(tmp_path / name, weights_only=True)
 
-    a, b, c = run(0, "a.pt"), run(0, "b.pt"), run(1, "c.pt")
+    a, b, c = run(0, "a.pt"), run(0, "b.pt", workers=1), run(1, "c.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not torch.equal(a["visual.conv1.weight"], c["visual.conv1.weight"])
     init = tool.openai_state_dict(tool.build_toy_clip(tool.ArchConfig(
@@ -111,17 +112,24 @@ def test_stream_is_deterministic_and_never_uses_split_images(tool, monkeypatch):
         return render(domain, label, index, seed, size)
 
     monkeypatch.setattr(tool, "render", spy)
-    stream = tool.PairStream(tool.DataConfig(), batch_size=16, seed=5, resolution=64,
-                             context_length=77)
+    stream = tool.PairStream(tool.PairSampler(tool.DataConfig(), batch_size=16, seed=5), 64, 77)
     images, tokens = stream.batch(7)
     assert images.shape == (16, 3, 64, 64) and tokens.shape == (16, 77)
     assert [c[2] for c in calls] == list(range(tool.PRETRAIN_INDEX_START + 7 * 16,
                                                tool.PRETRAIN_INDEX_START + 8 * 16))
     assert {c[3] for c in calls} == {5}
-    again = tool.PairStream(tool.DataConfig(), batch_size=16, seed=5, resolution=64,
-                            context_length=77).batch(7)
+    again = tool.PairStream(tool.PairSampler(tool.DataConfig(), 16, 5), 64, 77).batch(7)
     assert torch.equal(images, again[0]) and torch.equal(tokens, again[1])
     assert not torch.equal(tokens, stream.batch(8)[1])
+
+
+def test_render_workers_give_the_same_batches(tool):
+    stream = tool.PairStream(tool.PairSampler(tool.DataConfig(), batch_size=4, seed=1), 32, 77)
+    inline = list(stream.batches(3, workers=0))
+    ahead = list(stream.batches(3, workers=1, prefetch=2))
+    assert len(inline) == len(ahead) == 3
+    for (x0, t0), (x1, t1) in zip(inline, ahead):
+        assert x0.shape == (4, 3, 32, 32) and torch.equal(x0, x1) and torch.equal(t0, t1)
 
 
 def test_preprocessing_is_clip_normalisation(tool):
