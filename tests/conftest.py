@@ -41,3 +41,91 @@ def make_cfg(tiny_world, tiny_root, tmp_path):
         return setup_cfg(args)
 
     return _make
+
+
+@pytest.fixture
+def clip_cfg(tiny_world, tiny_root, tmp_path):
+    """``clip_cfg(TRAINER, CLIP_PATH, KEY, VALUE, ..., output_dir=None)``: TinyColors with the CLIP
+    checkpoint at CLIP_PATH, merged as tools/train.py does (32 px input, 1 epoch, batches of 8,
+    no loader workers); later options win."""
+    from dassl_lite.cli import build_parser, setup_cfg
+
+    def _make(trainer, clip_path, *opts, output_dir=None):
+        args = build_parser().parse_args([
+            "--trainer", trainer, "--root", tiny_root, "--seed", "1",
+            "--dataset-config-file", os.path.join(FIXTURES, "tiny_dataset.yaml"),
+            "--output-dir", str(output_dir or tmp_path / "out"),
+            "INPUT.SIZE", "(32, 32)", "MODEL.BACKBONE.NAME", clip_path, "OPTIM.MAX_EPOCH", "1",
+            "TRAIN.PRINT_FREQ", "100", "DATALOADER.NUM_WORKERS", "0",
+            "DATALOADER.TRAIN_X.BATCH_SIZE", "8", "DATALOADER.TEST.BATCH_SIZE", "8", *opts,
+        ])
+        return setup_cfg(args)
+
+    return _make
+
+
+def seeded_trainer(cfg):
+    """The trainer of ``cfg``, built after seeding everything with ``cfg.SEED``."""
+    import trainers  # noqa: F401  (registers the trainers)
+    from dassl_lite.engine import build_trainer
+    from dassl_lite.utils import set_random_seed
+
+    set_random_seed(cfg.SEED)
+    return build_trainer(cfg)
+
+
+@pytest.fixture(scope="session")
+def build_seeded():
+    """``build_seeded(cfg)``: the trainer of ``cfg`` built after seeding with ``cfg.SEED``."""
+    return seeded_trainer
+
+
+# ---------------------------------------------------------------- the toy world with ToyCLIP
+
+@pytest.fixture(scope="module")
+def toy_shapes_root(tmp_path_factory):
+    """A dataset root holding the generated ToyShapes dataset (the shipped ToyCLIP must exist)."""
+    from dassl_lite.clip.loader import ASSETS_DIR
+    from datasets.toy_world import make_toy_world
+
+    checkpoint = ASSETS_DIR / "ToyCLIP.pt"
+    assert checkpoint.is_file(), (
+        f"the shipped toy CLIP {checkpoint} is missing; it is part of the repository "
+        f"(rebuild it with `python tools/pretrain_toy_clip.py`)")
+    root = str(tmp_path_factory.mktemp("toy_world"))
+    make_toy_world(root, ["ToyShapes"])
+    return root
+
+
+@pytest.fixture(scope="session")
+def toy_trainer():
+    """``toy_trainer(TRAINER, ROOT, OUTPUT_DIR, SUBSAMPLE, KEY, VALUE, ...)``: a seeded trainer on
+    16 shots of ToyShapes with configs/trainers/<TRAINER>/toy.yaml (seed 1), as tools/train.py
+    builds it."""
+    import datasets  # noqa: F401  (registers the toy datasets)
+    from dassl_lite.cli import build_parser, setup_cfg
+
+    def _make(trainer, root, output_dir, subsample="base", *opts):
+        args = build_parser().parse_args([
+            "--trainer", trainer, "--root", root, "--seed", "1", "--output-dir", str(output_dir),
+            "--dataset-config-file", os.path.join(REPO, "configs", "datasets", "toy_shapes.yaml"),
+            "--config-file", os.path.join(REPO, "configs", "trainers", trainer, "toy.yaml"),
+            "DATASET.NUM_SHOTS", "16", "DATASET.SUBSAMPLE_CLASSES", subsample, *opts,
+        ])
+        return seeded_trainer(setup_cfg(args))
+
+    return _make
+
+
+def results_accuracy(output_dir) -> float:
+    """The test accuracy a run wrote to ``<output_dir>/results.json``."""
+    import json
+
+    with open(os.path.join(str(output_dir), "results.json")) as f:
+        return json.load(f)["accuracy"]
+
+
+@pytest.fixture(scope="session")
+def run_accuracy():
+    """``run_accuracy(OUTPUT_DIR)``: the test accuracy in the run's results.json."""
+    return results_accuracy

@@ -1,5 +1,4 @@
 """A tiny random CLIP checkpoint (OpenAI format) and configs for the trainer tests on TinyColors."""
-import os
 import types
 from collections import OrderedDict
 
@@ -10,8 +9,6 @@ from dassl_lite.clip import CLIP, CLIPConfig, build_model
 
 import trainers  # noqa: F401  (registers the trainers and their config sections)
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-FIXTURES = os.path.join(REPO, "tests", "fixtures")
 
 # ViT: width 32 on both sides (1 head), 2 layers, 32 px images in 16 px patches, CLIP's vocabulary.
 TINY_CLIP = CLIPConfig(embed_dim=32, image_resolution=32, vision_layers=2, vision_width=32,
@@ -38,40 +35,24 @@ def tiny_clip(tiny_clip_path) -> CLIP:
 
 
 @pytest.fixture
-def trainer_cfg(tiny_world, tiny_root, tiny_clip_path, tmp_path):
+def trainer_cfg(clip_cfg, tiny_clip_path):
     """``trainer_cfg(TRAINER, KEY, VALUE, ..., output_dir=None)``: TinyColors + the tiny CLIP,
     merged as tools/train.py does (fp32, 4 context tokens, 1 epoch, batches of 8)."""
-    from dassl_lite.cli import build_parser, setup_cfg
 
     def make(trainer, *opts, output_dir=None):
-        base = ["INPUT.SIZE", "(32, 32)", "MODEL.BACKBONE.NAME", tiny_clip_path,
-                "OPTIM.MAX_EPOCH", "1", "TRAIN.PRINT_FREQ", "100", "DATALOADER.NUM_WORKERS", "0",
-                "DATALOADER.TRAIN_X.BATCH_SIZE", "8", "DATALOADER.TEST.BATCH_SIZE", "8",
-                PREC_KEY[trainer], "fp32"]
+        base = [PREC_KEY[trainer], "fp32"]
         if trainer in ("CoOp", "CoCoOp"):
             base += [f"TRAINER.{trainer.upper()}.N_CTX", "4"]
-        args = build_parser().parse_args([
-            "--trainer", trainer, "--root", tiny_root, "--seed", "1",
-            "--dataset-config-file", os.path.join(FIXTURES, "tiny_dataset.yaml"),
-            "--output-dir", str(output_dir or tmp_path / "out"), *base, *opts,
-        ])
-        return setup_cfg(args)
+        return clip_cfg(trainer, tiny_clip_path, *base, *opts, output_dir=output_dir)
 
     return make
 
 
 @pytest.fixture
-def build(trainer_cfg):
+def build(trainer_cfg, build_seeded):
     """``build(TRAINER, KEY, VALUE, ..., output_dir=None)``: a seeded trainer."""
-    from dassl_lite.engine import build_trainer
-    from dassl_lite.utils import set_random_seed
-
-    def make(trainer, *opts, output_dir=None):
-        cfg = trainer_cfg(trainer, *opts, output_dir=output_dir)
-        set_random_seed(cfg.SEED)
-        return build_trainer(cfg)
-
-    return make
+    return lambda trainer, *opts, output_dir=None: build_seeded(
+        trainer_cfg(trainer, *opts, output_dir=output_dir))
 
 
 def write_upstream(directory, state, epoch=50):

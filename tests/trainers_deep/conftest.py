@@ -1,6 +1,5 @@
 """A tiny random CLIP with different text/vision widths and depths, trainer configs on TinyColors,
 and writers of upstream (multimodal-prompt-learning) checkpoint directories."""
-import os
 import types
 from collections import OrderedDict
 
@@ -11,8 +10,6 @@ from dassl_lite.clip import CLIP, CLIPConfig, build_model
 
 import trainers  # noqa: F401  (registers the trainers and their config sections)
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-FIXTURES = os.path.join(REPO, "tests", "fixtures")
 
 # Text: width 32, 4 layers; vision: width 48, 3 layers, 32 px in 16 px patches; embed 24.
 D_T, D_V, EMBED, L_T, L_V = 32, 48, 24, 4, 3
@@ -50,39 +47,23 @@ def deep_clip(deep_clip_path) -> CLIP:
 
 
 @pytest.fixture
-def deep_cfg(tiny_world, tiny_root, deep_clip_path, tmp_path):
+def deep_cfg(clip_cfg, deep_clip_path):
     """``deep_cfg(TRAINER, KEY, VALUE, ..., output_dir=None)``: TinyColors (4 classes) + the tiny
-    CLIP, merged as tools/train.py does (fp32, 1 epoch, batches of 8, TINY_OPTS)."""
-    from dassl_lite.cli import build_parser, setup_cfg
+    CLIP, merged as tools/train.py does (fp32, 1 epoch, batches of 8, lr 0.05, TINY_OPTS)."""
 
     def make(trainer, *opts, output_dir=None):
-        base = ["INPUT.SIZE", "(32, 32)", "MODEL.BACKBONE.NAME", deep_clip_path,
-                "OPTIM.MAX_EPOCH", "1", "OPTIM.LR", "0.05", "TRAIN.PRINT_FREQ", "100",
-                "DATALOADER.NUM_WORKERS", "0", "DATALOADER.TRAIN_X.BATCH_SIZE", "8",
-                "DATALOADER.TEST.BATCH_SIZE", "8", f"TRAINER.{SECTION[trainer]}.PREC", "fp32",
-                *TINY_OPTS[trainer]]
-        args = build_parser().parse_args([
-            "--trainer", trainer, "--root", tiny_root, "--seed", "1",
-            "--dataset-config-file", os.path.join(FIXTURES, "tiny_dataset.yaml"),
-            "--output-dir", str(output_dir or tmp_path / "out"), *base, *opts,
-        ])
-        return setup_cfg(args)
+        return clip_cfg(trainer, deep_clip_path, "OPTIM.LR", "0.05",
+                        f"TRAINER.{SECTION[trainer]}.PREC", "fp32", *TINY_OPTS[trainer], *opts,
+                        output_dir=output_dir)
 
     return make
 
 
 @pytest.fixture
-def build(deep_cfg):
+def build(deep_cfg, build_seeded):
     """``build(TRAINER, KEY, VALUE, ..., output_dir=None)``: a seeded trainer."""
-    from dassl_lite.engine import build_trainer
-    from dassl_lite.utils import set_random_seed
-
-    def make(trainer, *opts, output_dir=None):
-        cfg = deep_cfg(trainer, *opts, output_dir=output_dir)
-        set_random_seed(cfg.SEED)
-        return build_trainer(cfg)
-
-    return make
+    return lambda trainer, *opts, output_dir=None: build_seeded(
+        deep_cfg(trainer, *opts, output_dir=output_dir))
 
 
 def frozen_clip_keys(clip_model, n_cls=4, n_ctx=2, prefix_tokens=True):
