@@ -20,6 +20,8 @@ if ROOT not in sys.path:
 import datasets  # noqa: E402,F401  (registers the datasets)
 import trainers  # noqa: E402,F401  (registers the trainers and their config sections)
 from dassl_lite.cli import main  # noqa: E402
+from dassl_lite.errors import DasslLiteError  # noqa: E402
+from dassl_lite.protocols.resolve import resolve_trainer_config  # noqa: E402
 from dassl_lite.registry import TRAINER_REGISTRY  # noqa: E402
 
 TOY_DATASET_CONFIG = os.path.join(ROOT, "configs", "datasets", "toy_shapes.yaml")
@@ -33,9 +35,12 @@ def use_toy_world_by_default(args) -> None:
     if args.trainer not in TRAINER_REGISTRY:
         return  # setup_cfg reports the unknown name with the closest one
     args.dataset_config_file = TOY_DATASET_CONFIG
-    toy_cfg = os.path.join(ROOT, "configs", "trainers", args.trainer, "toy.yaml")
-    if not args.config_file and os.path.isfile(toy_cfg):
-        args.config_file = toy_cfg
+    if not args.config_file:
+        try:
+            args.config_file = resolve_trainer_config(
+                "toy", args.trainer, os.path.join(ROOT, "configs", "trainers"))
+        except DasslLiteError:
+            pass  # no toy config: the trainer's defaults
     if not args.root:
         args.root = os.path.join(os.getcwd(), "data")
     logging.getLogger("tools.train").warning(

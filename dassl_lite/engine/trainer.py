@@ -38,6 +38,7 @@ class SimpleTrainer(TrainerBase):
 
     def __init__(self, cfg) -> None:
         super().__init__()
+        self.time_created = time.time()
         self.check_cfg(cfg)
         self.cfg = cfg
         self.device = self.select_device(cfg)
@@ -216,6 +217,8 @@ class SimpleTrainer(TrainerBase):
             "epoch": self.model_epoch,
             "backbone": cfg.MODEL.BACKBONE.NAME,
             "precision": self.precision.name,
+            # seconds since the trainer was built (data, model, training and this evaluation)
+            "wall_time_s": round(time.time() - self.time_created, 2),
         }
         if "perclass_accuracy" in results:
             record["perclass_accuracy"] = results["perclass_accuracy"]

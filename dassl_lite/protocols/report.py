@@ -38,10 +38,19 @@ def base2new_table(summary: Dict, fmt: str = "github") -> str:
 
 
 def comparison_table(summaries: Sequence[Dict], fmt: str = "github") -> str:
-    """One row per trainer: Base | New | HM averaged over the datasets."""
+    """One row per trainer: Base | New | HM averaged over the datasets, and the jobs' run time."""
     rows = [[s["trainer"], s["config"], fmt_mean(s["average"]["base"]),
-             fmt_mean(s["average"]["new"]), fmt_mean(s["average"]["hm"])] for s in summaries]
-    return render(["Trainer", "Config", "Base", "New", "HM"], rows, fmt)
+             fmt_mean(s["average"]["new"]), fmt_mean(s["average"]["hm"]), fmt_time(s)]
+            for s in summaries]
+    return render(["Trainer", "Config", "Base", "New", "HM", "Run time"], rows, fmt)
+
+
+def fmt_time(summary: Dict) -> str:
+    """The summed run time of a summary's jobs (``h:mm:ss``), or ``-`` if none was recorded."""
+    import datetime
+
+    total = (summary.get("wall_time") or {}).get("total_s")
+    return str(datetime.timedelta(seconds=round(total))) if total else "-"
 
 
 def fewshot_table(summary: Dict, fmt: str = "github") -> str:

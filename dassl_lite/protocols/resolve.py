@@ -92,17 +92,32 @@ def resolve_datasets(specs: Sequence[str], benchmark: str, config_dir: str) -> L
     return resolved
 
 
+def trainer_config_folders(trainer: str, config_dir: str) -> List[str]:
+    """Where the configs of ``trainer`` live: ``config_dir/<trainer>/``, then the folders of the
+    registered trainers it subclasses (``ZeroshotCLIP2`` uses ``ZeroshotCLIP``'s configs)."""
+    from ..registry import TRAINER_REGISTRY
+
+    names = [trainer]
+    if trainer in TRAINER_REGISTRY:
+        for cls in TRAINER_REGISTRY.get(trainer).__mro__[1:]:
+            if cls.__name__ in TRAINER_REGISTRY and TRAINER_REGISTRY.get(cls.__name__) is cls:
+                names.append(cls.__name__)
+    return [os.path.join(config_dir, n) for n in names]
+
+
 def resolve_trainer_config(spec: str, trainer: str, config_dir: str) -> str:
-    """``spec`` is a YAML path or a config name under ``config_dir/<trainer>/`` (``vit_b16``)."""
+    """``spec`` is a YAML path or a config name under ``config_dir/<trainer>/`` (``vit_b16``), or
+    under the folder of a registered trainer that ``trainer`` subclasses."""
     if os.path.isfile(spec):
         return os.path.abspath(spec)
-    path = os.path.join(config_dir, trainer, spec if spec.endswith(".yaml") else spec + ".yaml")
-    if os.path.isfile(path):
-        return path
-    folder = os.path.join(config_dir, trainer)
-    names = sorted(_stem(p) for p in glob.glob(os.path.join(folder, "*.yaml")))
-    raise DasslLiteError(f"Trainer config {spec!r} is neither a file nor a name in {folder} "
-                         f"(available: {', '.join(names) or 'none'})")
+    folders = trainer_config_folders(trainer, config_dir)
+    for folder in folders:
+        path = os.path.join(folder, spec if spec.endswith(".yaml") else spec + ".yaml")
+        if os.path.isfile(path):
+            return path
+    names = sorted({_stem(p) for f in folders for p in glob.glob(os.path.join(f, "*.yaml"))})
+    raise DasslLiteError(f"Trainer config {spec!r} is neither a file nor a name in "
+                         f"{' or '.join(folders)} (available: {', '.join(names) or 'none'})")
 
 
 def config_label(path: str) -> str:

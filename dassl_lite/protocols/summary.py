@@ -29,6 +29,18 @@ def collect(outcomes: Sequence[Outcome], metric: str) -> Dict[Key, Optional[floa
     return values
 
 
+def wall_times(outcomes: Sequence[Outcome]) -> Dict:
+    """Run times the jobs recorded in their ``results.json`` (``wall_time_s``: building, training
+    and evaluating, without the interpreter start): the total and the mean per job kind."""
+    per_kind: Dict[str, List[float]] = {}
+    for o in outcomes:
+        seconds = (read_results(o.job.output_dir) or {}).get("wall_time_s") if o.ok else None
+        if seconds is not None:
+            per_kind.setdefault(o.job.kind, []).append(float(seconds))
+    return {"total_s": round(sum(sum(v) for v in per_kind.values()), 2),
+            "mean_s": {k: round(sum(v) / len(v), 2) for k, v in per_kind.items()}}
+
+
 def _header(protocol: str, spec: RunSpec, seeds: Sequence[int], metric: str,
             outcomes: Sequence[Outcome]) -> Dict:
     failed = [{"job": o.job.name, "output_dir": o.job.output_dir, "state": o.state,
@@ -36,7 +48,8 @@ def _header(protocol: str, spec: RunSpec, seeds: Sequence[int], metric: str,
               for o in outcomes if not o.ok]
     return {"protocol": protocol, "trainer": spec.trainer, "config": spec.cfg_label,
             "config_file": spec.config_file, "seeds": list(seeds), "metric": metric,
-            "std_convention": STD_CONVENTION, "failed_jobs": failed}
+            "std_convention": STD_CONVENTION, "failed_jobs": failed,
+            "wall_time": wall_times(outcomes)}
 
 
 def summarize_base2new(spec: RunSpec, datasets: Sequence[DatasetConfig], seeds: Sequence[int],

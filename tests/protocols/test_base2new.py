@@ -48,6 +48,12 @@ def test_two_seeds_summary_matches_the_runs(tool):
     assert summary["average"] == {"base": st["base"]["mean"], "new": st["new"]["mean"],
                                   "hm": st["hm"]["mean"]}
     assert summary["failed_jobs"] == []
+    times = {k: [r[s]["wall_time_s"] for s in (1, 2)] for k, r in (("train_base", base),
+                                                                   ("test_new", new))}
+    assert all(t > 0 for v in times.values() for t in v)
+    assert summary["wall_time"] == {
+        "total_s": pytest.approx(sum(times["train_base"] + times["test_new"]), abs=0.02),
+        "mean_s": {k: pytest.approx(sum(v) / 2, abs=0.01) for k, v in times.items()}}
     cell = f"{st['base']['mean']:.2f} ± {st['base']['std']:.2f}"
     assert f"| tiny_dataset | {cell}" in r.out and "| Dataset" in r.out
     csv = (tool.out / "base2new" / "summary_TinyNet_tiny_trainer_shots2.csv").read_text().splitlines()

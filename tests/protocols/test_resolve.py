@@ -61,6 +61,21 @@ def test_trainer_config_by_name_or_path(tmp_path):
         resolve_trainer_config("vit_b32", "CoOp", root)
 
 
+def test_a_trainer_subclass_without_configs_uses_its_parents(tmp_path):
+    import trainers  # noqa: F401  (ZeroshotCLIP2 subclasses ZeroshotCLIP)
+
+    d = tmp_path / "ZeroshotCLIP"
+    d.mkdir()
+    (d / "toy.yaml").write_text("OPTIM:\n  MAX_EPOCH: 1\n")
+    assert resolve_trainer_config("toy", "ZeroshotCLIP2", str(tmp_path)) == str(d / "toy.yaml")
+    (tmp_path / "ZeroshotCLIP2").mkdir()
+    (tmp_path / "ZeroshotCLIP2" / "toy.yaml").write_text("OPTIM:\n  MAX_EPOCH: 2\n")
+    assert resolve_trainer_config("toy", "ZeroshotCLIP2", str(tmp_path)) == str(
+        tmp_path / "ZeroshotCLIP2" / "toy.yaml")  # its own folder first
+    with pytest.raises(DasslLiteError, match=r"ZeroshotCLIP2 or .*ZeroshotCLIP \(available: toy\)"):
+        resolve_trainer_config("rn50", "ZeroshotCLIP2", str(tmp_path))
+
+
 def test_trailing_options_start_at_the_first_config_key_or_double_dash():
     from dassl_lite.protocols.cli import split_opts
 

@@ -75,3 +75,25 @@ def test_real_trainer_typo_suggests_coop(tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.startswith("error: No trainer 'CoOP' in TRAINER registry. Did you mean 'CoOp'?")
     assert "toy world" not in r.stderr  # no default applied for a name that does not exist
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("trainer, opts", [
+    ("ZeroshotCLIP2", []),  # no config folder of its own: ZeroshotCLIP's toy.yaml
+    ("CoOp", ["OPTIM.MAX_EPOCH", "1", "DATASET.NUM_SHOTS", "1"]),
+])
+def test_no_dataset_runs_the_toy_world_with_the_toy_config(tmp_path, trainer, opts):
+    """The embedded default: no dataset or config file -> ToyShapes, generated on first use, with
+    configs/trainers/<T>/toy.yaml and the shipped ToyCLIP."""
+    root, out = tmp_path / "data", tmp_path / "out"
+    r = train_py("--trainer", trainer, "--root", str(root), "--output-dir", str(out), *opts)
+    assert r.returncode == 0, r.stderr[-3000:]
+    toy_cfg = "ZeroshotCLIP" if trainer == "ZeroshotCLIP2" else trainer
+    assert "No dataset config given: using the toy world" in r.stderr
+    assert f"configs/trainers/{toy_cfg}/toy.yaml" in r.stderr
+    log = (out / "log.txt").read_text()
+    assert "Toy dataset ToyShapes not found under" in log and "generating it (first use)" in log
+    assert (root / "toy_shapes" / "split_zhou_ToyShapes.json").is_file()
+    results = json.loads((out / "results.json").read_text())
+    assert (results["dataset"], results["trainer"]) == ("ToyShapes", trainer)
+    assert 10 < results["accuracy"] <= 100  # chance is 1/64
