@@ -10,7 +10,10 @@ import torch
 
 
 def atomic_write(path: str, write: Callable[[IO[bytes]], None]) -> None:
-    """Call ``write(f)`` on a temporary file beside ``path``, fsync it, then rename it to ``path``."""
+    """Call ``write(f)`` on a temporary file beside ``path``, fsync it, then rename it to ``path``.
+
+    The file gets the permissions a plain ``open(path, "wb")`` would give (0666 less the umask),
+    not ``mkstemp``'s private 0600."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
@@ -19,11 +22,18 @@ def atomic_write(path: str, write: Callable[[IO[bytes]], None]) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
 
 
 def atomic_torch_save(obj: Any, path: str) -> None:

@@ -61,3 +61,15 @@ def test_missing_and_corrupt_checkpoint_errors(tmp_path):
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="Cannot read checkpoint"):
         load_checkpoint(str(bad))
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+def test_atomic_writes_get_the_permissions_of_a_plain_open(tmp_path):
+    from dassl_lite.utils.io import atomic_write_text
+
+    old = os.umask(0o027)
+    try:
+        atomic_write_text(str(tmp_path / "a.txt"), "x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o640  # not mkstemp's 0600
