@@ -49,6 +49,8 @@ def test_tool_with_child_process_jobs(tmp_path, tiny_root):
 @pytest.mark.slow
 def test_toy_world_base2new_two_trainers_two_seeds(tmp_path):
     assert os.path.isfile(TOY_CLIP), f"the shipped toy CLIP {TOY_CLIP} is missing"
+    import datasets  # noqa: F401  (registers the toy datasets, as tools/base2new.py does)
+    import trainers  # noqa: F401
     from datasets.toy_world import SplitCounts, make_toy_world
     from dassl_lite.protocols.cli import main
 
