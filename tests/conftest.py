@@ -100,16 +100,18 @@ def toy_shapes_root(tmp_path_factory):
 @pytest.fixture(scope="session")
 def toy_trainer():
     """``toy_trainer(TRAINER, ROOT, OUTPUT_DIR, SUBSAMPLE, KEY, VALUE, ...)``: a seeded trainer on
-    16 shots of ToyShapes with configs/trainers/<TRAINER>/toy.yaml (seed 1), as tools/train.py
-    builds it."""
+    16 shots of ToyShapes with the trainer's toy.yaml (seed 1), as tools/base2new.py builds it."""
     import datasets  # noqa: F401  (registers the toy datasets)
+    import trainers  # noqa: F401
     from dassl_lite.cli import build_parser, setup_cfg
+    from dassl_lite.protocols.resolve import resolve_trainer_config
 
     def _make(trainer, root, output_dir, subsample="base", *opts):
+        toy_cfg = resolve_trainer_config("toy", trainer, os.path.join(REPO, "configs", "trainers"))
         args = build_parser().parse_args([
             "--trainer", trainer, "--root", root, "--seed", "1", "--output-dir", str(output_dir),
             "--dataset-config-file", os.path.join(REPO, "configs", "datasets", "toy_shapes.yaml"),
-            "--config-file", os.path.join(REPO, "configs", "trainers", trainer, "toy.yaml"),
+            "--config-file", toy_cfg,
             "DATASET.NUM_SHOTS", "16", "DATASET.SUBSAMPLE_CLASSES", subsample, *opts,
         ])
         return seeded_trainer(setup_cfg(args))
