@@ -76,7 +76,7 @@ def test_upstream_values(relpath, lr, epochs, section):
 def test_toy_configs_fit_the_toy_clip(trainer, depth_keys):
     cfg = merged(f"{trainer}/toy.yaml")
     assert cfg.MODEL.BACKBONE.NAME == "ToyCLIP" and cfg.INPUT.SIZE == (64, 64)
-    assert cfg.DATALOADER.NUM_WORKERS == 0 and cfg.OPTIM.MAX_EPOCH <= 10
+    assert cfg.DATALOADER.NUM_WORKERS == 0 and cfg.OPTIM.MAX_EPOCH <= 20  # 16 steps an epoch
     section = cfg.TRAINER[trainer.upper()]
     assert section.PREC == "fp32"
     assert all(section[k] == -1 or 1 <= section[k] <= TOY_LAYERS for k in depth_keys)
