@@ -121,13 +121,16 @@ def write_config(cfg) -> str:
     return path
 
 
-def run(args) -> None:
-    """Set up config, logging and seeds, then train or evaluate as the flags say."""
+def run(args, notices: Sequence[str] = ()) -> None:
+    """Set up config, logging and seeds, then train or evaluate as the flags say. ``notices``
+    are logged as warnings once logging (console and ``log.txt``) is set up."""
     from .engine import build_trainer
     from .utils import collect_env_info, set_random_seed, setup_logger
 
     cfg = setup_cfg(args)
     setup_logger(cfg.OUTPUT_DIR)
+    for notice in notices:
+        logger.warning(notice)
     if cfg.SEED >= 0:
         logger.info(f"Setting fixed seed: {cfg.SEED}")
         set_random_seed(cfg.SEED)
@@ -153,8 +156,9 @@ def run(args) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None,
-         prepare: Optional[Callable[[argparse.Namespace], None]] = None) -> int:
-    """Entry point; ``prepare(args)`` may adjust args (e.g. fill in embedded defaults).
+         prepare: Optional[Callable[[argparse.Namespace], Optional[List[str]]]] = None) -> int:
+    """Entry point; ``prepare(args)`` may adjust args (e.g. fill in embedded defaults) and return
+    notices for the run's log.
 
     User errors print one ``error:`` line (no traceback) and return 2.
     """
@@ -168,9 +172,8 @@ def main(argv: Optional[Sequence[str]] = None,
                 if flag:
                     print("\n".join(reg.names()))
             return 0
-        if prepare is not None:
-            prepare(args)
-        run(args)
+        notices = (prepare(args) or []) if prepare is not None else []
+        run(args, notices)
     except DasslLiteError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

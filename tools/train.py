@@ -9,7 +9,6 @@ With no dataset or config file, ``python tools/train.py --trainer CoOp`` runs on
 (generated under ``--root``, default ``./data``, on first use) with ``configs/trainers/CoOp/toy.yaml``.
 ``--import my_trainer.py`` registers your own trainers/datasets without editing this file.
 """
-import logging
 import os
 import sys
 
@@ -27,13 +26,14 @@ from dassl_lite.registry import TRAINER_REGISTRY  # noqa: E402
 TOY_DATASET_CONFIG = os.path.join(ROOT, "configs", "datasets", "toy_shapes.yaml")
 
 
-def use_toy_world_by_default(args) -> None:
-    """No dataset given anywhere: run on the toy world with the trainer's toy config."""
+def use_toy_world_by_default(args) -> list:
+    """No dataset given anywhere: run on the toy world with the trainer's toy config. Returns
+    the notice for the run's log (none when a dataset was given)."""
     opts = args.opts or []
     if args.dataset_config_file or "DATASET.NAME" in opts[0::2]:
-        return
+        return []
     if args.trainer not in TRAINER_REGISTRY:
-        return  # setup_cfg reports the unknown name with the closest one
+        return []  # setup_cfg reports the unknown name with the closest one
     args.dataset_config_file = TOY_DATASET_CONFIG
     if not args.config_file:
         try:
@@ -43,11 +43,9 @@ def use_toy_world_by_default(args) -> None:
             pass  # no toy config: the trainer's defaults
     if not args.root:
         args.root = os.path.join(os.getcwd(), "data")
-    logging.getLogger("tools.train").warning(
-        f"No dataset config given: using the toy world ({os.path.relpath(TOY_DATASET_CONFIG)}, "
-        f"config {os.path.relpath(args.config_file) if args.config_file else 'defaults'}, "
-        f"data under {args.root})"
-    )
+    return [f"No dataset config given: using the toy world ({os.path.relpath(TOY_DATASET_CONFIG)}, "
+            f"config {os.path.relpath(args.config_file) if args.config_file else 'defaults'}, "
+            f"data under {args.root})"]
 
 
 if __name__ == "__main__":
