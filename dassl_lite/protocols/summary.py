@@ -18,48 +18,50 @@ METRICS = ("accuracy", "error", "macro_f1")
 Key = Tuple[str, str, int, int]  # kind, dataset, shots, seed
 
 
-def collect(outcomes: Sequence[Outcome], metric: str) -> Dict[Key, Optional[float]]:
-    """``metric`` of each job's results, keyed by (kind, dataset, shots, seed); None if absent."""
+def collect(outcomes: Sequence[Outcome], results: Sequence[Optional[Dict]],
+            metric: str) -> Dict[Key, Optional[float]]:
+    """``metric`` of each job's results (``results[i]`` belongs to ``outcomes[i]``), keyed by
+    (kind, dataset, shots, seed); None if absent."""
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {', '.join(METRICS)}; got {metric!r}")
-    values = {}
-    for o in outcomes:
-        results = read_results(o.job.output_dir) if o.ok else None
-        values[(o.job.kind, o.job.dataset, o.job.shots, o.job.seed)] = (results or {}).get(metric)
-    return values
+    return {(o.job.kind, o.job.dataset, o.job.shots, o.job.seed): (r or {}).get(metric)
+            for o, r in zip(outcomes, results)}
 
 
-def wall_times(outcomes: Sequence[Outcome]) -> Dict:
+def wall_times(outcomes: Sequence[Outcome], results: Sequence[Optional[Dict]]) -> Dict:
     """Run times the jobs recorded in their ``results.json`` (``wall_time_s``: building, training
     and evaluating, without the interpreter start): the total and the mean per job kind."""
     per_kind: Dict[str, List[float]] = {}
-    for o in outcomes:
-        seconds = (read_results(o.job.output_dir) or {}).get("wall_time_s") if o.ok else None
+    for o, r in zip(outcomes, results):
+        seconds = (r or {}).get("wall_time_s")
         if seconds is not None:
             per_kind.setdefault(o.job.kind, []).append(float(seconds))
     return {"total_s": round(sum(sum(v) for v in per_kind.values()), 2),
             "mean_s": {k: round(sum(v) / len(v), 2) for k, v in per_kind.items()}}
 
 
-def _header(protocol: str, spec: RunSpec, seeds: Sequence[int], metric: str,
-            outcomes: Sequence[Outcome]) -> Dict:
+def _start(protocol: str, spec: RunSpec, seeds: Sequence[int], metric: str,
+           outcomes: Sequence[Outcome]) -> Tuple[Dict, Dict[Key, Optional[float]]]:
+    """The summary's header and the ``metric`` values of the jobs (each ``results.json`` is read
+    once)."""
+    results = [read_results(o.job.output_dir) if o.ok else None for o in outcomes]
     failed = [{"job": o.job.name, "output_dir": o.job.output_dir, "state": o.state,
                "returncode": o.returncode, "detail": o.detail, "log_tail": o.log_tail}
               for o in outcomes if not o.ok]
-    return {"protocol": protocol, "trainer": spec.trainer, "config": spec.cfg_label,
-            "config_file": spec.config_file, "seeds": list(seeds), "metric": metric,
-            "std_convention": STD_CONVENTION, "failed_jobs": failed,
-            "wall_time": wall_times(outcomes)}
+    header = {"protocol": protocol, "trainer": spec.trainer, "config": spec.cfg_label,
+              "config_file": spec.config_file, "seeds": list(seeds), "metric": metric,
+              "std_convention": STD_CONVENTION, "failed_jobs": failed,
+              "wall_time": wall_times(outcomes, results)}
+    return header, collect(outcomes, results, metric)
 
 
 def summarize_base2new(spec: RunSpec, datasets: Sequence[DatasetConfig], seeds: Sequence[int],
                        shots: int, outcomes: Sequence[Outcome], metric: str = "accuracy") -> Dict:
     """Base (the training runs' final tests), new and HM per dataset, and their average."""
-    v = collect(outcomes, metric)
+    summary, v = _start("base2new", spec, seeds, metric, outcomes)
     per = {d.label: base2new_stat({s: v.get(("train_base", d.label, shots, s)) for s in seeds},
                                   {s: v.get(("test_new", d.label, shots, s)) for s in seeds})
            for d in datasets}
-    summary = _header("base2new", spec, seeds, metric, outcomes)
     summary.update(shots=shots, datasets=per, average=average_base2new(per))
     return summary
 
@@ -68,12 +70,11 @@ def summarize_fewshot(spec: RunSpec, datasets: Sequence[DatasetConfig], seeds: S
                       shots_list: Sequence[int], outcomes: Sequence[Outcome],
                       metric: str = "accuracy") -> Dict:
     """Mean +- std over seeds per dataset and shot count, and the average over datasets."""
-    v = collect(outcomes, metric)
+    summary, v = _start("fewshot", spec, seeds, metric, outcomes)
     per = {d.label: {str(k): seed_stat({s: v.get(("train", d.label, k, s)) for s in seeds})
                      for k in shots_list} for d in datasets}
     average = {str(k): mean_or_none([per[d.label][str(k)]["mean"] for d in datasets])
                for k in shots_list}
-    summary = _header("fewshot", spec, seeds, metric, outcomes)
     summary.update(shots=list(shots_list), datasets=per, average=average)
     return summary
 
@@ -82,11 +83,10 @@ def summarize_crossdataset(spec: RunSpec, source: DatasetConfig, targets: Sequen
                            seeds: Sequence[int], shots: int, outcomes: Sequence[Outcome],
                            metric: str = "accuracy") -> Dict:
     """The source's own test result, each target's, and the average over the targets."""
-    v = collect(outcomes, metric)
+    summary, v = _start("crossdataset", spec, seeds, metric, outcomes)
     src = seed_stat({s: v.get(("train", source.label, shots, s)) for s in seeds})
     per = {t.label: seed_stat({s: v.get(("test", t.label, shots, s)) for s in seeds})
            for t in targets}
-    summary = _header("crossdataset", spec, seeds, metric, outcomes)
     summary.update(shots=shots, source={"dataset": source.label, **src}, targets=per,
                    average=mean_or_none([st["mean"] for st in per.values()]))
     return summary
