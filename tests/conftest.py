@@ -47,19 +47,39 @@ def make_cfg(tiny_world, tiny_root, tmp_path):
 def clip_cfg(tiny_world, tiny_root, tmp_path):
     """``clip_cfg(TRAINER, CLIP_PATH, KEY, VALUE, ..., output_dir=None)``: TinyColors with the CLIP
     checkpoint at CLIP_PATH, merged as tools/train.py does (32 px input, 1 epoch, batches of 8,
-    no loader workers); later options win."""
+    no loader workers, the trainer's precision key at fp32); later options win."""
+    import trainers  # noqa: F401  (registers the trainers)
     from dassl_lite.cli import build_parser, setup_cfg
+    from dassl_lite.registry import TRAINER_REGISTRY
 
     def _make(trainer, clip_path, *opts, output_dir=None):
+        prec = [TRAINER_REGISTRY.get(trainer).precision_key, "fp32"]
         args = build_parser().parse_args([
             "--trainer", trainer, "--root", tiny_root, "--seed", "1",
             "--dataset-config-file", os.path.join(FIXTURES, "tiny_dataset.yaml"),
             "--output-dir", str(output_dir or tmp_path / "out"),
             "INPUT.SIZE", "(32, 32)", "MODEL.BACKBONE.NAME", clip_path, "OPTIM.MAX_EPOCH", "1",
             "TRAIN.PRINT_FREQ", "100", "DATALOADER.NUM_WORKERS", "0",
-            "DATALOADER.TRAIN_X.BATCH_SIZE", "8", "DATALOADER.TEST.BATCH_SIZE", "8", *opts,
+            "DATALOADER.TRAIN_X.BATCH_SIZE", "8", "DATALOADER.TEST.BATCH_SIZE", "8", *prec, *opts,
         ])
         return setup_cfg(args)
+
+    return _make
+
+
+@pytest.fixture(scope="session")
+def random_clip_file(tmp_path_factory):
+    """``random_clip_file(CLIPConfig)``: path of a CLIP with that config and seed-0 random
+    weights, saved as a plain OpenAI-format state dict."""
+    import torch
+
+    from dassl_lite.clip import CLIP
+
+    def _make(config):
+        torch.manual_seed(0)
+        path = tmp_path_factory.mktemp("clip") / "random_clip.pt"
+        torch.save(CLIP(config).state_dict(), path)
+        return str(path)
 
     return _make
 

@@ -14,18 +14,12 @@ import trainers  # noqa: F401  (registers the trainers and their config sections
 TINY_CLIP = CLIPConfig(embed_dim=32, image_resolution=32, vision_layers=2, vision_width=32,
                        vision_patch_size=16, vision_heads=1, context_length=77, vocab_size=49408,
                        transformer_width=32, transformer_heads=1, transformer_layers=2)
-PREC_KEY = {"ZeroshotCLIP": "TRAINER.COOP.PREC", "ZeroshotCLIP2": "TRAINER.COOP.PREC",
-            "CoOp": "TRAINER.COOP.PREC", "CoCoOp": "TRAINER.COCOOP.PREC"}
 
 
 @pytest.fixture(scope="session")
-def tiny_clip_path(tmp_path_factory) -> str:
+def tiny_clip_path(random_clip_file) -> str:
     """Path of a random tiny ViT CLIP saved as a plain OpenAI-format state dict."""
-    torch.manual_seed(0)
-    state = CLIP(TINY_CLIP).state_dict()
-    path = tmp_path_factory.mktemp("clip") / "tiny_clip.pt"
-    torch.save(state, path)
-    return str(path)
+    return random_clip_file(TINY_CLIP)
 
 
 @pytest.fixture
@@ -40,9 +34,7 @@ def trainer_cfg(clip_cfg, tiny_clip_path):
     merged as tools/train.py does (fp32, 4 context tokens, 1 epoch, batches of 8)."""
 
     def make(trainer, *opts, output_dir=None):
-        base = [PREC_KEY[trainer], "fp32"]
-        if trainer in ("CoOp", "CoCoOp"):
-            base += [f"TRAINER.{trainer.upper()}.N_CTX", "4"]
+        base = [f"TRAINER.{trainer.upper()}.N_CTX", "4"] if trainer in ("CoOp", "CoCoOp") else []
         return clip_cfg(trainer, tiny_clip_path, *base, *opts, output_dir=output_dir)
 
     return make

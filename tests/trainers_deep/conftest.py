@@ -17,8 +17,6 @@ TINY_DEEP_CLIP = CLIPConfig(embed_dim=EMBED, image_resolution=32, vision_layers=
                             vision_width=D_V, vision_patch_size=16, vision_heads=1,
                             context_length=77, vocab_size=49408, transformer_width=D_T,
                             transformer_heads=1, transformer_layers=L_T)
-SECTION = {"MaPLe": "MAPLE", "IVLP": "IVLP", "VPT": "VPT", "VPTDeep": "VPTDEEP",
-           "ZeroshotCLIP": "COOP"}
 # Small settings that fit the tiny CLIP (the defaults ask for 9 layers).
 TINY_OPTS = {
     "MaPLe": ["TRAINER.MAPLE.PROMPT_DEPTH", "3"],
@@ -31,13 +29,9 @@ TINY_OPTS = {
 
 
 @pytest.fixture(scope="session")
-def deep_clip_path(tmp_path_factory) -> str:
+def deep_clip_path(random_clip_file) -> str:
     """Path of the random tiny CLIP saved as a plain OpenAI-format state dict."""
-    torch.manual_seed(0)
-    state = CLIP(TINY_DEEP_CLIP).state_dict()
-    path = tmp_path_factory.mktemp("deep_clip") / "tiny_deep_clip.pt"
-    torch.save(state, path)
-    return str(path)
+    return random_clip_file(TINY_DEEP_CLIP)
 
 
 @pytest.fixture
@@ -52,8 +46,7 @@ def deep_cfg(clip_cfg, deep_clip_path):
     CLIP, merged as tools/train.py does (fp32, 1 epoch, batches of 8, lr 0.05, TINY_OPTS)."""
 
     def make(trainer, *opts, output_dir=None):
-        return clip_cfg(trainer, deep_clip_path, "OPTIM.LR", "0.05",
-                        f"TRAINER.{SECTION[trainer]}.PREC", "fp32", *TINY_OPTS[trainer], *opts,
+        return clip_cfg(trainer, deep_clip_path, "OPTIM.LR", "0.05", *TINY_OPTS[trainer], *opts,
                         output_dir=output_dir)
 
     return make
