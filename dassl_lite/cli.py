@@ -114,10 +114,12 @@ def setup_cfg(args):
 
 
 def write_config(cfg) -> str:
+    from .engine.distributed import is_main_process
     from .utils.io import atomic_write_text
 
     path = os.path.join(cfg.OUTPUT_DIR, "config.yaml")
-    atomic_write_text(path, cfg.dump())
+    if is_main_process():  # under torchrun, rank 0 writes files
+        atomic_write_text(path, cfg.dump())
     return path
 
 

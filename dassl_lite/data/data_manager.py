@@ -108,7 +108,8 @@ def build_data_loader(
     """A DataLoader as Dassl builds it (``drop_last`` when training and the data fills a batch).
 
     The images ``drop_last`` leaves out each epoch are logged. Shuffling draws from the global
-    torch RNG. ``split_name`` only names the split in messages.
+    torch RNG (under DDP: a DistributedSampler seeded with ``SEED`` and the epoch; a shard
+    smaller than a batch is one smaller batch). ``split_name`` only names the split in messages.
     """
     if not data_source:
         raise DatasetLayoutError(
@@ -116,7 +117,12 @@ def build_data_loader(
         )
     sampler = build_sampler(sampler_type, cfg=cfg, data_source=data_source,
                             batch_size=batch_size, n_domain=n_domain, n_ins=n_ins)
-    drop_last = is_train and len(data_source) >= batch_size
+    from ..engine.distributed import shard_sampler  # under torchrun: this rank's shard
+
+    shard = shard_sampler(sampler, data_source, batch_size, is_train, max(cfg.SEED, 0),
+                          split_name)
+    drop_last = is_train and len(data_source if shard is sampler else shard) >= batch_size
+    sampler = shard
     dropped = len(sampler) % batch_size if drop_last else 0
     if dropped:
         logger.warning(

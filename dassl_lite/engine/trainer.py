@@ -15,6 +15,9 @@ from ..errors import DasslLiteError
 from ..utils.io import atomic_write_json
 from ..utils.meters import AverageMeter, MetricMeter
 from .base import TrainerBase
+from .distributed import (ShardedEvaluation, barrier, get_world_size, init_distributed,
+                          is_distributed, is_main_process, main_process_first,
+                          set_sampler_epoch, unwrap, wrap_ddp)
 from .precision import Precision, resolve_precision
 
 logger = logging.getLogger(__name__)
@@ -41,7 +44,7 @@ class SimpleTrainer(TrainerBase):
         self.time_created = time.time()
         self.check_cfg(cfg)
         self.cfg = cfg
-        self.device = self.select_device(cfg)
+        self.device = init_distributed(cfg.USE_CUDA) or self.select_device(cfg)
         self.precision: Precision = resolve_precision(
             _cfg_value(cfg, self.precision_key) if self.precision_key else "fp32",
             self.device, self.precision_key or "PREC",
@@ -71,7 +74,8 @@ class SimpleTrainer(TrainerBase):
         """Build the DataManager; override to pass custom transforms or a dataset wrapper."""
         from ..data import DataManager
 
-        dm = DataManager(self.cfg)
+        with main_process_first():  # rank 0 may generate or download the dataset
+            dm = DataManager(self.cfg)
         self.dm = dm
         self.train_loader_x = dm.train_loader_x
         self.val_loader = dm.val_loader
@@ -84,7 +88,14 @@ class SimpleTrainer(TrainerBase):
         raise NotImplementedError(f"{type(self).__name__} must implement build_model()")
 
     def maybe_data_parallel(self) -> None:
-        """Wrap ``self.model`` in DataParallel when several GPUs are visible and allowed."""
+        """Wrap ``self.model`` in DistributedDataParallel under torchrun, else in DataParallel
+        when several GPUs are visible and allowed."""
+        if is_distributed():
+            batch = self.cfg.DATALOADER.TRAIN_X.BATCH_SIZE
+            logger.info(f"DistributedDataParallel over {get_world_size()} processes: effective "
+                        f"batch {get_world_size()} x {batch} = {get_world_size() * batch}")
+            self.model = wrap_ddp(self.model, self.device)
+            return
         n_gpu = torch.cuda.device_count() if self.device.type == "cuda" else 0
         if n_gpu > 1 and self.cfg.TRAIN.DATA_PARALLEL and isinstance(self.model, nn.Module):
             logger.info(f"Detected {n_gpu} GPUs: using DataParallel (TRAIN.DATA_PARALLEL False disables)")
@@ -92,7 +103,7 @@ class SimpleTrainer(TrainerBase):
 
     @property
     def unwrapped_model(self) -> nn.Module:
-        return self.model.module if isinstance(self.model, nn.DataParallel) else self.model
+        return unwrap(self.model)
 
     def build_evaluator(self):
         """The evaluator named by ``TEST.EVALUATOR``."""
@@ -112,7 +123,8 @@ class SimpleTrainer(TrainerBase):
             )
         directory = self.cfg.RESUME or self.output_dir
         self.start_epoch = self.resume_model_if_exist(directory)
-        self.init_writer(os.path.join(self.output_dir, "tensorboard"))
+        if is_main_process():
+            self.init_writer(os.path.join(self.output_dir, "tensorboard"))
         self.time_start = time.time()
 
     def after_epoch(self) -> None:
@@ -180,19 +192,20 @@ class SimpleTrainer(TrainerBase):
         self.set_model_mode("eval")
         self.evaluator.reset()
         logger.info(f"Evaluate on the *{split}* set")
-        num_samples = 0
+        shards = ShardedEvaluation(self.evaluator, len(loader.dataset))
         self.before_test()
         try:
             from tqdm import tqdm
 
-            for batch in tqdm(loader, disable=not sys.stderr.isatty(), leave=False):
+            quiet = not (sys.stderr.isatty() and is_main_process())
+            for batch in tqdm(loader, disable=quiet, leave=False):
                 images, labels = self.parse_batch_test(batch)
                 with self.precision.autocast():
                     output = self.model_inference(images)
-                self.evaluator.process(output.float(), labels)
-                num_samples += labels.numel()
+                shards.process(output.float(), labels, batch)
         finally:
             self.after_test()
+        num_samples = shards.finish()
         results = self.evaluator.evaluate()
         for k, v in results.items():
             if isinstance(v, (int, float)):
@@ -200,8 +213,16 @@ class SimpleTrainer(TrainerBase):
         self.write_results(split, results, num_samples)
         return list(results.values())[0]
 
+    def save_model(self, *args, **kwargs) -> None:
+        """Checkpoints are written by rank 0; the other ranks wait for them."""
+        if is_main_process():
+            super().save_model(*args, **kwargs)
+        barrier()
+
     def write_results(self, split: str, results: Dict[str, Any], num_samples: int) -> None:
-        """Write ``OUTPUT_DIR/results.json`` (machine-readable twin of the log lines)."""
+        """Write ``OUTPUT_DIR/results.json`` (machine-readable twin of the log lines; rank 0)."""
+        if not is_main_process():
+            return
         cfg = self.cfg
         record = {
             "split": split,
@@ -235,6 +256,7 @@ class TrainerX(SimpleTrainer):
         self.set_model_mode("train")
         losses, batch_time, data_time = MetricMeter(), AverageMeter(), AverageMeter()
         self.num_batches = len(self.train_loader_x)
+        set_sampler_epoch(self.train_loader_x, self.epoch)
         end = time.time()
         for self.batch_idx, batch in enumerate(self.train_loader_x):
             data_time.update(time.time() - end)

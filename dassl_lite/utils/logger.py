@@ -36,7 +36,12 @@ def setup_logger(output: Optional[str] = None, level: int = logging.INFO) -> Opt
     """Send log records to stdout and, when ``output`` is given, to ``output/log.txt``.
 
     Calling it again replaces the handlers it installed before. Returns the log file path.
+    Under torchrun only rank 0 writes ``log.txt``; the other ranks print warnings and errors,
+    prefixed with their rank.
     """
+    rank = int(os.environ.get("RANK", "0"))
+    if rank != 0:
+        output, level = None, max(level, logging.WARNING)
     root = logging.getLogger()
     for h in list(root.handlers):
         if getattr(h, _HANDLER_TAG, False):
@@ -51,7 +56,7 @@ def setup_logger(output: Optional[str] = None, level: int = logging.INFO) -> Opt
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         handlers.append(logging.FileHandler(path, encoding="utf-8"))
     for h in handlers:
-        h.setFormatter(_PlainFormatter("%(message)s"))
+        h.setFormatter(_PlainFormatter(f"[rank {rank}] %(message)s" if rank else "%(message)s"))
         setattr(h, _HANDLER_TAG, True)
         root.addHandler(h)
     return path
