@@ -188,8 +188,24 @@ def build_parser(protocol: str, repo_root: str) -> argparse.ArgumentParser:
     p.add_argument("--import", dest="imports", action="append", default=[],
                    metavar="MODULE_OR_FILE", help="user module registering trainers/datasets")
     p.add_argument("--metric", default="accuracy", choices=METRICS, help="default accuracy")
-    p.add_argument("--launcher", default="subprocess", choices=["subprocess", "inprocess"],
-                   help="run each job in a child process (default) or in this process")
+    p.add_argument("--launcher", default="subprocess",
+                   choices=["subprocess", "inprocess", "slurm"],
+                   help="run each job in a child process (default), in this process, or as a "
+                        "Slurm job through submitit")
+    p.add_argument("--devices", default="",
+                   help="GPU ids (e.g. 0,1,2,3): run jobs in parallel, one job per device at a "
+                        "time (subprocess launcher)")
+    p.add_argument("--gpus-per-job", type=int, default=1,
+                   help="GPUs per job (default 1); > 1 runs each job with torchrun (DDP)")
+    slurm = p.add_argument_group("Slurm (--launcher slurm)")
+    slurm.add_argument("--partition", default="", help="Slurm partition (default: the cluster's)")
+    slurm.add_argument("--time", type=int, default=240, help="time limit per job, minutes")
+    slurm.add_argument("--array-size", type=int, default=0,
+                       help="at most this many jobs running at once (default: no limit)")
+    slurm.add_argument("--submitit-folder", default="",
+                       help="submitit's logs and pickles (default <output-root>/submitit/%%j)")
+    slurm.add_argument("--submitit-cluster", default="slurm", choices=["slurm", "local"],
+                       help="'local': submitit's local executor, without Slurm (testing)")
     p.add_argument("--dry-run", action="store_true", help="list the jobs and their state only")
     p.add_argument("--verbose", action="store_true",
                    help="also echo the jobs' output (subprocess launcher)")
@@ -265,22 +281,57 @@ def _report(proto: Protocol, plans, outcomes: List[Outcome], fmt: str) -> None:
                 print("    " + o.log_tail.replace("\n", "\n    "))
 
 
+def _check_launch_flags(args) -> None:
+    if args.gpus_per_job < 1:
+        raise DasslLiteError(f"--gpus-per-job must be at least 1; got {args.gpus_per_job}")
+    if args.devices and args.launcher != "subprocess":
+        raise DasslLiteError(f"--devices runs jobs in child processes on those GPUs; it cannot be "
+                             f"used with --launcher {args.launcher}")
+    if args.gpus_per_job > 1 and not (args.devices or args.launcher == "slurm"):
+        raise DasslLiteError("--gpus-per-job > 1 needs --devices or --launcher slurm")
+
+
+def _run(jobs, args, repo_root: str) -> List[Outcome]:
+    """Run ``jobs`` with the launcher the flags choose."""
+    train_script = os.path.join(repo_root, "tools", "train.py")
+    if args.dry_run or not (args.devices or args.launcher == "slurm"):
+        launcher = (InProcessLauncher() if args.launcher == "inprocess"
+                    else SubprocessLauncher(train_script, echo=args.verbose))
+        return run_jobs(jobs, launcher, dry_run=args.dry_run)
+    if args.launcher == "slurm":
+        from .slurm import SlurmOptions, run_jobs_with_submitit
+
+        folder = args.submitit_folder or os.path.join(args.output_root, "submitit", "%j")
+        return run_jobs_with_submitit(jobs, SlurmOptions(
+            folder, repo_root, args.partition, args.time, args.gpus_per_job, args.array_size,
+            args.submitit_cluster))
+    from .pool import device_slots, run_jobs_on_devices
+
+    def launcher_for(slot: str) -> SubprocessLauncher:
+        return SubprocessLauncher(train_script, echo=args.verbose,
+                                  env={"CUDA_VISIBLE_DEVICES": slot}, nproc=args.gpus_per_job)
+
+    return run_jobs_on_devices(jobs, launcher_for, device_slots(args.devices, args.gpus_per_job))
+
+
 def main(protocol: str, argv: Optional[Sequence[str]] = None, repo_root: str = ".") -> int:
     """Run ``protocol`` (base2new, fewshot, crossdataset) as its tool does."""
     flags, opts = split_opts(sys.argv[1:] if argv is None else argv)
     args = build_parser(protocol, repo_root).parse_args(flags)
     _setup_console()
     try:
+        _check_launch_flags(args)
         proto, plans = _plan(protocol, args, opts)
+        if args.devices:
+            from .pool import device_slots
+
+            device_slots(args.devices, args.gpus_per_job)  # bad ids fail before any job
     except DasslLiteError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    train_script = os.path.join(repo_root, "tools", "train.py")
-    launcher = (InProcessLauncher() if args.launcher == "inprocess"
-                else SubprocessLauncher(train_script, echo=args.verbose))
     jobs = [job for _, plan_jobs in plans for job in plan_jobs]
     try:
-        outcomes = run_jobs(jobs, launcher, dry_run=args.dry_run)
+        outcomes = _run(jobs, args, repo_root)
     except KeyboardInterrupt:
         print("\nInterrupted. Run the same command again to resume: finished runs are skipped, "
               "unfinished ones continue from their last checkpoint.", file=sys.stderr)

@@ -35,18 +35,29 @@ Launcher = Callable[[List[str], IO[str]], int]
 
 
 class SubprocessLauncher:
-    """Run ``python train_script ARGV`` and stream its output into the job log."""
+    """Run ``python train_script ARGV`` (``nproc > 1``: under torchrun with that many processes)
+    with ``env`` added to the environment, and stream its output into the job log."""
 
-    def __init__(self, train_script: str, python: str = sys.executable, echo: bool = False):
+    def __init__(self, train_script: str, python: str = sys.executable, echo: bool = False,
+                 env: Optional[Dict[str, str]] = None, nproc: int = 1):
         self.train_script = train_script
         self.python = python
         self.echo = echo
+        self.env = dict(env or {})
+        self.nproc = nproc
+
+    def command(self, argv: List[str]) -> List[str]:
+        if self.nproc > 1:
+            return [self.python, "-m", "torch.distributed.run", "--standalone",
+                    f"--nproc_per_node={self.nproc}", self.train_script, *argv]
+        return [self.python, self.train_script, *argv]
 
     def __call__(self, argv: List[str], log: IO[str]) -> int:
-        cmd = [self.python, self.train_script, *argv]
-        log.write(f"$ {shlex.join(cmd)}\n")
+        cmd = self.command(argv)
+        shown = " ".join(f"{k}={v}" for k, v in self.env.items())
+        log.write(f"$ {shown + ' ' if shown else ''}{shlex.join(cmd)}\n")
         log.flush()
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **self.env)
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, bufsize=1, env=env)
         try:
@@ -170,7 +181,9 @@ def launch(job: Job, launcher: Launcher, tail_lines: int = 20) -> Outcome:
                    _tail(log_path, offset, tail_lines))
 
 
-def _run_one(job: Job, launcher: Launcher, dry_run: bool) -> Outcome:
+def precheck(job: Job, dry_run: bool = False) -> Optional[Outcome]:
+    """The outcome of a job that is not to be run (finished, waiting for a failed training run,
+    another config in its directory, or a dry run); None for a job to launch."""
     try:
         state, detail = job_status(job)
     except RunDirMismatch as e:
@@ -183,7 +196,11 @@ def _run_one(job: Job, launcher: Launcher, dry_run: bool) -> Outcome:
     if state == "waiting":
         return Outcome(job, "not_run", detail)
     logger.info(f"  {state} {detail}".rstrip() + f" -> {job.output_dir}")
-    return launch(job, launcher)
+    return None
+
+
+def _run_one(job: Job, launcher: Launcher, dry_run: bool) -> Outcome:
+    return precheck(job, dry_run) or launch(job, launcher)
 
 
 def run_jobs(jobs: Sequence[Job], launcher: Launcher, dry_run: bool = False) -> List[Outcome]:
