@@ -22,6 +22,8 @@ import sys
 import pytest
 import torch
 
+pytestmark = pytest.mark.slow  # spawns two processes and trains (about 20 s of CPU in all)
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 WORLD = 2
 STEP_BATCH = 8  # per rank in the one-step comparison (the twin: 16)
@@ -122,6 +124,35 @@ def _gather_check():
     return {"count": evaluation.finish(), "seen": Recording.seen, "shard": list(sampler)}
 
 
+def _small_split_check():
+    """9 training items, batch 8, 2 ranks: each rank's shard (5, one repeated) is one batch."""
+    from torch.utils.data import Dataset
+
+    from dassl_lite.config import get_cfg_default
+    from dassl_lite.data.data_manager import build_data_loader
+    from dassl_lite.engine.distributed import set_sampler_epoch
+
+    class Items(Dataset):
+        def __init__(self, cfg, data, transform=None, is_train=False):
+            self.data = data
+
+        def __len__(self):
+            return len(self.data)
+
+        def __getitem__(self, i):
+            return self.data[i]
+
+    cfg = get_cfg_default()
+    cfg.DATALOADER.NUM_WORKERS, cfg.SEED = 0, 1
+    loader = build_data_loader(cfg, "RandomSampler", list(range(9)), batch_size=8,
+                               is_train=True, dataset_wrapper=Items, split_name="train_x")
+    epochs = []
+    for epoch in range(2):
+        set_sampler_epoch(loader, epoch)
+        epochs.append([b.tolist() for b in loader])
+    return epochs
+
+
 def _worker(rank, port, root, work):
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
@@ -129,7 +160,7 @@ def _worker(rank, port, root, work):
     sys.path.insert(0, REPO)
     result = {"steps": {t: _one_step(t, root, os.path.join(work, f"step_{t}"), STEP_BATCH)
                         for t in ("CoOp", "MaPLe")},
-              "gather": _gather_check()}
+              "gather": _gather_check(), "small": _small_split_check()}
     recorder = _Recorder(os.path.join(work, "ddp"))
     sys.addaudithook(recorder)
     _run(root, os.path.join(work, "ddp"), RUN_EPOCHS)
@@ -201,6 +232,15 @@ def test_gathered_evaluation_counts_every_image_once(ddp):
     for r in ranks:
         assert r["gather"]["count"] == 7
         assert r["gather"]["seen"] == [10 + i for i in range(7)]
+
+
+def test_small_training_split_is_one_smaller_batch_per_rank(ddp):
+    _, ranks = ddp
+    for epoch in range(2):
+        batches = [r["small"][epoch] for r in ranks]
+        assert [len(b) for b in batches] == [1, 1] and [len(b[0]) for b in batches] == [5, 5]
+        assert set(batches[0][0]) | set(batches[1][0]) == set(range(9))
+    assert ranks[0]["small"][0] != ranks[0]["small"][1]  # set_epoch reshuffles
 
 
 def test_ddp_run_matches_its_single_process_twin(ddp):
