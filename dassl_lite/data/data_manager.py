@@ -117,9 +117,9 @@ def build_data_loader(
         )
     sampler = build_sampler(sampler_type, cfg=cfg, data_source=data_source,
                             batch_size=batch_size, n_domain=n_domain, n_ins=n_ins)
-    from ..engine.distributed import shard_sampler  # under torchrun: this rank's shard
+    from ..engine.distributed import sampler_seed, shard_sampler  # torchrun: this rank's shard
 
-    shard = shard_sampler(sampler, data_source, batch_size, is_train, max(cfg.SEED, 0),
+    shard = shard_sampler(sampler, data_source, batch_size, is_train, sampler_seed(cfg.SEED),
                           split_name)
     drop_last = is_train and len(data_source if shard is sampler else shard) >= batch_size
     sampler = shard

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import inspect
 import logging
 import os
 from typing import Any, Iterator, List, Optional, Sequence
@@ -119,8 +120,28 @@ def wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
     if not any(p.requires_grad for p in model.parameters()):
         return model
     device_ids = [device.index] if device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids,
-                                               broadcast_buffers=False)
+    ddp = nn.parallel.DistributedDataParallel
+    no_sync = ("forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(ddp).parameters
+               else "broadcast_buffers")  # torch >= 2.14 renamed it
+    return ddp(model, device_ids=device_ids, **{no_sync: False})
+
+
+def agree_on_seed(seed: int) -> None:
+    """Under DDP with ``SEED < 0``: seed every process with one random seed drawn by rank 0, so
+    that all of them sample the same few-shot split (and shard the same training set)."""
+    if not is_distributed() or seed >= 0:
+        return
+    from ..utils.seed import set_random_seed
+
+    shared = [int(torch.randint(0, 2**31 - 1, ()).item()) if is_main_process() else None]
+    dist.broadcast_object_list(shared, src=0)
+    set_random_seed(shared[0])
+    logger.info(f"SEED < 0: every process uses the random seed {shared[0]} drawn by rank 0")
+
+
+def sampler_seed(cfg_seed: int) -> int:
+    """The DistributedSampler seed: ``SEED``, or the seed the processes agreed on."""
+    return cfg_seed if cfg_seed >= 0 else torch.initial_seed() % 2**31
 
 
 def unwrap(model: Any) -> Any:

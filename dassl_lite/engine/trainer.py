@@ -15,8 +15,8 @@ from ..errors import DasslLiteError
 from ..utils.io import atomic_write_json
 from ..utils.meters import AverageMeter, MetricMeter
 from .base import TrainerBase
-from .distributed import (ShardedEvaluation, barrier, get_world_size, init_distributed,
-                          is_distributed, is_main_process, main_process_first,
+from .distributed import (ShardedEvaluation, agree_on_seed, barrier, get_world_size,
+                          init_distributed, is_distributed, is_main_process, main_process_first,
                           set_sampler_epoch, unwrap, wrap_ddp)
 from .precision import Precision, resolve_precision
 
@@ -45,6 +45,7 @@ class SimpleTrainer(TrainerBase):
         self.check_cfg(cfg)
         self.cfg = cfg
         self.device = init_distributed(cfg.USE_CUDA) or self.select_device(cfg)
+        agree_on_seed(cfg.SEED)  # DDP with SEED < 0: one seed for every process
         self.precision: Precision = resolve_precision(
             _cfg_value(cfg, self.precision_key) if self.precision_key else "fp32",
             self.device, self.precision_key or "PREC",

@@ -51,7 +51,8 @@ def _trainer(trainer, root, out, *opts):
     from dassl_lite.utils import set_random_seed
 
     cfg = setup_cfg(build_parser().parse_args(_argv(trainer, root, out, *opts)))
-    set_random_seed(cfg.SEED)
+    if cfg.SEED >= 0:
+        set_random_seed(cfg.SEED)
     return build_trainer(cfg)
 
 
@@ -153,6 +154,16 @@ def _small_split_check():
     return epochs
 
 
+def _seedless_train_set(root, out):
+    """The few-shot training images a SEED -1 run samples on this rank (whose RNGs start
+    apart from the other rank's)."""
+    from dassl_lite.utils import set_random_seed
+
+    set_random_seed(100 + _rank())
+    t = _trainer("CoOp", root, out, "SEED", "-1", "DATASET.NUM_SHOTS", "1")
+    return sorted(d.impath for d in t.dm.dataset.train_x)
+
+
 def _worker(rank, port, root, work):
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
@@ -160,7 +171,8 @@ def _worker(rank, port, root, work):
     sys.path.insert(0, REPO)
     result = {"steps": {t: _one_step(t, root, os.path.join(work, f"step_{t}"), STEP_BATCH)
                         for t in ("CoOp", "MaPLe")},
-              "gather": _gather_check(), "small": _small_split_check()}
+              "gather": _gather_check(), "small": _small_split_check(),
+              "seedless": _seedless_train_set(root, os.path.join(work, "seedless"))}
     recorder = _Recorder(os.path.join(work, "ddp"))
     sys.addaudithook(recorder)
     _run(root, os.path.join(work, "ddp"), RUN_EPOCHS)
@@ -241,6 +253,11 @@ def test_small_training_split_is_one_smaller_batch_per_rank(ddp):
         assert [len(b) for b in batches] == [1, 1] and [len(b[0]) for b in batches] == [5, 5]
         assert set(batches[0][0]) | set(batches[1][0]) == set(range(9))
     assert ranks[0]["small"][0] != ranks[0]["small"][1]  # set_epoch reshuffles
+
+
+def test_seedless_runs_sample_one_split_for_every_rank(ddp):
+    _, ranks = ddp
+    assert len(ranks[0]["seedless"]) == 64 and ranks[0]["seedless"] == ranks[1]["seedless"]
 
 
 def test_ddp_run_matches_its_single_process_twin(ddp):
