@@ -64,7 +64,10 @@ def is_main_process() -> bool:
 def barrier() -> None:
     """Wait for every process (a no-op when not distributed)."""
     if is_distributed():
-        dist.barrier()
+        if dist.get_backend() == "nccl":  # name this process's GPU (NCCL warns otherwise)
+            dist.barrier(device_ids=[torch.cuda.current_device()])
+        else:
+            dist.barrier()
 
 
 @contextlib.contextmanager
