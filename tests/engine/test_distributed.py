@@ -28,7 +28,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 WORLD = 2
 STEP_BATCH = 8  # per rank in the one-step comparison (the twin: 16)
 RUN_EPOCHS = 3
-RUN_OPTS = ["DATASET.NUM_SHOTS", "2", "DATASET.SUBSAMPLE_CLASSES", "base", "OPTIM.LR", "0.02",
+RUN_OPTS = ["DATASET.NUM_SHOTS", "2", "DATASET.SUBSAMPLE_CLASSES", "base", "OPTIM.LR", "0.5",
+            "OPTIM.LR_SCHEDULER", "single_step", "OPTIM.STEPSIZE", "(100,)",  # constant lr
             "OPTIM.WARMUP_EPOCH", "0", "INPUT.TRANSFORMS", "['normalize']",
             "DATALOADER.TEST.BATCH_SIZE", "40"]
 
@@ -266,6 +267,14 @@ def test_ddp_run_matches_its_single_process_twin(ddp):
     assert two["num_samples"] == single["num_samples"] == 32 * 3  # 32 base classes x 3 images
     assert two["epoch"] == single["epoch"] == RUN_EPOCHS
     assert abs(two["accuracy"] - single["accuracy"]) <= 0.5, (two, single)
+    # it learned: the loss fell at every full-batch step (DDP ranks log their own half's loss)
+    losses = _logged_losses(os.path.join(work, "single"))
+    assert len(losses) == RUN_EPOCHS and all(b < a for a, b in zip(losses, losses[1:]))
+
+
+def _logged_losses(run_dir):
+    with open(os.path.join(run_dir, "log.txt")) as f:
+        return [float(line.split(" loss ")[1].split()[0]) for line in f if line.startswith("epoch [")]
 
 
 def test_resume_across_world_sizes(ddp):
@@ -279,6 +288,9 @@ def test_resume_across_world_sizes(ddp):
     ctx = [load_checkpoint(os.path.join(d, "prompt_learner", f"model.pth.tar-{RUN_EPOCHS + 1}"))
            ["state_dict"]["ctx"] for d in (a, b)]
     torch.testing.assert_close(ctx[0], ctx[1], atol=1e-5, rtol=0)
+    before = load_checkpoint(os.path.join(work, "ddp", "prompt_learner",
+                                          f"model.pth.tar-{RUN_EPOCHS}"))["state_dict"]["ctx"]
+    assert (ctx[0] - before).abs().max() > 1e-3  # the resumed epoch trained
     for d in (a, b):
         with open(os.path.join(d, "log.txt")) as f:
             assert f"(epoch {RUN_EPOCHS})" in f.read()  # "Resuming ... (epoch 3)"
