@@ -7,6 +7,9 @@ prompts for all classes. Upstream encodes the C prompts of each image in a Pytho
 batch; here the B x C prompts are built at once and encoded in one (chunked) call, which gives
 the same logits. Text features depend on the image, so evaluation encodes B x C prompts per batch
 (no class text cache is possible).
+
+CTX_INIT rule (upstream ``trainers/cocoop.py``, as CoOp): one context vector per word of CTX_INIT
+from the token embeddings at positions 1 .. n_words; later init tokens stay fixed.
 """
 from __future__ import annotations
 
@@ -33,7 +36,7 @@ def add_cocoop_config(cfg: CN) -> None:
     """``TRAINER.COCOOP`` with upstream names and defaults."""
     cfg.TRAINER.COCOOP = CN()
     cfg.TRAINER.COCOOP.N_CTX = 16  # number of context vectors
-    cfg.TRAINER.COCOOP.CTX_INIT = ""  # initialisation words (then N_CTX = their token count)
+    cfg.TRAINER.COCOOP.CTX_INIT = ""  # initialisation words (then N_CTX = their word count)
     cfg.TRAINER.COCOOP.PREC = "fp16"  # fp16, fp32, amp, bf16
 
 
