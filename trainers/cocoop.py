@@ -72,7 +72,7 @@ class CoCoOpCLIP(PromptedCLIP):
         self.prompt_learner = prompt_learner
 
     def forward(self, images: Tensor) -> Tensor:
-        image_features = self.encode_image(images)  # [B, E]
+        image_features = self.image_features(images)  # [B, E]
         prompts = self.prompt_learner(image_features)  # [B, C, L, width]
         batch, n_cls = prompts.shape[:2]
         eot_idx = self.prompt_learner.eot_idx.repeat(batch)
@@ -90,6 +90,7 @@ class CoCoOp(ClipPromptTrainer):
 
     precision_key = "TRAINER.COCOOP.PREC"
     cache_text_in_eval = False  # text features depend on the image
+    prompted_image_encoder = False  # the image encoder itself is frozen and unprompted
 
     def build_prompted_clip(self, clip_model: CLIP, classnames: List[str]) -> CoCoOpCLIP:
         c = self.cfg.TRAINER.COCOOP

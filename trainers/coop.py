@@ -55,6 +55,8 @@ class CoOpCLIP(PromptedCLIP):
 class CoOp(ClipPromptTrainer):
     """Context Optimization (CoOp); config section ``TRAINER.COOP``."""
 
+    prompted_image_encoder = False  # image features come from the feature cache
+
     precision_key = "TRAINER.COOP.PREC"
 
     def check_cfg(self, cfg) -> None:

@@ -33,6 +33,13 @@ CLASS_TOKEN_POSITIONS = ("end", "middle", "front")
 _DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 
 
+class _Counter:
+    count = 0
+
+
+IMAGES_ENCODED = _Counter()  # images through a CLIP image encoder in this process (benchmarks)
+
+
 def prompt_classnames(classnames: Sequence[str]) -> List[str]:
     """Class names as they enter prompts: underscores become spaces (upstream's rule)."""
     return [name.replace("_", " ") for name in classnames]
@@ -236,8 +243,14 @@ class PromptedCLIP(nn.Module):
 
     def encode_image(self, images: Tensor, **prompts) -> Tensor:
         """Normalised image features [B, E]; ``prompts`` go to ``clip.visual`` (ViT prompts)."""
+        IMAGES_ENCODED.count += images.shape[0]
         features = self.clip.visual(images, **prompts)
         return features / features.norm(dim=-1, keepdim=True)
+
+    def image_features(self, x: Tensor) -> Tensor:
+        """Normalised image features of images [B, 3, H, W], or ``x`` itself when it already is
+        such features [B, E] (read from the feature cache)."""
+        return x if x.dim() == 2 else self.encode_image(x)
 
     def encode_text(self, prompts: Tensor, eot_idx: Tensor,
                     deep_prompts: Optional[Sequence[Tensor]] = None) -> Tensor:
@@ -272,5 +285,6 @@ class PromptedCLIP(nn.Module):
         self.text_cache = None
 
     def forward(self, images: Tensor) -> Tensor:
+        """Logits [B, n_cls] of images [B, 3, H, W] or of cached image features [B, E]."""
         text = self.text_cache if self.text_cache is not None else self.text_features()
-        return self.logits(self.encode_image(images), text)
+        return self.logits(self.image_features(images), text)
