@@ -242,3 +242,32 @@ def stable_seed(*parts: object) -> int:
     """A 63-bit seed from ``parts`` that is the same in every process and Python version."""
     digest = hashlib.sha256("|".join(map(str, parts)).encode()).digest()
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``dassl-cache show|clear [--dir DIR]``: list the cache's buckets or empty it."""
+    import argparse
+
+    from tabulate import tabulate
+
+    parser = argparse.ArgumentParser(prog="dassl-cache", description=(
+        "Show or clear the on-disk cache of frozen image features "
+        f"(default: ${ENV_DIR} or ~/.cache/dassl_lite/features)."))
+    parser.add_argument("command", choices=["show", "clear"])
+    parser.add_argument("--dir", default="", help="cache root (DATALOADER.FEATURE_CACHE.DIR)")
+    args = parser.parse_args(argv)
+    cache = FeatureCache(args.dir)
+    if args.command == "clear":
+        freed = cache.clear()
+        print(f"Cleared {cache.root}: {freed / 2**20:.1f} MiB freed")
+        return 0
+    rows = cache.summary()
+    table = [[r["bucket"], r["entries"], r["segments"], f"{r['bytes'] / 2**20:.1f}", r["dtype"],
+              r["precision"], str(r["encoder_sha256"])[:12], str(r["transform"])[:60]]
+             for r in rows]
+    print(f"Feature cache {cache.root}: {len(rows)} bucket(s), "
+          f"{sum(r['bytes'] for r in rows) / 2**20:.1f} MiB")
+    if table:
+        print(tabulate(table, headers=["bucket", "entries", "segments", "MiB", "dtype",
+                                       "precision", "encoder", "transform"]))
+    return 0

@@ -74,24 +74,33 @@ def fill_features(bucket: FeatureBucket, items: Sequence[Datum], keys: Sequence[
 
 
 class _FeatureDataset(Dataset):
-    """``{"img": feature, "label", "index"}`` items; ``views`` [N, K, E] with a per-epoch choice."""
+    """``{"img": feature, "label", "index"}`` items. ``features`` is [N, E], or [N, K, E] views
+    of which each epoch uses one per image (:meth:`set_epoch`); it may be given as a function,
+    called on first access (so a run that never trains never encodes its training views)."""
 
-    def __init__(self, features: torch.Tensor, labels: Sequence[int]):
-        self.features = features
+    def __init__(self, features, labels: Sequence[int], n_views: int = 0):
+        self._features = features
         self.labels = list(labels)
+        self.n_views = n_views
         self.choice: Optional[torch.Tensor] = None
+
+    @property
+    def features(self) -> torch.Tensor:
+        if callable(self._features):
+            self._features = self._features()
+        return self._features
 
     def set_epoch(self, seed: int, epoch: int) -> None:
         """Draw the view of every image for this epoch from (run seed, epoch)."""
         g = torch.Generator().manual_seed(stable_seed("train_views", seed, epoch))
-        self.choice = torch.randint(self.features.shape[1], (len(self.labels),), generator=g)
+        self.choice = torch.randint(self.n_views, (len(self.labels),), generator=g)
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, idx: int) -> Dict:
         feat = self.features[idx]
-        if feat.dim() == 2:  # [K, E]: one view per epoch
+        if self.n_views:  # [K, E]: this epoch's view
             feat = feat[int(self.choice[idx])]
         return {"img": feat, "label": self.labels[idx], "index": idx}
 
@@ -130,24 +139,36 @@ class CachedEvalLoader:
     def __len__(self) -> int:
         return len(self.loader)
 
+    @property
+    def dataset(self):
+        """The image loader's dataset (its length and items are the split's)."""
+        return self.loader.dataset
+
+    @property
+    def sampler(self):
+        return self.loader.sampler
+
 
 def cached_train_loader(cfg, items: Sequence[Datum], bucket: FeatureBucket, tfm, encode: Encoder,
                         n_views: int, section) -> DataLoader:
     """A training loader over ``n_views`` cached augmented views per image (same sampler,
-    batch size and ``drop_last`` as the image loader); call ``loader.dataset.set_epoch``."""
-    keys = [f"{image_identity(d.impath)}|view{v}" for d in items for v in range(n_views)]
-    views = [v for _ in items for v in range(n_views)]
-    expanded = [d for d in items for _ in range(n_views)]
-    feats, stats = fill_features(bucket, expanded, keys, views, tfm, encode,
-                                 section.BATCH_SIZE, cfg.DATALOADER.NUM_WORKERS)
-    logger.info(f"Feature cache (train_x, {len(items):,} images x {n_views} views): "
-                f"{stats.hits:,} hit, {stats.encoded:,} encoded and stored in {bucket.dir}")
-    dataset = _FeatureDataset(feats.view(len(items), n_views, -1), [d.label for d in items])
+    batch size and ``drop_last`` as the image loader; views are read or encoded on the first
+    batch); call ``loader.dataset.set_epoch`` every epoch."""
+
+    def views() -> torch.Tensor:
+        keys = [f"{image_identity(d.impath)}|view{v}" for d in items for v in range(n_views)]
+        view_ids = [v for _ in items for v in range(n_views)]
+        expanded = [d for d in items for _ in range(n_views)]
+        feats, stats = fill_features(bucket, expanded, keys, view_ids, tfm, encode,
+                                     section.BATCH_SIZE, cfg.DATALOADER.NUM_WORKERS)
+        logger.info(f"Feature cache (train_x, {len(items):,} images x {n_views} views): "
+                    f"{stats.hits:,} hit, {stats.encoded:,} encoded and stored in {bucket.dir}")
+        return feats.view(len(items), n_views, -1)
+
+    dataset = _FeatureDataset(views, [d.label for d in items], n_views)
     dataset.set_epoch(cfg.SEED, 0)
     sampler = build_sampler(section.SAMPLER, cfg=cfg, data_source=items,
                             batch_size=section.BATCH_SIZE, n_domain=section.get("N_DOMAIN", 0),
                             n_ins=section.get("N_INS", 2))
-    loader = DataLoader(dataset, batch_size=section.BATCH_SIZE, sampler=sampler,
-                        drop_last=len(items) >= section.BATCH_SIZE)
-    loader.stats = stats
-    return loader
+    return DataLoader(dataset, batch_size=section.BATCH_SIZE, sampler=sampler,
+                      drop_last=len(items) >= section.BATCH_SIZE)

@@ -138,3 +138,16 @@ def test_two_processes_filling_at_once_leave_it_consistent(tmp_path):
     got, missing = bucket.read(keys)
     assert missing == [] and torch.equal(got, feats_for(keys))
     assert not [n for n in os.listdir(bucket.dir) if n.endswith(".tmp")]
+
+
+def test_cache_tool_shows_and_clears(tmp_path):
+    FeatureCache(str(tmp_path)).bucket("e" * 64, "fp16", "Resize(64)").write(["a"], torch.ones(1, 4))
+    tool = [sys.executable, os.path.join(REPO, "tools", "cache.py")]
+    shown = subprocess.run(tool + ["show", "--dir", str(tmp_path)], capture_output=True, text=True)
+    assert shown.returncode == 0, shown.stderr
+    assert f"Feature cache {tmp_path}: 1 bucket(s)" in shown.stdout
+    assert "eeeeeeeeeeee" in shown.stdout and "Resize(64)" in shown.stdout
+    cleared = subprocess.run(tool + ["clear", "--dir", str(tmp_path)], capture_output=True,
+                             text=True)
+    assert cleared.returncode == 0 and f"Cleared {tmp_path}" in cleared.stdout
+    assert FeatureCache(str(tmp_path)).summary() == []

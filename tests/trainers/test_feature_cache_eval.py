@@ -89,10 +89,11 @@ def test_training_on_cached_views(toy_trainer, toy_shapes_root, tmp_path, caplog
     with caplog.at_level(logging.INFO):
         trainer = cached(toy_trainer, toy_shapes_root, tmp_path / "v", cache, "CoOp",
                          "DATALOADER.FEATURE_CACHE.TRAIN_VIEWS", "3", "OPTIM.MAX_EPOCH", "2")
+        assert "Feature cache (train_x" not in caplog.text  # encoded when training starts
+        data = trainer.train_loader_x.dataset
+        assert data.features.shape[:2] == (len(trainer.dm.dataset.train_x), 3)
     n = len(trainer.dm.dataset.train_x)
     assert f"Feature cache (train_x, {n:,} images x 3 views): 0 hit, {3 * n:,} encoded" in caplog.text
-    data = trainer.train_loader_x.dataset
-    assert data.features.shape[:2] == (n, 3)
     # the toy transform is a random flip: each view is the image or its mirror
     distinct = [len({tuple(data.features[i, k].tolist()) for k in range(3)}) for i in range(20)]
     assert set(distinct) == {1, 2}
