@@ -24,8 +24,18 @@ Examples:
   python tools/benchmark.py --only clip
   python tools/benchmark.py --only clip --clip-preset vit-b16 --device cuda --reps 10
   python tools/benchmark.py --only clip --reps 1 --text-prompts 200 --image-batch 4
+
+Section ``sweep``: the toy-world base-to-novel sweep (``tools/base2new.py``, in process) of
+``--sweep-trainers`` over ``--sweep-seeds`` on the toy datasets, four times: without the feature
+cache, with an empty cache (filling it), with the warm cache, and with the warm cache plus
+``TRAIN_VIEWS`` cached training views. Reports wall time, images through the image encoder and
+the averaged Base / New / HM of each trainer.
+
+  python tools/benchmark.py --only sweep
+  python tools/benchmark.py --only sweep --sweep-trainers CoOp --sweep-seeds 1
 """
 import argparse
+import os
 import random
 import statistics
 import sys
@@ -38,6 +48,8 @@ import torch
 from torch import nn
 
 from dassl_lite.clip import CLIP, CLIPConfig, tokenize
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 Row = Dict[str, object]
 
@@ -225,6 +237,68 @@ def bench_clip(args: argparse.Namespace) -> List[Row]:
         rows.append({"section": "clip", "case": name, "shape": shape, "reference ms": round(ref_ms, 1),
                      "ours ms": round(ours_ms, 1), "speedup": f"{ref_ms / ours_ms:.2f}x"})
     return rows
+
+
+# --------------------------------------------------------------------------- sweep
+def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("sweep", "toy base-to-novel sweep with the feature cache")
+    group.add_argument("--sweep-trainers", nargs="+", default=["ZeroshotCLIP", "CoOp", "CoCoOp"])
+    group.add_argument("--sweep-seeds", nargs="+", type=int, default=[1, 2, 3])
+    group.add_argument("--sweep-datasets", nargs="+", default=["all"], help="toy datasets")
+    group.add_argument("--sweep-views", type=int, default=10, help="TRAIN_VIEWS of the last mode")
+    group.add_argument("--sweep-dir", default="", help="workspace (default: a new temp folder)")
+
+
+def _sweep_once(args, work: str, label: str, opts: List[str]) -> List[Row]:
+    """One in-process tools/base2new.py sweep into its own output folder; rows per trainer."""
+    import json
+    import shutil
+
+    from dassl_lite.protocols.cli import main as protocol_main
+    from trainers.prompting import IMAGES_ENCODED
+
+    out = os.path.join(work, "output")
+    shutil.rmtree(out, ignore_errors=True)  # every mode reruns every job
+    before, start = IMAGES_ENCODED.count, time.perf_counter()
+    code = protocol_main("base2new", [
+        "--trainer", *args.sweep_trainers, "--config-file", "toy", "--benchmark", "toy",
+        "--datasets", *args.sweep_datasets, "--seeds", *map(str, args.sweep_seeds),
+        "--root", os.path.join(work, "data"), "--output-root", out, "--launcher", "inprocess",
+        *opts], repo_root=REPO_ROOT)
+    seconds, encoded = time.perf_counter() - start, IMAGES_ENCODED.count - before
+    if code != 0:
+        raise RuntimeError(f"sweep {label!r} failed (exit {code}); see {out}")
+    rows = []
+    for trainer in args.sweep_trainers:
+        path = os.path.join(out, "base2new", f"summary_{trainer}_toy_shots16.json")
+        with open(path) as f:
+            avg = json.load(f)["average"]
+        rows.append({"section": "sweep", "case": label, "trainer": trainer,
+                     "base": round(avg["base"], 2), "new": round(avg["new"], 2),
+                     "hm": round(avg["hm"], 2)})
+    rows[0].update({"sweep wall s": round(seconds, 1), "images encoded": encoded})
+    return rows
+
+
+@register("sweep", add_sweep_arguments,
+          "toy base-to-novel sweep: no cache, filling, warm cache, warm + training views")
+def bench_sweep(args: argparse.Namespace) -> List[Row]:
+    import tempfile
+
+    if REPO_ROOT not in sys.path:
+        sys.path.insert(0, REPO_ROOT)
+    import datasets  # noqa: F401  (registers the toy datasets)
+    import trainers  # noqa: F401
+    from datasets.toy_world import make_toy_world
+
+    work = args.sweep_dir or tempfile.mkdtemp(prefix="dassl_sweep_")
+    make_toy_world(os.path.join(work, "data"))  # generated once, outside the timings
+    cache = ["DATALOADER.FEATURE_CACHE.DIR", os.path.join(work, "cache")]
+    modes = [("no cache", ["DATALOADER.FEATURE_CACHE.ENABLED", "False"]),
+             ("cache filling", cache), ("warm cache", cache),
+             (f"warm + TRAIN_VIEWS {args.sweep_views}",
+              cache + ["DATALOADER.FEATURE_CACHE.TRAIN_VIEWS", str(args.sweep_views)])]
+    return [row for label, opts in modes for row in _sweep_once(args, work, label, opts)]
 
 
 # --------------------------------------------------------------------------- entry point

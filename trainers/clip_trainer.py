@@ -10,6 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from dassl_lite.clip import CLIP
+from dassl_lite.config import ConfigError
 from dassl_lite.engine import TrainerX, load_checkpoint
 from dassl_lite.optim import build_lr_scheduler, build_optimizer
 
@@ -29,6 +30,10 @@ class ClipPromptTrainer(TrainerX):
     """
 
     model_name = "prompt_learner"  # registered name = checkpoint folder (upstream's)
+    # Whether the image encoder takes learned inputs (prompts, adapters inside it). When False,
+    # image features are fixed, so val/test features come from the on-disk feature cache and
+    # DATALOADER.FEATURE_CACHE.TRAIN_VIEWS may train on cached views. Conservative default.
+    prompted_image_encoder = True
     cache_text_in_eval = True  # compute class text features once per evaluation
     # Keys of upstream checkpoints rebuilt from the class names here (not learned; dropped).
     fixed_checkpoint_keys: Sequence[str] = ("token_prefix", "token_suffix")
@@ -47,6 +52,7 @@ class ClipPromptTrainer(TrainerX):
         self.register_model(self.model_name, learner, self.optim, self.sched)
         if cfg.MODEL.INIT_WEIGHTS:
             self.load_init_weights(cfg.MODEL.INIT_WEIGHTS)
+        self.setup_feature_cache()
 
     def build_clip(self) -> CLIP:
         """The frozen backbone in ``self.precision.model_dtype``; override to modify it."""
@@ -80,6 +86,66 @@ class ClipPromptTrainer(TrainerX):
         ckpt = load_checkpoint(path)
         self._load_into(self.model_name, ckpt["state_dict"], path)
         logger.info(f"Initialised {self.model_name!r} from {path} (MODEL.INIT_WEIGHTS)")
+
+    # ------------------------------------------------------------------ feature cache
+    def _feature_cache_blocker(self) -> str:
+        """Why the feature cache cannot serve this run ("" when it can)."""
+        cfg = self.cfg
+        fc = cfg.DATALOADER.FEATURE_CACHE
+        if self.prompted_image_encoder:
+            if fc.TRAIN_VIEWS > 0:
+                raise ConfigError(
+                    f"DATALOADER.FEATURE_CACHE.TRAIN_VIEWS {fc.TRAIN_VIEWS} trains on cached image "
+                    f"features, but {type(self).__name__} prompts its image encoder (its features "
+                    f"change while it learns); set TRAIN_VIEWS 0")
+            return f"{type(self).__name__} prompts its image encoder"
+        if not fc.ENABLED:
+            return "DATALOADER.FEATURE_CACHE.ENABLED is False"
+        if cfg.DATALOADER.K_TRANSFORMS > 1 or cfg.DATALOADER.RETURN_IMG0:
+            return "DATALOADER.K_TRANSFORMS > 1 or RETURN_IMG0 asks for images"
+        if isinstance(self.dm.tfm_test, (list, tuple)):
+            return "several test transforms"
+        return ""
+
+    def setup_feature_cache(self) -> None:
+        """Serve val/test images (and, with ``TRAIN_VIEWS`` K, training images) as cached frozen
+        features when this trainer's image encoder takes no prompt; logs the decision."""
+        fc = self.cfg.DATALOADER.FEATURE_CACHE
+        self.train_views = False
+        reason = self._feature_cache_blocker()
+        if reason:
+            logger.info(f"Feature cache: not used ({reason})")
+            return
+        from dassl_lite.data.feature_cache import FeatureCache, module_digest, store_dtype_name
+        from dassl_lite.data.feature_loaders import CachedEvalLoader, cached_train_loader
+
+        cache = FeatureCache(fc.DIR, int(fc.MAX_GB * 2**30))
+        digest = module_digest(self.model.clip.visual)
+        dtype = store_dtype_name(fc.DTYPE, self.precision.model_dtype)
+
+        def encode(images: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad(), self.precision.autocast():
+                return self.unwrapped_model.encode_image(images.to(self.device))
+
+        def bucket(tfm):
+            return cache.bucket(digest, dtype, repr(tfm), self.precision.name)
+
+        workers = self.cfg.DATALOADER.NUM_WORKERS
+        logger.info(f"Feature cache: {cache.root} ({dtype}; image encoder sha256 {digest[:12]})")
+        self.test_loader = CachedEvalLoader("test", self.test_loader, bucket(self.dm.tfm_test),
+                                            encode, workers)
+        if self.val_loader is not None:
+            self.val_loader = CachedEvalLoader("val", self.val_loader, bucket(self.dm.tfm_test),
+                                               encode, workers)
+        if fc.TRAIN_VIEWS > 0:
+            self.train_loader_x = cached_train_loader(
+                self.cfg, self.dm.dataset.train_x, bucket(self.dm.tfm_train), self.dm.tfm_train,
+                encode, fc.TRAIN_VIEWS, self.cfg.DATALOADER.TRAIN_X)
+            self.train_views = True
+
+    def before_epoch(self) -> None:
+        if getattr(self, "train_views", False):
+            self.train_loader_x.dataset.set_epoch(self.cfg.SEED, self.epoch)
 
     # ------------------------------------------------------------------ train
     def forward_backward(self, batch: Dict[str, Any]) -> Dict[str, float]:

@@ -7,6 +7,9 @@ prompts for all classes. Upstream encodes the C prompts of each image in a Pytho
 batch; here the B x C prompts are built at once and encoded in one (chunked) call, which gives
 the same logits. Text features depend on the image, so evaluation encodes B x C prompts per batch
 (no class text cache is possible).
+
+CTX_INIT rule (upstream ``trainers/cocoop.py``, as CoOp): one context vector per word of CTX_INIT
+from the token embeddings at positions 1 .. n_words; later init tokens stay fixed.
 """
 from __future__ import annotations
 
@@ -33,7 +36,7 @@ def add_cocoop_config(cfg: CN) -> None:
     """``TRAINER.COCOOP`` with upstream names and defaults."""
     cfg.TRAINER.COCOOP = CN()
     cfg.TRAINER.COCOOP.N_CTX = 16  # number of context vectors
-    cfg.TRAINER.COCOOP.CTX_INIT = ""  # initialisation words (then N_CTX = their token count)
+    cfg.TRAINER.COCOOP.CTX_INIT = ""  # initialisation words (then N_CTX = their word count)
     cfg.TRAINER.COCOOP.PREC = "fp16"  # fp16, fp32, amp, bf16
 
 
@@ -69,7 +72,7 @@ class CoCoOpCLIP(PromptedCLIP):
         self.prompt_learner = prompt_learner
 
     def forward(self, images: Tensor) -> Tensor:
-        image_features = self.encode_image(images)  # [B, E]
+        image_features = self.image_features(images)  # [B, E]
         prompts = self.prompt_learner(image_features)  # [B, C, L, width]
         batch, n_cls = prompts.shape[:2]
         eot_idx = self.prompt_learner.eot_idx.repeat(batch)
@@ -87,6 +90,7 @@ class CoCoOp(ClipPromptTrainer):
 
     precision_key = "TRAINER.COCOOP.PREC"
     cache_text_in_eval = False  # text features depend on the image
+    prompted_image_encoder = False  # the image encoder itself is frozen and unprompted
 
     def build_prompted_clip(self, clip_model: CLIP, classnames: List[str]) -> CoCoOpCLIP:
         c = self.cfg.TRAINER.COCOOP

@@ -4,6 +4,12 @@ IJCV 2022, https://arxiv.org/abs/2109.01134).
 Learned context vectors replace the hand-written words of the prompt: SOS + ctx + name + "." +
 EOS, generic or class-specific (``CSC``), with the class token at the end, middle or front. The
 class text features depend only on the context, so evaluation computes them once.
+
+CTX_INIT rule (upstream ``trainers/coop.py``): one context vector per *word* of CTX_INIT
+(``len(ctx_init.split(" "))``, N_CTX unused), initialised from the token embeddings at positions
+1 .. n_words; later tokens of the init text stay fixed before the class name. "itap of a" (BPE
+it/ap/of/a) learns 3 vectors from "it" "ap" "of" and keeps "a" fixed. With CSC the init context
+is copied to every class (upstream ignores CSC when CTX_INIT is set and learns one shared ctx).
 """
 from __future__ import annotations
 
@@ -29,7 +35,7 @@ def add_coop_config(cfg: CN) -> None:
     cfg.TRAINER.COOP = CN()
     cfg.TRAINER.COOP.N_CTX = 16  # number of context vectors
     cfg.TRAINER.COOP.CSC = False  # class-specific context
-    cfg.TRAINER.COOP.CTX_INIT = ""  # initialisation words (then N_CTX = their token count)
+    cfg.TRAINER.COOP.CTX_INIT = ""  # initialisation words (then N_CTX = their word count)
     cfg.TRAINER.COOP.PREC = "fp16"  # fp16, fp32, amp, bf16
     cfg.TRAINER.COOP.CLASS_TOKEN_POSITION = "end"  # end, middle or front
 
@@ -48,6 +54,8 @@ class CoOpCLIP(PromptedCLIP):
 @TRAINER_REGISTRY.register()
 class CoOp(ClipPromptTrainer):
     """Context Optimization (CoOp); config section ``TRAINER.COOP``."""
+
+    prompted_image_encoder = False  # image features come from the feature cache
 
     precision_key = "TRAINER.COOP.PREC"
 

@@ -27,12 +27,12 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from dassl_lite.clip import CLIP, VisionTransformer, default_tokenizer, tokenize
+from dassl_lite.clip import CLIP, VisionTransformer
 from dassl_lite.config import ConfigError
 from dassl_lite.engine import CheckpointError
 
 from .clip_trainer import ClipPromptTrainer
-from .prompting import PromptedCLIP, PromptLearner
+from .prompting import PromptedCLIP, PromptLearner, init_context_embeddings
 from .zsclip import ZeroshotCLIPModel
 
 logger = logging.getLogger(__name__)
@@ -59,7 +59,9 @@ class DeepTextPromptLearner(PromptLearner):
     at most 4, the context is the embedding of the first ``n_ctx`` tokens of ``ctx_init`` and the
     remaining words stay in the prompt as fixed tokens (``N_CTX`` 2 with "a photo of a" learns "a
     photo" and keeps "of a"); otherwise N(0, 0.02) with "X" placeholders. ``n_ctx`` is always the
-    configured value (CoOp instead takes the token count of ``ctx_init``).
+    configured value and counts BPE tokens, not words (upstream MaPLe/IVLP take
+    ``embedding[0, 1:1 + n_ctx]``): ``N_CTX`` 2 with "an x-ray of the" learns "an" "x" and keeps
+    "- ray of the" fixed (logged once). CoOp instead takes one vector per word of ``ctx_init``.
 
     ``depth`` J >= 1: J-1 deep prompts [J-1, n_ctx, width] (N(0, 0.02)) registered under
     ``deep_name``; entry k enters text layer k+1.
@@ -76,15 +78,7 @@ class DeepTextPromptLearner(PromptLearner):
                      csc: bool) -> Tuple[Tensor, str]:
         if not ctx_init or n_ctx > MAX_INIT_CTX:
             return super().init_context(clip_model, n_ctx, "", csc)
-        n_words = len(default_tokenizer().encode(ctx_init))
-        if not 1 <= n_ctx <= n_words:
-            raise ConfigError(f"the number of context tokens must lie in [1, {n_words}] (the "
-                              f"tokens of CTX_INIT {ctx_init!r}) to initialise from it; "
-                              f"got {n_ctx}")
-        ids = tokenize(ctx_init).to(clip_model.token_embedding.weight.device)
-        with torch.no_grad():
-            ctx = clip_model.token_embedding(ids)[0, 1:1 + n_ctx].float().cpu()
-        return ctx, ctx_init
+        return init_context_embeddings(clip_model, ctx_init, n_ctx), ctx_init
 
     def deep_text_prompts(self) -> List[Tensor]:
         """The deep text prompts, one [n_ctx, width] tensor per layer from layer 1 on."""

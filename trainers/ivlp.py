@@ -13,6 +13,9 @@ A depth of 0 switches a side off: Jv = 0 is deep *language* prompting (upstream'
 text ``"<CTX_INIT> <name>."`` (upstream refuses Jt = 0 and points to its VPT trainer).
 All prompts start from N(0, 0.02) (except the text context when CTX_INIT is used).
 
+CTX_INIT rule (upstream ``trainers/independentVL.py``, as MaPLe): with N_CTX_TEXT <= 4 the text
+context is the embedding of the first N_CTX_TEXT BPE tokens of CTX_INIT, the rest stays fixed.
+
 Trainable values: N_CTX_TEXT*d_t*Jt + N_CTX_VISION*d_v*Jv.
 
 Upstream ``VLPromptLearner/model.pth.tar-<N>`` files (the whole model) load via ``--model-dir``:

@@ -8,6 +8,10 @@ get new prompts that replace the previous layer's prompt tokens: text prompt
 ``compound_prompt_projections[k](compound_prompts_text[k])`` [n_ctx, d_v] for the vision side.
 Everything but the prompt learner is frozen.
 
+CTX_INIT rule (upstream ``trainers/maple.py``): when CTX_INIT is set and N_CTX <= 4, the context
+is the embedding of the first N_CTX *BPE tokens* of CTX_INIT and the rest of the init text stays
+fixed ("a photo of a", N_CTX 2: learns "a" "photo", keeps "of a"); otherwise N(0, 0.02).
+
 Trainable values: n_ctx*d_t + (d_t*d_v + d_v) + (J-1)*n_ctx*d_t + (J-1)*(d_t*d_v + d_v).
 
 Differences from upstream (same numerics): widths come from the backbone (no 512/768), no

@@ -33,6 +33,13 @@ CLASS_TOKEN_POSITIONS = ("end", "middle", "front")
 _DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 
 
+class _Counter:
+    count = 0
+
+
+IMAGES_ENCODED = _Counter()  # images through a CLIP image encoder in this process (benchmarks)
+
+
 def prompt_classnames(classnames: Sequence[str]) -> List[str]:
     """Class names as they enter prompts: underscores become spaces (upstream's rule)."""
     return [name.replace("_", " ") for name in classnames]
@@ -78,6 +85,41 @@ def _token_order(position: str, n_ctx: int, name_len: int, length: int) -> List[
     return [0, *ctx[:half], *name, *ctx[half:], *rest]
 
 
+def init_words(ctx_init: str) -> List[str]:
+    """The words of ``ctx_init`` as upstream splits them (on single spaces). An empty word (a
+    leading, trailing or doubled space) is an error: upstream would count it as a context word."""
+    words = ctx_init.split(" ")
+    if not ctx_init.strip() or any(not w for w in words):
+        raise ConfigError(f"CTX_INIT {ctx_init!r} has an empty word (leading, trailing or doubled "
+                          f"space); upstream counts it as a context word. Write the words "
+                          f"separated by single spaces")
+    return words
+
+
+def init_context_embeddings(clip_model: CLIP, ctx_init: str, n_learned: int) -> Tensor:
+    """Token embeddings (float32) at positions ``1 .. n_learned`` of the tokenized ``ctx_init``:
+    the initial context as upstream CoOp, CoCoOp, MaPLe and IVLP take it. The rest of the init
+    text stays fixed in the prompt. Logs once when the split between learned and fixed tokens
+    does not fall on whole words, one per vector (e.g. BPE splits a word)."""
+    tokenizer = default_tokenizer()
+    token_ids = tokenizer.encode(ctx_init)
+    if not 1 <= n_learned <= len(token_ids):
+        raise ConfigError(f"the number of context vectors must lie in [1, {len(token_ids)}] (the "
+                          f"BPE tokens of CTX_INIT {ctx_init!r}) to initialise from it; "
+                          f"got {n_learned}")
+    one_per_word = [tokenizer.encode(w) for w in ctx_init.split(" ")[:n_learned]]
+    if [ids for word in one_per_word for ids in word] != token_ids[:n_learned] or \
+            any(len(word) != 1 for word in one_per_word):
+        pieces = [tokenizer.decode([i]).strip() for i in token_ids]
+        logger.info(f"CTX_INIT {ctx_init!r}: BPE tokens {pieces}; the {n_learned} learned context "
+                    f"vectors start from tokens {pieces[:n_learned]} and tokens "
+                    f"{pieces[n_learned:]} stay fixed in the prompt before the class name "
+                    f"(upstream's rule)")
+    ids = tokenize(ctx_init).to(clip_model.token_embedding.weight.device)
+    with torch.no_grad():
+        return clip_model.token_embedding(ids)[0, 1:1 + n_learned].float().cpu()
+
+
 class PromptLearner(nn.Module):
     """Context vectors ``ctx`` in the prompt ``SOS + ctx + <name> + "." + EOS`` of every class.
 
@@ -85,8 +127,13 @@ class PromptLearner(nn.Module):
         clip_model: the (frozen) CLIP whose token embedding and width are used.
         classnames: class names (underscores become spaces).
         n_ctx: number of context vectors when ``ctx_init`` is empty.
-        ctx_init: words to initialise the context from; then ``n_ctx`` is their token count.
-            Empty: ``N(0, 0.02)`` initialisation.
+        ctx_init: words to initialise the context from (underscores become spaces). Upstream
+            CoOp/CoCoOp's rule: the number of context vectors is the number of *words*
+            (``len(ctx_init.split(" "))``), and they are initialised from the embeddings at token
+            positions ``1 .. n_words`` of the tokenized init text; every later token of the init
+            text stays fixed in the prompt before the class name. With "itap of a" (BPE: it, ap,
+            of, a) the learned vectors start as "it" "ap" "of" and "a" stays fixed. Empty:
+            ``N(0, 0.02)`` initialisation with ``n_ctx`` vectors.
         csc: class-specific context (``[n_cls, n_ctx, width]``) instead of one shared context.
         class_token_position: ``end``, ``middle`` (between the two context halves) or ``front``.
 
@@ -106,7 +153,7 @@ class PromptLearner(nn.Module):
         self.n_cls = len(names)
         self.csc = csc
         self.class_token_position = class_token_position
-        ctx_init = ctx_init.replace("_", " ").strip()
+        ctx_init = ctx_init.replace("_", " ")
         ctx, prompt_prefix = self.init_context(clip_model, n_ctx, ctx_init, csc)
         self.n_ctx = ctx.shape[-2]
         self.ctx = nn.Parameter(ctx)
@@ -121,13 +168,12 @@ class PromptLearner(nn.Module):
         """Initial context (float32) and the text standing for it in the tokenized prompts."""
         width = clip_model.transformer.width
         if ctx_init:
-            ids = tokenize(ctx_init).to(clip_model.token_embedding.weight.device)
-            n_tokens = len(default_tokenizer().encode(ctx_init))
-            with torch.no_grad():
-                ctx = clip_model.token_embedding(ids)[0, 1:1 + n_tokens].float().cpu()
-            if n_tokens != n_ctx:
-                logger.info(f"Context initialised from {ctx_init!r}: {n_tokens} context tokens "
-                            f"(the configured N_CTX={n_ctx} is not used)")
+            n_words = len(init_words(ctx_init))
+            if n_words != n_ctx:
+                logger.info(f"Context initialised from {ctx_init!r}: {n_words} context vectors, "
+                            f"one per word as upstream CoOp counts them (the configured "
+                            f"N_CTX={n_ctx} is not used)")
+            ctx = init_context_embeddings(clip_model, ctx_init, n_words)
             if csc:
                 ctx = ctx.unsqueeze(0).repeat(self.n_cls, 1, 1)
             return ctx, ctx_init
@@ -197,8 +243,14 @@ class PromptedCLIP(nn.Module):
 
     def encode_image(self, images: Tensor, **prompts) -> Tensor:
         """Normalised image features [B, E]; ``prompts`` go to ``clip.visual`` (ViT prompts)."""
+        IMAGES_ENCODED.count += images.shape[0]
         features = self.clip.visual(images, **prompts)
         return features / features.norm(dim=-1, keepdim=True)
+
+    def image_features(self, x: Tensor) -> Tensor:
+        """Normalised image features of images [B, 3, H, W], or ``x`` itself when it already is
+        such features [B, E] (read from the feature cache)."""
+        return x if x.dim() == 2 else self.encode_image(x)
 
     def encode_text(self, prompts: Tensor, eot_idx: Tensor,
                     deep_prompts: Optional[Sequence[Tensor]] = None) -> Tensor:
@@ -233,5 +285,6 @@ class PromptedCLIP(nn.Module):
         self.text_cache = None
 
     def forward(self, images: Tensor) -> Tensor:
+        """Logits [B, n_cls] of images [B, 3, H, W] or of cached image features [B, E]."""
         text = self.text_cache if self.text_cache is not None else self.text_features()
-        return self.logits(self.encode_image(images), text)
+        return self.logits(self.image_features(images), text)

@@ -7,6 +7,8 @@ prompting of CLIP with fixed hand-crafted text prompts.
 features of ``"<CTX_INIT> <name>."``, computed once when the model is built (upstream hard-codes
 "a photo of a", CTX_INIT's default, and ignores the key).
 
+CTX_INIT rule: nothing is learned from it; it is only the fixed text prompt of the classifier.
+
 Trainable values: N_CTX_VISION * d_v * J.
 
 Upstream ``prompt_learner/model.pth.tar-<N>`` files (the whole model) load via ``--model-dir``:

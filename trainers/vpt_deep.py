@@ -27,7 +27,8 @@ Config section ``TRAINER.VPTDEEP``:
 - ``DROPOUT`` (0.1): prompt dropout rate;
 - ``PROJECT`` (-1): prompt dimension with a projection to the ViT width; -1 = no projection;
 - ``HEAD`` ("clip"): ``clip`` or ``linear``;
-- ``CTX_INIT`` ("a photo of a"): words of the fixed text prompt of the ``clip`` head;
+- ``CTX_INIT`` ("a photo of a"): words of the fixed text prompt of the ``clip`` head (no
+  prompt is learned from it; the VPT paper has no text side);
 - ``PREC`` ("fp16"): fp16, fp32, amp, bf16.
 
 Trainable values: N_CTX * d * DEPTH with d the ViT width (or PROJECT, plus PROJECT*width + width

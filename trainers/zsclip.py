@@ -95,6 +95,8 @@ class ZeroshotCLIPModel(PromptedCLIP):
 class ZeroshotCLIP(ClipPromptTrainer):
     """Zero-shot CLIP with the dataset's hand-written prompt (upstream ``CUSTOM_TEMPLATES``)."""
 
+    prompted_image_encoder = False  # image features come from the feature cache
+
     precision_key = "TRAINER.COOP.PREC"
     cache_text_in_eval = False  # the text features are fixed at build time
 
@@ -106,6 +108,7 @@ class ZeroshotCLIP(ClipPromptTrainer):
         clip_model = self.build_clip()
         with self.precision.autocast():
             self.model = self.build_prompted_clip(clip_model, self.dm.dataset.classnames)
+        self.setup_feature_cache()
 
     def build_prompted_clip(self, clip_model: CLIP, classnames: List[str]) -> ZeroshotCLIPModel:
         return ZeroshotCLIPModel(clip_model, classnames, self.templates()).to(self.device)

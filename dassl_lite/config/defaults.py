@@ -77,6 +77,16 @@ _C.DATALOADER.TRAIN_U.N_INS = 16
 _C.DATALOADER.TEST = CN()
 _C.DATALOADER.TEST.SAMPLER = "SequentialSampler"
 _C.DATALOADER.TEST.BATCH_SIZE = 32
+# dassl_lite: frozen image features cached on disk, for trainers whose image encoder takes no
+# prompt (ZeroshotCLIP, CoOp, CoCoOp, ...); see dassl_lite/data/feature_cache.py
+_C.DATALOADER.FEATURE_CACHE = CN()
+_C.DATALOADER.FEATURE_CACHE.ENABLED = True  # val/test features are read from / added to the cache
+_C.DATALOADER.FEATURE_CACHE.DIR = ""  # "" = $DASSL_LITE_FEATURE_CACHE or ~/.cache/dassl_lite/features
+_C.DATALOADER.FEATURE_CACHE.DTYPE = "auto"  # auto (exact: the model's dtype), fp16, fp32
+_C.DATALOADER.FEATURE_CACHE.MAX_GB = 20.0  # size bound; least recently used segments go first
+# K > 0: train on K augmented views per image encoded once, one drawn per epoch with the run's
+# seed (an approximation of fresh augmentation; opt-in)
+_C.DATALOADER.FEATURE_CACHE.TRAIN_VIEWS = 0
 
 # ---------------------------------------------------------------- Model
 _C.MODEL = CN()

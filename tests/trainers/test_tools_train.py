@@ -61,3 +61,16 @@ def test_zeroshot_eval_only_needs_no_model_dir(tiny_root, tiny_clip_path, tmp_pa
     assert res["trainer"] == "ZeroshotCLIP" and res["num_samples"] == 16
     assert "No prompt template for dataset 'TinyColors'; using 'a photo of a {}.'" in (
         out / "log.txt").read_text()
+
+
+def test_eval_only_from_upstream_coop_checkpoint_with_word_init(tiny_root, tiny_clip_path,
+                                                                 tmp_path, upstream):
+    """An upstream CoOp run with CTX_INIT "itap of a" learned 3 vectors (one per word)."""
+    model_dir = upstream.write(tmp_path / "upstream", upstream.coop_state(n_ctx=3))
+    out = tmp_path / "eval"
+    r = train_py(tiny_root, tiny_clip_path, out, "CoOp", "--eval-only", "--model-dir", model_dir,
+                 "--load-epoch", "50", "TRAINER.COOP.CTX_INIT", "itap of a")
+    assert r.returncode == 0, r.stderr[-3000:]
+    results = read_results(out)
+    assert results["epoch"] == 50 and results["num_samples"] == 16
+    assert "tokens ['a'] stay fixed in the prompt" in (out / "log.txt").read_text()

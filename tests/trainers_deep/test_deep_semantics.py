@@ -201,6 +201,6 @@ def test_text_context_initialisation_as_upstream(deep_clip):
     random = DeepTextPromptLearner(deep_clip, ["red"], n_ctx=6, ctx_init="a photo of a", depth=1)
     assert random.n_ctx == 6 and random.deep is None  # N_CTX > 4: random, "X" placeholders
     assert random.tokenized_prompts[0, 1:7].tolist() == [343] * 6
-    with pytest.raises(ConfigError, match=r"must lie in \[1, 2\] \(the tokens of CTX_INIT "
+    with pytest.raises(ConfigError, match=r"must lie in \[1, 2\] \(the BPE tokens of CTX_INIT "
                                           r"'a photo'\) to initialise from it; got 3"):
         DeepTextPromptLearner(deep_clip, ["red"], n_ctx=3, ctx_init="a photo", depth=1)

@@ -1,0 +1,17 @@
+#!/usr/bin/env python
+"""Show or clear the on-disk cache of frozen image features.
+
+    python tools/cache.py show [--dir DIR]
+    python tools/cache.py clear [--dir DIR]
+"""
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from dassl_lite.data.feature_cache import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main())
