@@ -167,8 +167,12 @@ def cached_train_loader(cfg, items: Sequence[Datum], bucket: FeatureBucket, tfm,
 
     dataset = _FeatureDataset(views, [d.label for d in items], n_views)
     dataset.set_epoch(cfg.SEED, 0)
+    from ..engine.distributed import sampler_seed, shard_sampler  # torchrun: this rank's shard
+
     sampler = build_sampler(section.SAMPLER, cfg=cfg, data_source=items,
                             batch_size=section.BATCH_SIZE, n_domain=section.get("N_DOMAIN", 0),
                             n_ins=section.get("N_INS", 2))
-    return DataLoader(dataset, batch_size=section.BATCH_SIZE, sampler=sampler,
-                      drop_last=len(items) >= section.BATCH_SIZE)
+    shard = shard_sampler(sampler, items, section.BATCH_SIZE, True, sampler_seed(cfg.SEED),
+                          "train_x")
+    drop_last = len(items if shard is sampler else shard) >= section.BATCH_SIZE
+    return DataLoader(dataset, batch_size=section.BATCH_SIZE, sampler=shard, drop_last=drop_last)
