@@ -31,7 +31,6 @@ from dassl_lite.clip import CLIP
 from dassl_lite.config import ConfigError, register_config_extender
 from dassl_lite.registry import TRAINER_REGISTRY
 
-from .clip_trainer import ClipPromptTrainer
 from .coop import CoOp, CoOpCLIP
 from .prompting import PromptLearner
 from .zsclip import ZeroshotCLIPModel, dataset_template
@@ -41,6 +40,10 @@ logger = logging.getLogger(__name__)
 # Where upstream KgCoOp's hand-written prompt differs from CoOp's zero-shot one.
 KGCOOP_TEMPLATES = {"DescribableTextures": "a photo of a {}, a type of texture.",
                     "DTD": "a photo of a {}, a type of texture."}
+
+
+# Upstream's PromptLearner holds these, but never trains nor uses them (only ``ctx`` is learned).
+UPSTREAM_UNUSED_KEYS = ("bias_vectors", "meta_net.linear1.weight", "meta_net.linear1.bias")
 
 
 @register_config_extender("KgCoOp")
@@ -85,13 +88,20 @@ class KgCoOp(CoOp):
     ``prompt_learner/``."""
 
     precision_key = "TRAINER.KGCOOP.PREC"
-    fixed_checkpoint_keys = (*ClipPromptTrainer.fixed_checkpoint_keys, "bias_vectors",
-                             "meta_net.linear1.weight", "meta_net.linear1.bias")
 
     def check_cfg(self, cfg) -> None:
         super().check_cfg(cfg)
         if cfg.TRAINER.KGCOOP.W < 0:
             raise ConfigError(f"TRAINER.KGCOOP.W must be >= 0; got {cfg.TRAINER.KGCOOP.W}")
+
+    def remap_checkpoint_state(self, name: str,
+                               state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        """Drop the tensors upstream's prompt learner holds but never trains or uses."""
+        unused = [k for k in state_dict if k in UPSTREAM_UNUSED_KEYS]
+        if unused:
+            logger.info(f"Ignoring upstream KgCoOp's unused tensors {unused}")
+        state_dict = {k: v for k, v in state_dict.items() if k not in UPSTREAM_UNUSED_KEYS}
+        return super().remap_checkpoint_state(name, state_dict)
 
     def handcrafted_template(self) -> str:
         """The dataset's hand-written prompt as upstream KgCoOp writes it."""
