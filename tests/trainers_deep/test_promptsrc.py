@@ -1,8 +1,11 @@
 """PromptSRC: GPA weights and loss terms against hand computations, frozen features computed once
 and without prompts, GPA over epochs, exact resume, upstream configs and checkpoints."""
+import json
 import math
 import os
 import shutil
+import subprocess
+import sys
 from collections import OrderedDict
 
 import pytest
@@ -230,3 +233,39 @@ def test_upstream_checkpoint_loads(src, tmp_path, upstream):
     assert torch.equal(pl.vision.deep[0], learned_state[
         "image_encoder.transformer.resblocks.1.VPT_shallow"].float())
     assert trainer.model_epoch == 20 and 0 <= trainer.test() <= 100
+
+
+@pytest.mark.slow
+def test_upstream_directory_evaluates_through_train_py(src, tiny_root, deep_clip_path, tmp_path,
+                                                       upstream):
+    """``tools/train.py --eval-only --model-dir`` with upstream's base-to-novel YAML on a
+    ``VLPromptLearner/`` directory in upstream's layout gives our evaluation of those prompts."""
+    trainer = src(output_dir=tmp_path / "ours")
+    expected = trainer.test()
+    pl, clip = trainer.model.prompt_learner, trainer.model.clip
+    state = OrderedDict([("prompt_learner.ctx", pl.text.ctx), ("image_encoder.VPT", pl.vision.ctx)])
+    for side, deep in (("text_encoder", pl.text.deep), ("image_encoder", pl.vision.deep)):
+        for i, p in enumerate(deep, start=1):
+            state[f"{side}.transformer.resblocks.{i}.VPT_shallow"] = p
+    state = OrderedDict((k, v.detach().clone()) for k, v in state.items())
+    state.update(upstream.frozen(clip))
+    state.update((f"prompt_learner.ZS_image_encoder.{k}", v.half())
+                 for k, v in clip.visual.state_dict().items())
+    model_dir = upstream.write(tmp_path / "up", "VLPromptLearner", state, epoch=20)
+    cfg, out = trainer.cfg, tmp_path / "eval"
+    cmd = [sys.executable, os.path.join(REPO, "tools", "train.py"),
+           "--import", os.path.join(REPO, "tests", "fixtures", "tiny_world.py"),
+           "--trainer", "PromptSRC", "--root", tiny_root, "--output-dir", str(out), "--seed", "1",
+           "--dataset-config-file", os.path.join(REPO, "tests", "fixtures", "tiny_dataset.yaml"),
+           "--config-file", os.path.join(CONFIGS, "vit_b16_c2_ep20_batch4_4+4ctx.yaml"),
+           "--eval-only", "--model-dir", model_dir, "--load-epoch", "20", *OPTS,
+           "INPUT.SIZE", "(32, 32)", "INPUT.INTERPOLATION", cfg.INPUT.INTERPOLATION,
+           "INPUT.PIXEL_MEAN", str(list(cfg.INPUT.PIXEL_MEAN)),
+           "INPUT.PIXEL_STD", str(list(cfg.INPUT.PIXEL_STD)), "MODEL.BACKBONE.NAME",
+           deep_clip_path, "TRAINER.PROMPTSRC.PREC", "fp32", "DATALOADER.NUM_WORKERS", "0"]
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    with open(out / "results.json") as f:
+        results = json.load(f)
+    assert (results["accuracy"], results["epoch"]) == (expected, 20)
+    assert "ignoring" in (out / "log.txt").read_text()  # the frozen upstream keys were dropped
