@@ -95,3 +95,21 @@ def test_defaults_and_configs():
         assert (c.N_CTX, c.CTX_INIT, c.W, c.CSC) == (4, "a photo of a", 8.0, False)
     toy = merged("toy.yaml")
     assert toy.MODEL.BACKBONE.NAME == "ToyCLIP" and toy.TRAINER.KGCOOP.PREC == "fp32"
+
+
+def test_protocols_do_not_fall_back_to_the_parents_configs():
+    """KgCoOp subclasses CoOp and PromptSRC subclasses IVLP, but they read their own sections:
+    CoOp's or IVLP's YAMLs would set values they ignore, so a config name resolves only in
+    their own folder (ZeroshotCLIP2 still uses ZeroshotCLIP's, same section)."""
+    from dassl_lite.errors import DasslLiteError
+    from dassl_lite.protocols.resolve import resolve_trainer_config
+
+    trainers_dir = os.path.join(REPO, "configs", "trainers")
+    with pytest.raises(DasslLiteError, match=r"'vit_b16' is neither a file nor a name in .*KgCoOp "
+                                             r"\(available: rn50_ep100, toy, vit_b16_ep100_ctxv1\)"):
+        resolve_trainer_config("vit_b16", "KgCoOp", trainers_dir)
+    with pytest.raises(DasslLiteError, match="neither a file nor a name"):
+        resolve_trainer_config("vit_b16_c2_ep5_batch4_2+2ctx", "PromptSRC", trainers_dir)
+    assert resolve_trainer_config("toy", "KgCoOp", trainers_dir).endswith("KgCoOp/toy.yaml")
+    assert resolve_trainer_config("vit_b16", "ZeroshotCLIP2", trainers_dir).endswith(
+        "ZeroshotCLIP/vit_b16.yaml")
