@@ -38,6 +38,21 @@ class ClipPromptTrainer(TrainerX):
     # Keys of upstream checkpoints rebuilt from the class names here (not learned; dropped).
     fixed_checkpoint_keys: Sequence[str] = ("token_prefix", "token_suffix")
 
+    @property
+    def section_key(self) -> str:
+        """Dotted name of this trainer's config section (``TRAINER.<KEY>``, from
+        ``precision_key``)."""
+        return self.precision_key.rpartition(".")[0]
+
+    def section_of(self, cfg):
+        """This trainer's config section of ``cfg`` (``cfg.TRAINER.<KEY>``)."""
+        return cfg.TRAINER[self.section_key.split(".")[1]]
+
+    @property
+    def section(self):
+        """This trainer's config section (``cfg.TRAINER.<KEY>``)."""
+        return self.section_of(self.cfg)
+
     # ------------------------------------------------------------------ build
     def build_model(self) -> None:
         cfg = self.cfg

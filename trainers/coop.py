@@ -60,13 +60,13 @@ class CoOp(ClipPromptTrainer):
     precision_key = "TRAINER.COOP.PREC"
 
     def check_cfg(self, cfg) -> None:
-        position = cfg.TRAINER.COOP.CLASS_TOKEN_POSITION
+        position = self.section_of(cfg).CLASS_TOKEN_POSITION
         if position not in CLASS_TOKEN_POSITIONS:
-            raise ConfigError(f"TRAINER.COOP.CLASS_TOKEN_POSITION must be one of "
+            raise ConfigError(f"{self.section_key}.CLASS_TOKEN_POSITION must be one of "
                               f"{', '.join(CLASS_TOKEN_POSITIONS)}; got {position!r}")
 
     def build_prompted_clip(self, clip_model: CLIP, classnames: List[str]) -> CoOpCLIP:
-        c = self.cfg.TRAINER.COOP
+        c = self.section
         learner = PromptLearner(clip_model, classnames, n_ctx=c.N_CTX, ctx_init=c.CTX_INIT,
                                 csc=c.CSC, class_token_position=c.CLASS_TOKEN_POSITION)
         return CoOpCLIP(clip_model, learner)

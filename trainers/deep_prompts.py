@@ -248,11 +248,6 @@ class DeepPromptTrainer(ClipPromptTrainer):
 
     upstream_layout: Optional[UpstreamLayout] = None
 
-    @property
-    def section(self):
-        """This trainer's config section (``cfg.TRAINER.<KEY>``)."""
-        return self.cfg.TRAINER[self.precision_key.split(".")[1]]
-
     def fixed_text(self, clip_model: CLIP, classnames: Sequence[str]) -> Tensor:
         """Class text features of ``"<CTX_INIT> <name>."``, encoded once."""
         with torch.no_grad(), self.precision.autocast():

@@ -84,34 +84,34 @@ class IVLP(DeepPromptTrainer):
     )
 
     def check_cfg(self, cfg) -> None:
-        c = cfg.TRAINER.IVLP
+        c, key = self.section_of(cfg), self.section_key
         if c.PROMPT_DEPTH_TEXT < 0 or c.PROMPT_DEPTH_VISION < 0:
-            raise ConfigError(f"TRAINER.IVLP.PROMPT_DEPTH_TEXT and PROMPT_DEPTH_VISION must be "
+            raise ConfigError(f"{key}.PROMPT_DEPTH_TEXT and PROMPT_DEPTH_VISION must be "
                               f">= 0; got {c.PROMPT_DEPTH_TEXT} and {c.PROMPT_DEPTH_VISION}")
         if c.PROMPT_DEPTH_TEXT == 0 and c.PROMPT_DEPTH_VISION == 0:
-            raise ConfigError("TRAINER.IVLP needs PROMPT_DEPTH_TEXT > 0 or PROMPT_DEPTH_VISION > 0 "
+            raise ConfigError(f"{key} needs PROMPT_DEPTH_TEXT > 0 or PROMPT_DEPTH_VISION > 0 "
                               "(both are 0: nothing to learn; use ZeroshotCLIP)")
         for side in ("TEXT", "VISION"):
             if c[f"PROMPT_DEPTH_{side}"] > 0 and c[f"N_CTX_{side}"] < 1:
-                raise ConfigError(f"TRAINER.IVLP.N_CTX_{side} must be >= 1 when "
+                raise ConfigError(f"{key}.N_CTX_{side} must be >= 1 when "
                                   f"PROMPT_DEPTH_{side} > 0; got {c[f'N_CTX_{side}']}")
 
     def build_prompted_clip(self, clip_model: CLIP, classnames: List[str]) -> DeepPromptedCLIP:
-        c = self.cfg.TRAINER.IVLP
+        c, key, name = self.section, self.section_key, type(self).__name__
         text = vision = fixed = None
         if c.PROMPT_DEPTH_TEXT > 0:
-            check_depth("TRAINER.IVLP.PROMPT_DEPTH_TEXT", c.PROMPT_DEPTH_TEXT,
+            check_depth(f"{key}.PROMPT_DEPTH_TEXT", c.PROMPT_DEPTH_TEXT,
                         clip_model.transformer.layers, "text encoder")
             text = DeepTextPromptLearner(clip_model, classnames, c.N_CTX_TEXT, c.CTX_INIT,
                                          c.PROMPT_DEPTH_TEXT)
         else:
             fixed = self.fixed_text(clip_model, classnames)
         if c.PROMPT_DEPTH_VISION > 0:
-            layers = vit_layers(clip_model, "IVLP with PROMPT_DEPTH_VISION > 0",
+            layers = vit_layers(clip_model, f"{name} with PROMPT_DEPTH_VISION > 0",
                                 self.cfg.MODEL.BACKBONE.NAME)
-            check_depth("TRAINER.IVLP.PROMPT_DEPTH_VISION", c.PROMPT_DEPTH_VISION, layers,
+            check_depth(f"{key}.PROMPT_DEPTH_VISION", c.PROMPT_DEPTH_VISION, layers,
                         "vision encoder")
             vision = VisionPrompts(c.N_CTX_VISION, c.PROMPT_DEPTH_VISION, clip_model.visual.width)
-        logger.info(f"IVLP: text prompts {c.N_CTX_TEXT} x depth {c.PROMPT_DEPTH_TEXT}, vision "
+        logger.info(f"{name}: text prompts {c.N_CTX_TEXT} x depth {c.PROMPT_DEPTH_TEXT}, vision "
                     f"prompts {c.N_CTX_VISION} x depth {c.PROMPT_DEPTH_VISION}")
         return DeepPromptedCLIP(clip_model, VLPromptLearner(text, vision), fixed)

@@ -140,6 +140,7 @@ class TrainerBase:
                 "val_result": val_result,
                 "scaler": self.scaler.state_dict() if self.scaler is not None else None,
                 "rng_state": rng,
+                **self.checkpoint_extras(name),
             }
             path = save_checkpoint(
                 state, os.path.join(directory, name), is_best=is_best, model_name=model_name
@@ -147,6 +148,14 @@ class TrainerBase:
             if model_name != BEST_FILE:
                 self.last_checkpoint = path
             logger.info(f"Checkpoint saved to {path}")
+
+    def checkpoint_extras(self, name: str) -> Dict[str, Any]:
+        """Extra entries for the checkpoint of model ``name`` (method state a resumed run needs,
+        e.g. a running weight average); given back to :meth:`restore_checkpoint_extras`."""
+        return {}
+
+    def restore_checkpoint_extras(self, name: str, ckpt: Dict[str, Any]) -> None:
+        """Restore what :meth:`checkpoint_extras` saved, from checkpoint dict ``ckpt`` (resume)."""
 
     def remap_checkpoint_state(
         self, name: str, state_dict: Dict[str, torch.Tensor]
@@ -227,6 +236,7 @@ class TrainerBase:
                 self.scaler.load_state_dict(ckpt["scaler"])
             if ckpt.get("rng_state") is not None:
                 set_rng_state(ckpt["rng_state"])
+            self.restore_checkpoint_extras(name, ckpt)
             start_epoch = ckpt["epoch"]
             self.last_checkpoint = path
             logger.info(f"Resuming {name!r} from {path} (epoch {start_epoch})")

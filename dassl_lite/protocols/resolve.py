@@ -94,13 +94,17 @@ def resolve_datasets(specs: Sequence[str], benchmark: str, config_dir: str) -> L
 
 def trainer_config_folders(trainer: str, config_dir: str) -> List[str]:
     """Where the configs of ``trainer`` live: ``config_dir/<trainer>/``, then the folders of the
-    registered trainers it subclasses (``ZeroshotCLIP2`` uses ``ZeroshotCLIP``'s configs)."""
+    registered trainers it subclasses that read the same config section (same ``precision_key``:
+    ``ZeroshotCLIP2`` uses ``ZeroshotCLIP``'s configs; ``KgCoOp`` does not use CoOp's, whose
+    ``TRAINER.COOP`` values it would silently ignore)."""
     from ..registry import TRAINER_REGISTRY
 
     names = [trainer]
     if trainer in TRAINER_REGISTRY:
-        for cls in TRAINER_REGISTRY.get(trainer).__mro__[1:]:
-            if cls.__name__ in TRAINER_REGISTRY and TRAINER_REGISTRY.get(cls.__name__) is cls:
+        own = TRAINER_REGISTRY.get(trainer)
+        for cls in own.__mro__[1:]:
+            if (cls.__name__ in TRAINER_REGISTRY and TRAINER_REGISTRY.get(cls.__name__) is cls
+                    and getattr(cls, "precision_key", None) == getattr(own, "precision_key", None)):
                 names.append(cls.__name__)
     return [os.path.join(config_dir, n) for n in names]
 
