@@ -78,7 +78,7 @@ class KgCoOpCLIP(CoOpCLIP):
         if not features:
             return super().forward(images)
         text = self.text_features()
-        logits = self.logits(self.encode_image(images), text)
+        logits = self.logits(self.image_features(images), text)
         return {"logits": logits, "kg": kg_distance(text, self.handcrafted_text_features)[None]}
 
 
