@@ -25,7 +25,8 @@ $(STAMP): requirements.txt requirements-test.txt setup.py pyproject.toml $(SOURC
 		"$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/extra_site.pth"; fi
 	$(PY) -m pip install --quiet $(PIP_ARGS) --upgrade pip
 	$(PY) -m pip install --quiet $(PIP_ARGS) -r requirements-test.txt
-	$(PY) -m pip install --verbose $(PIP_ARGS) --no-deps --force-reinstall . > $(VENV)/install.log 2>&1 \
+	PYTHONDONTWRITEBYTECODE= $(PY) -m pip install --verbose $(PIP_ARGS) --no-deps --force-reinstall . \
+		> $(VENV)/install.log 2>&1 \
 		|| { cat $(VENV)/install.log; exit 1; }
 	touch $(STAMP)
 

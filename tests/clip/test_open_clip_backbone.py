@@ -73,10 +73,10 @@ def test_quickgelu_matters(open_clip_file):
 
 
 @pytest.mark.slow
-def test_coop_trains_a_step_on_open_clip(open_clip_file, toy_trainer, toy_shapes_root, tmp_path):
+def test_coop_trains_a_step_on_open_clip(open_clip_file, toy_trainer, small_toy_root, tmp_path):
     _, path = open_clip_file
-    trainer = toy_trainer("CoOp", toy_shapes_root, tmp_path / "out", "base",
-                          "MODEL.BACKBONE.NAME", f"open_clip:{TINY}:{path}",
+    trainer = toy_trainer("CoOp", small_toy_root, tmp_path / "out", "base",
+                          "DATASET.NUM_SHOTS", "2", "MODEL.BACKBONE.NAME", f"open_clip:{TINY}:{path}",
                           "INPUT.SIZE", "(32, 32)", "DATALOADER.TRAIN_X.BATCH_SIZE", "8")
     ctx = trainer.model.prompt_learner.ctx
     before = ctx.detach().clone()

@@ -69,7 +69,7 @@ class UpstreamMaPLeCustomCLIP(nn.Module):
 
 def trained_run(toy_trainer, root, out, trainer_name):
     """A saved run: the toy config, prompts moved off their initial values, config.yaml."""
-    trainer = toy_trainer(trainer_name, root, out, "all")
+    trainer = toy_trainer(trainer_name, root, out, "all", "DATASET.NUM_SHOTS", "2")
     torch.manual_seed(3)
     with torch.no_grad():
         for p in trainer.model.prompt_learner.parameters():
@@ -86,10 +86,10 @@ def exported_state(tmp_path, out, root):
 
 
 @pytest.mark.slow
-def test_coop_export_loads_strictly_into_upstream_prompt_learner(toy_trainer, toy_shapes_root,
+def test_coop_export_loads_strictly_into_upstream_prompt_learner(toy_trainer, small_toy_root,
                                                                  tmp_path):
-    ours = trained_run(toy_trainer, toy_shapes_root, tmp_path / "run", "CoOp")
-    folder = exported_state(tmp_path, tmp_path / "run", toy_shapes_root)
+    ours = trained_run(toy_trainer, small_toy_root, tmp_path / "run", "CoOp")
+    folder = exported_state(tmp_path, tmp_path / "run", small_toy_root)
     assert (folder / "prompt_learner" / "checkpoint").read_text() == "model.pth.tar-3\n"
     ckpt = torch.load(folder / "prompt_learner" / "model.pth.tar-3", weights_only=True)
     assert ckpt["epoch"] == 3 and ckpt["optimizer"] is None
@@ -118,10 +118,10 @@ def full_suffix(trainer):
 
 
 @pytest.mark.slow
-def test_maple_export_loads_strictly_into_upstream_custom_clip(toy_trainer, toy_shapes_root,
+def test_maple_export_loads_strictly_into_upstream_custom_clip(toy_trainer, small_toy_root,
                                                                tmp_path):
-    ours = trained_run(toy_trainer, toy_shapes_root, tmp_path / "run", "MaPLe")
-    folder = exported_state(tmp_path, tmp_path / "run", toy_shapes_root)
+    ours = trained_run(toy_trainer, small_toy_root, tmp_path / "run", "MaPLe")
+    folder = exported_state(tmp_path, tmp_path / "run", small_toy_root)
     sd = torch.load(folder / "MultiModalPromptLearner" / "model.pth.tar-3",
                     weights_only=True)["state_dict"]
     learner, clip = ours.model.prompt_learner, ours.model.clip
