@@ -40,5 +40,6 @@ setup(
     package_data={"": ["*.yaml", "*.yml", "*.txt.gz", "*.json", "*.pt"]},
     include_package_data=False,
     install_requires=read_requirements("requirements.txt"),
-    extras_require={"test": [r for r in read_requirements("requirements-test.txt")]},
+    extras_require={"test": read_requirements("requirements-test.txt"),
+                    "open_clip": ["open_clip_torch==3.3.0"]},  # open_clip:MODEL:TAG backbones
 )
