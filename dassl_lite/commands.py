@@ -3,9 +3,9 @@
 The tools are the single implementation: ``python tools/train.py`` in a checkout and
 ``dassl-train`` after ``pip install`` run the same file (an installed package carries
 ``tools/`` as ``dassl_lite/tools/``, see ``setup.py``). A tool is run as ``__main__`` with
-``sys.argv[0]`` set to its path, exactly as ``python tools/NAME.py`` would, so its relative
+``__file__`` set to its path, exactly as ``python tools/NAME.py`` would, so its relative
 lookups (``configs/`` beside ``tools/``, ``tools/train.py`` for protocol jobs) work from any
-directory.
+directory; ``sys.argv[0]`` is the command's name, so usage lines read ``dassl-NAME``.
 
 Installed, the tools' ``sys.path.insert(0, <package dir>)`` would put every folder of the package
 (``clip``, ``utils``, ``datasets``...) at the top of the import path; :func:`run_tool` appends
@@ -47,7 +47,8 @@ def run_tool(name: str, argv: Optional[Sequence[str]] = None) -> int:
         _prepare_installed_tool()
     args = list(sys.argv[1:] if argv is None else argv)
     saved = sys.argv
-    sys.argv = [path, *args]
+    command = os.path.basename(saved[0]) if saved else ""
+    sys.argv = [command if command.startswith("dassl-") else path, *args]  # usage: dassl-NAME
     try:
         runpy.run_path(path, run_name="__main__")
     except SystemExit as e:

@@ -125,6 +125,8 @@ def test_console_commands_from_an_empty_directory(installed, small_toy_root, tmp
     assert "* accuracy:" in log and (empty / "out" / "results.json").is_file()
     assert (empty / "out" / "prompt_learner" / "model.pth.tar-1").is_file()
     assert sorted(os.listdir(empty)) == ["out"]
+    usage = run_in(empty, bin_dir / "dassl-plot", "--help")
+    assert usage.returncode == 0 and usage.stdout.startswith("usage: dassl-plot ")
     missing = run_in(empty, bin_dir / "dassl-parse-results", str(empty / "nothing"))
     assert missing.returncode == 1 and missing.stderr == f"error: No directory {str(empty / 'nothing')!r}\n"
 
