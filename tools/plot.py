@@ -7,7 +7,7 @@ r"""Draw protocol summaries and training runs as PNG and SVG (``dassl-plot`` onc
     python tools/plot.py curves output/toy_shapes/CoOp/toy_16shots/seed1 --out plots \
         [--tags train/loss train/acc]
 
-Writes OUT/fewshot_<dataset>.{png,svg}, OUT/base2new.{png,svg} or OUT/curves_<run>.{png,svg}
+Writes OUT/fewshot_<dataset>.{png,svg}, OUT/base2new.{png,svg} or OUT/curves_<parent>_<run>.{png,svg}
 and prints their paths. ``--trainers`` picks and orders the trainers; one without a summary among
 the files given is an error naming it.
 """
@@ -47,7 +47,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def run(args: argparse.Namespace) -> list:
     if args.kind == "curves":
-        name = os.path.basename(os.path.normpath(args.run_dir))
+        name = "_".join(os.path.abspath(args.run_dir).split(os.sep)[-2:])  # e.g. toy_8shots_seed1
         return plot_training_curves(args.run_dir, os.path.join(args.out, f"curves_{name}"),
                                     args.tags, args.formats)
     summaries = select_trainers(load_summaries(args.summaries, args.kind), args.trainers)
