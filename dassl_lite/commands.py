@@ -18,9 +18,10 @@ Adding a command for a new tool is one line in ``pyproject.toml``'s ``[project.s
 """
 from __future__ import annotations
 
+import builtins
 import os
-import runpy
 import sys
+import types
 from typing import Callable, Optional, Sequence
 
 from .apps import PACKAGE, PACKAGE_DIR, app_dir, load_builtins
@@ -50,12 +51,27 @@ def run_tool(name: str, argv: Optional[Sequence[str]] = None) -> int:
     command = os.path.basename(saved[0]) if saved else ""
     sys.argv = [command if command.startswith("dassl-") else path, *args]  # usage: dassl-NAME
     try:
-        runpy.run_path(path, run_name="__main__")
+        _exec_as_main(path)
     except SystemExit as e:
         return _exit_status(e.code)
     finally:
         sys.argv = saved
     return 0
+
+
+def _exec_as_main(path: str) -> None:
+    """Run the file at ``path`` as ``__main__`` (like ``runpy.run_path``, which would also
+    set ``sys.argv[0]`` to the file name)."""
+    main = types.ModuleType("__main__")
+    main.__dict__.update(__file__=path, __builtins__=builtins, __package__=None, __spec__=None)
+    with open(path, "rb") as f:
+        code = compile(f.read(), path, "exec")
+    saved = sys.modules.get("__main__")
+    sys.modules["__main__"] = main
+    try:
+        exec(code, main.__dict__)
+    finally:
+        sys.modules["__main__"] = saved
 
 
 def _prepare_installed_tool() -> None:
