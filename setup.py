@@ -33,9 +33,10 @@ def app_packages():
     return packages, package_dir
 
 
-packages, package_dir = app_packages()
+library = find_namespace_packages(include=["dassl_lite", "dassl_lite.*"], exclude=SKIP)
+apps, package_dir = app_packages()
 setup(
-    packages=find_namespace_packages(include=["dassl_lite", "dassl_lite.*"], exclude=SKIP) + packages,
+    packages=library + apps,
     package_dir=package_dir,
     package_data={"": ["*.yaml", "*.yml", "*.txt.gz", "*.json", "*.pt"]},
     include_package_data=False,

@@ -61,9 +61,11 @@ def _prompt_learner_state(trainer) -> State:
 
 
 def _frozen_clip_state(clip) -> State:
-    """Upstream ``CustomCLIP``'s frozen parts: ``image_encoder``, ``text_encoder``, ``logit_scale``."""
+    """Upstream ``CustomCLIP``'s frozen parts: ``image_encoder``, ``text_encoder``,
+    ``logit_scale``."""
     state = OrderedDict((f"image_encoder.{k}", v) for k, v in clip.visual.state_dict().items())
-    state.update((f"text_encoder.transformer.{k}", v) for k, v in clip.transformer.state_dict().items())
+    state.update((f"text_encoder.transformer.{k}", v)
+                 for k, v in clip.transformer.state_dict().items())
     state["text_encoder.positional_embedding"] = clip.positional_embedding
     state.update((f"text_encoder.ln_final.{k}", v) for k, v in clip.ln_final.state_dict().items())
     state["text_encoder.text_projection"] = clip.text_projection
@@ -81,7 +83,8 @@ def _maple_state(trainer) -> State:
                          for i, t in enumerate(value))
         else:
             state[f"prompt_learner.{key}"] = value
-    state["prompt_learner.token_prefix"], state["prompt_learner.token_suffix"] = token_buffers(trainer)
+    prefix, suffix = token_buffers(trainer)
+    state["prompt_learner.token_prefix"], state["prompt_learner.token_suffix"] = prefix, suffix
     state.update(_frozen_clip_state(trainer.model.clip))
     return state
 
@@ -141,7 +144,8 @@ def write_upstream_checkpoint(out_dir: str, folder: str, state: State, epoch: in
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("run_dir", help="OUTPUT_DIR of a tools/train.py run (holds config.yaml)")
-    p.add_argument("--out", required=True, help="folder receiving <upstream folder>/model.pth.tar-N")
+    p.add_argument("--out", required=True,
+                   help="folder receiving <upstream folder>/model.pth.tar-N")
     p.add_argument("--root", default="", help="dataset root (default: the run's DATASET.ROOT)")
     p.add_argument("--epoch", type=int, default=None, help="checkpoint epoch (default: latest)")
     args = p.parse_args(argv)

@@ -2,13 +2,14 @@
 r"""Draw protocol summaries and training runs as PNG and SVG (``dassl-plot`` once installed).
 
     python tools/plot.py fewshot output/fewshot_summary_CoOp_toy.json \
-        output/fewshot_summary_MaPLe_toy.json --out plots [--dataset average] [--trainers CoOp MaPLe]
+        output/fewshot_summary_MaPLe_toy.json --out plots [--dataset average] \
+        [--trainers CoOp MaPLe]
     python tools/plot.py base2new output/base2new/summary_*_shots16.json --out plots
     python tools/plot.py curves output/toy_shapes/CoOp/toy_16shots/seed1 --out plots \
         [--tags train/loss train/acc]
 
-Writes OUT/fewshot_<dataset>.{png,svg}, OUT/base2new.{png,svg} or OUT/curves_<parent>_<run>.{png,svg}
-and prints their paths. ``--trainers`` picks and orders the trainers; one without a summary among
+Writes OUT/fewshot_<dataset>.{png,svg}, OUT/base2new.{png,svg} or
+OUT/curves_<parent>_<run>.{png,svg} and prints their paths. ``--trainers`` picks and orders the trainers; one without a summary among
 the files given is an error naming it.
 """
 import argparse

@@ -141,7 +141,8 @@ def resolve_weights(model: str, pretrained: str, cache_dir: Path) -> Path:
     if not pcfg:
         tags = open_clip.list_pretrained_tags_by_model(model)
         raise ValueError(f"{pretrained!r} is neither a file (looked for {path.resolve()}) nor an "
-                         f"open_clip pretrained tag of {model!r} (tags: {', '.join(tags) or 'none'})")
+                         f"open_clip pretrained tag of {model!r} "
+                         f"(tags: {', '.join(tags) or 'none'})")
     local = cache_dir / "open_clip" / model / pretrained
     found = _weights_in(local) if local.is_dir() else None
     if found is not None:
