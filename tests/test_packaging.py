@@ -125,6 +125,11 @@ def test_console_commands_from_an_empty_directory(installed, small_toy_root, tmp
     assert "* accuracy:" in log and (empty / "out" / "results.json").is_file()
     assert (empty / "out" / "prompt_learner" / "model.pth.tar-1").is_file()
     assert sorted(os.listdir(empty)) == ["out"]
+    plan = run_in(empty, bin_dir / "dassl-base2new", "--trainer", "MaPLe", "--config-file",
+                  "toy", "--datasets", "toy_shapes", "--seeds", "1", "--root", small_toy_root,
+                  "--dry-run")  # the installed configs/ are found by name
+    assert plan.returncode == 0, plan.stderr
+    assert "[1/2] train_base toy_shapes seed1 (MaPLe)" in plan.stdout
     usage = run_in(empty, bin_dir / "dassl-plot", "--help")
     assert usage.returncode == 0 and usage.stdout.startswith("usage: dassl-plot ")
     missing = run_in(empty, bin_dir / "dassl-parse-results", str(empty / "nothing"))
