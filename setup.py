@@ -1,34 +1,46 @@
-"""Installs the dassl_lite library. ``trainers/`` and ``datasets/`` stay application packages
-loaded from the repository root by ``tools/`` (installing a top-level ``datasets`` package would
-shadow Hugging Face ``datasets``)."""
+"""Package layout of dassl_lite (metadata lives in pyproject.toml).
+
+The repository folders ``trainers/``, ``datasets/``, ``configs/`` and ``tools/`` are installed
+inside the package as ``dassl_lite.trainers``, ``dassl_lite.datasets``, ``dassl_lite.configs`` and
+``dassl_lite.tools`` (never as top-level packages: a top-level ``datasets`` would shadow Hugging
+Face ``datasets``). Every file and subfolder in them is found at build time, so a new trainer,
+dataset, config or tool needs no edit here. ``dassl_lite/apps.py`` gives the same names in a
+checkout and keeps ``trainers.x`` and ``dassl_lite.trainers.x`` one module.
+"""
 from pathlib import Path
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 HERE = Path(__file__).parent
+APP_FOLDERS = ("trainers", "datasets", "configs", "tools")
+SKIP = ["*__pycache__*", "*.egg-info*"]
 
 
 def read_requirements(name: str):
+    """Requirement lines of ``name`` without comments and ``-r`` includes."""
     lines = (HERE / name).read_text().splitlines()
-    return [ln.split("#")[0].strip() for ln in lines if ln.split("#")[0].strip() and not ln.startswith("-r")]
+    reqs = [ln.split("#")[0].strip() for ln in lines]
+    return [r for r in reqs if r and not r.startswith("-")]
 
 
+def app_packages():
+    """``dassl_lite.<folder>[.<sub>...]`` for each application folder and its subfolders."""
+    packages, package_dir = [], {}
+    for folder in APP_FOLDERS:
+        subs = find_namespace_packages(where=folder, exclude=SKIP)
+        packages += [f"dassl_lite.{folder}"] + [f"dassl_lite.{folder}.{s}" for s in subs]
+        package_dir[f"dassl_lite.{folder}"] = folder
+    return packages, package_dir
+
+
+library = find_namespace_packages(include=["dassl_lite", "dassl_lite.*"], exclude=SKIP)
+apps, package_dir = app_packages()
 setup(
-    name="dassl_lite",
-    version="0.1.0",
-    description="A small, fast, tested Dassl-style framework for prompt learning on CLIP",
-    long_description=(HERE / "README.md").read_text() if (HERE / "README.md").exists() else "",
-    long_description_content_type="text/markdown",
-    packages=find_packages(include=["dassl_lite", "dassl_lite.*"]),
-    package_data={"dassl_lite.clip": ["*.txt.gz", "assets/*"]},
-    include_package_data=True,
-    python_requires=">=3.10,<3.13",
+    packages=library + apps,
+    package_dir=package_dir,
+    package_data={"": ["*.yaml", "*.yml", "*.txt.gz", "*.json", "*.pt"]},
+    include_package_data=False,
     install_requires=read_requirements("requirements.txt"),
-    extras_require={"test": ["pytest", "open_clip_torch"]},
-    classifiers=[
-        "Programming Language :: Python :: 3.10",
-        "Programming Language :: Python :: 3.11",
-        "Programming Language :: Python :: 3.12",
-        "License :: OSI Approved :: MIT License",
-    ],
+    extras_require={"test": read_requirements("requirements-test.txt"),
+                    "open_clip": ["open_clip_torch==3.3.0"]},  # open_clip:MODEL:TAG backbones
 )

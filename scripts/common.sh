@@ -9,7 +9,8 @@
 # Environment: DATA (dataset root, required), CFG (trainer config name under
 # configs/trainers/<TRAINER>/ or a YAML path), SHOTS (default 16), OUTPUT (default output),
 # SOURCE (cross-dataset source, default imagenet), PYTHON (default .venv/bin/python, else
-# python), IMPORT (a module/file for tools/train.py --import).
+# python), IMPORT (a module/file for tools/train.py --import), DRY_RUN (1: print the folders
+# and commands, run nothing).
 # DATASET is a config stem (oxford_pets -> configs/datasets/oxford_pets.yaml) or a YAML path.
 # Evaluations load the epoch the training run ended at (its results.json), never a fixed number.
 # tools/base2new.py, tools/fewshot.py and tools/crossdataset.py run whole sweeps with summaries.
@@ -61,11 +62,15 @@ load_epoch_flag() {  # DIR: "--load-epoch N" for the epoch the run in DIR ended 
     case "$epoch" in ''|none) ;; *) echo "--load-epoch $epoch" ;; esac
 }
 
+dry_run() { [ -n "${DRY_RUN:-}" ] && [ "${DRY_RUN}" != 0 ]; }
+
 train_py() {  # train_py ARGS...: tools/train.py with the trainer, its config and the data root
     local import=()
     if [ -n "${IMPORT:-}" ]; then import=(--import "$IMPORT"); fi
-    "$PYTHON" "$REPO/tools/train.py" --root "$DATA" --trainer "$TRAINER" \
-        --config-file "$(cfg_yaml)" "${import[@]}" "$@"
+    local cmd=("$PYTHON" "$REPO/tools/train.py" --root "${DATA:-\$DATA}" --trainer "$TRAINER"
+               --config-file "$(cfg_yaml)" "${import[@]}" "$@")
+    if dry_run; then echo "[dry-run] \$ ${cmd[*]}"; return 0; fi
+    "${cmd[@]}"
 }
 
 train_run() {  # DIR SEED DATASET [KEY VALUE ...]: train into DIR unless it finished
@@ -75,7 +80,9 @@ train_run() {  # DIR SEED DATASET [KEY VALUE ...]: train into DIR unless it fini
         echo "Results are available in $dir (results.json). Skip this job"
         return 0
     fi
-    if [ -d "$dir" ]; then
+    if dry_run; then
+        echo "[dry-run] would write $dir"
+    elif [ -d "$dir" ]; then
         echo "Resuming the run in $dir"
     else
         echo "Run this job and save the output to $dir"
@@ -87,6 +94,12 @@ train_run() {  # DIR SEED DATASET [KEY VALUE ...]: train into DIR unless it fini
 eval_run() {  # DIR MODEL_DIR SEED DATASET [KEY VALUE ...]: evaluate MODEL_DIR's final weights
     local dir=$1 model_dir=$2 seed=$3 dataset=$4
     shift 4
+    if dry_run; then
+        echo "[dry-run] would write $dir (evaluating $model_dir)"
+        train_py --seed "$seed" --dataset-config-file "$(dataset_yaml "$dataset")" \
+            --output-dir "$dir" --model-dir "$model_dir" --eval-only "$@"
+        return 0
+    fi
     if [ ! -f "$model_dir/results.json" ]; then
         echo "error: no finished training run in $model_dir; run the training script first" >&2
         exit 1
@@ -108,7 +121,7 @@ base2new_dir() {  # PHASE DATASET SEED
 
 base2new_train() {  # DATASET SEED [KEY VALUE ...]: train on the base classes
     [ $# -ge 2 ] || usage "DATASET SEED [KEY VALUE ...]"
-    require_data
+    dry_run || require_data
     local dataset=$1 seed=$2
     shift 2
     train_run "$(base2new_dir train_base "$dataset" "$seed")" "$seed" "$dataset" "$@" \
@@ -117,7 +130,7 @@ base2new_train() {  # DATASET SEED [KEY VALUE ...]: train on the base classes
 
 base2new_test() {  # DATASET SEED [KEY VALUE ...]: evaluate on the new classes
     [ $# -ge 2 ] || usage "DATASET SEED [KEY VALUE ...]"
-    require_data
+    dry_run || require_data
     local dataset=$1 seed=$2
     shift 2
     eval_run "$(base2new_dir test_new "$dataset" "$seed")" \
@@ -129,9 +142,16 @@ xd_source_dir() {  # SEED: the source training run (upstream xd_train.sh layout)
     echo "$OUTPUT/$(stem "$SOURCE")/$TRAINER/$(stem "$CFG")_${SHOTS}shots/seed$1"
 }
 
-xd_train() {  # SEED [KEY VALUE ...]: train on SOURCE (all classes)
-    [ $# -ge 1 ] || usage "SEED [KEY VALUE ...]"
-    require_data
+is_int() { case "$1" in ''|*[!0-9]*) return 1 ;; *) return 0 ;; esac; }
+
+xd_train() {  # [DATASET] SEED [KEY VALUE ...]: train on DATASET (MaPLe/PromptSRC order) or SOURCE
+    [ $# -ge 1 ] || usage "[DATASET] SEED [KEY VALUE ...]"
+    if ! is_int "$1"; then  # upstream MaPLe / PromptSRC: xd_train.sh DATASET SEED
+        [ $# -ge 2 ] && is_int "$2" || usage "[DATASET] SEED [KEY VALUE ...]"
+        SOURCE=$1
+        shift
+    fi
+    dry_run || require_data
     local seed=$1
     shift
     train_run "$(xd_source_dir "$seed")" "$seed" "$SOURCE" "$@" DATASET.NUM_SHOTS "$SHOTS"
@@ -139,7 +159,7 @@ xd_train() {  # SEED [KEY VALUE ...]: train on SOURCE (all classes)
 
 xd_test() {  # DATASET SEED [KEY VALUE ...]: evaluate the source run on DATASET
     [ $# -ge 2 ] || usage "DATASET SEED [KEY VALUE ...]"
-    require_data
+    dry_run || require_data
     local dataset=$1 seed=$2
     shift 2
     local dir="$OUTPUT/evaluation/$TRAINER/$(stem "$CFG")_${SHOTS}shots/$(stem "$dataset")/seed$seed"

@@ -151,3 +151,14 @@ def results_accuracy(output_dir) -> float:
 def run_accuracy():
     """``run_accuracy(OUTPUT_DIR)``: the test accuracy in the run's results.json."""
     return results_accuracy
+
+
+@pytest.fixture(scope="session")
+def small_toy_root(tmp_path_factory):
+    """A dataset root holding a small ToyShapes (all 64 classes; 2/1/2 train/val/test images per
+    class): enough for a training step, an evaluation or the class names, in a few seconds."""
+    from datasets.toy_world import SplitCounts, make_toy_world
+
+    root = str(tmp_path_factory.mktemp("small_toy_world"))
+    make_toy_world(root, ["ToyShapes"], counts=SplitCounts(train=2, val=1, test=2), workers=1)
+    return root

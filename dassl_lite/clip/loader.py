@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from .model import CLIP, build_model, convert_weights
+from .open_clip_loader import is_open_clip_name, load_open_clip
 
 __all__ = ["CLIPWeightsNotFoundError", "CLIPChecksumError", "available_models", "load_clip",
            "resolve_checkpoint", "read_state_dict", "is_torchscript_archive", "cache_dir_for",
@@ -182,15 +183,19 @@ def read_state_dict(path: Union[str, Path]) -> Mapping[str, Tensor]:
 
 def load_clip(name_or_path: Union[str, Path], device: Union[str, torch.device] = "cpu",
               precision: str = "fp32", cache_dir: Optional[Union[str, Path]] = None) -> CLIP:
-    """Load a CLIP model by name (see ``available_models()``) or checkpoint path.
+    """Load a CLIP model by name (see ``available_models()``), checkpoint path, or
+    ``open_clip:MODEL:PRETRAINED`` (open_clip weights; see ``open_clip_loader``).
 
     ``precision`` (fp32, fp16, bf16) casts the weights OpenAI casts (see ``convert_weights``).
     Returns the model on ``device`` in eval mode; ``requires_grad`` is left to the caller.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
-    path = resolve_checkpoint(name_or_path, cache_dir)
-    model = build_model(read_state_dict(path))
+    if is_open_clip_name(name_or_path):  # open_clip:MODEL:PRETRAINED (see open_clip_loader)
+        model, path = load_open_clip(str(name_or_path), cache_dir_for(cache_dir))
+    else:
+        path = resolve_checkpoint(name_or_path, cache_dir)
+        model = build_model(read_state_dict(path))
     if precision != "fp32":
         convert_weights(model, PRECISIONS[precision])
     logger.info("Loaded CLIP %s from %s (%s)", name_or_path, path, precision)

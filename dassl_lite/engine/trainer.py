@@ -208,9 +208,7 @@ class SimpleTrainer(TrainerBase):
             self.after_test()
         num_samples = shards.finish()
         results = self.evaluator.evaluate()
-        for k, v in results.items():
-            if isinstance(v, (int, float)):
-                self.write_scalar(f"{split}/{k}", v, self.epoch)
+        self.write_test_scalars(split, results)
         self.write_results(split, results, num_samples)
         return list(results.values())[0]
 
@@ -219,6 +217,22 @@ class SimpleTrainer(TrainerBase):
         if is_main_process():
             super().save_model(*args, **kwargs)
         barrier()
+
+    def write_test_scalars(self, split: str, results: Dict[str, Any]) -> None:
+        """Numeric results to TensorBoard as ``<split>/<metric>``; an evaluation-only run (no
+        writer open) writes them to ``OUTPUT_DIR/tensorboard`` too (rank 0 only)."""
+        if not is_main_process():
+            return
+        scalars = {k: v for k, v in results.items() if isinstance(v, (int, float))}
+        owns_writer = self._writer is None
+        if owns_writer:
+            self.init_writer(os.path.join(self.output_dir, "tensorboard"))
+        try:
+            for k, v in scalars.items():
+                self.write_scalar(f"{split}/{k}", v, self.epoch)
+        finally:
+            if owns_writer:
+                self.close_writer()
 
     def write_results(self, split: str, results: Dict[str, Any], num_samples: int) -> None:
         """Write ``OUTPUT_DIR/results.json`` (machine-readable twin of the log lines; rank 0)."""

@@ -1,0 +1,167 @@
+"""The package as a user installs it: ``make venv`` without setuptools warnings, a wheel in a
+fresh virtual environment outside the checkout, console commands from an empty directory, and
+one module per trainer however it is imported.
+
+Offline: the fresh environment reuses this interpreter's site-packages (a ``.pth`` file) for the
+dependencies and pip, and installs with ``--no-index --no-build-isolation``.
+"""
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import zipfile
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOP_LEVEL_SKIP = {".git", ".venv", "output", "data", "build", "dist", ".pytest_cache"}
+
+
+def skip(directory, names):
+    """What the copy of the checkout leaves out: run outputs at the top, caches anywhere."""
+    top = os.path.abspath(directory) == REPO
+    return [n for n in names if (top and n in TOP_LEVEL_SKIP) or n == "__pycache__"
+            or n.endswith(".egg-info")]
+
+
+OFFLINE = "--no-index --no-build-isolation"
+
+
+def env_for_pip():
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONDONTWRITEBYTECODE")}
+    env.update(PIP_ROOT_USER_ACTION="ignore", PIP_DISABLE_PIP_VERSION_CHECK="1")
+    return env
+
+
+def warning_lines(log: str):
+    return [ln for ln in log.splitlines() if "warn" in ln.lower() or "!!" in ln]
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """(venv python, venv bin, make's install log): ``make venv`` on a copy of the checkout,
+    then the wheel built from that copy installed over it."""
+    base = tmp_path_factory.mktemp("packaging")
+    src = base / "src"
+    shutil.copytree(REPO, src, ignore=skip)
+    venv = base / "venv"
+    site = sysconfig.get_paths()["purelib"]
+    make = subprocess.run(
+        ["make", "-C", str(src), "venv", f"VENV={venv}", f"PYTHON={sys.executable}",
+         "VENV_ARGS=--without-pip", f"EXTRA_SITE={site}", f"PIP_ARGS={OFFLINE}"],
+        env=dict(env_for_pip(), PYTHONDONTWRITEBYTECODE="1"), capture_output=True, text=True,
+        timeout=600)
+    assert make.returncode == 0, make.stdout + make.stderr
+    log = (venv / "install.log").read_text()
+    wheel_dir = base / "dist"
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--verbose", "--no-deps", *OFFLINE.split(),
+         "-w", str(wheel_dir), str(src)], env=env_for_pip(), capture_output=True, text=True,
+        timeout=600)
+    assert build.returncode == 0, build.stdout + build.stderr
+    assert warning_lines(build.stdout + build.stderr) == []
+    wheel = next(wheel_dir.glob("dassl_lite-*.whl"))
+    python = venv / "bin" / "python"
+    install = subprocess.run(
+        [str(python), "-m", "pip", "install", "--no-deps", "--force-reinstall", *OFFLINE.split(),
+         str(wheel)], env=env_for_pip(), capture_output=True, text=True, timeout=600)
+    assert install.returncode == 0, install.stdout + install.stderr
+    return python, venv / "bin", log, wheel
+
+
+def run_in(cwd, *cmd, timeout=600):
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["OMP_NUM_THREADS"] = "1"
+    return subprocess.run([str(c) for c in cmd], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_make_venv_install_log_has_no_setuptools_warning(installed):
+    _, _, log, _ = installed
+    assert "Successfully installed dassl_lite" in log
+    assert warning_lines(log) == []
+
+
+@pytest.mark.slow
+def test_wheel_holds_one_top_level_package(installed):
+    _, _, _, wheel = installed
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
+    assert tops == {"dassl_lite"}
+    for path in ("dassl_lite/trainers/coop.py", "dassl_lite/datasets/toy_world.py",
+                 "dassl_lite/configs/trainers/CoOp/toy.yaml", "dassl_lite/tools/train.py",
+                 "dassl_lite/clip/assets/ToyCLIP.pt", "dassl_lite/clip/bpe_simple_vocab_16e6.txt.gz"):
+        assert path in names
+    entry_points = zipfile.ZipFile(wheel).read(
+        next(n for n in names if n.endswith("entry_points.txt"))).decode()
+    for command in ("dassl-train", "dassl-base2new", "dassl-fewshot", "dassl-crossdataset",
+                    "dassl-parse-results", "dassl-plot", "dassl-anomaly"):
+        assert f"{command} = dassl_lite.commands:" in entry_points
+
+
+@pytest.mark.slow
+def test_console_commands_from_an_empty_directory(installed, small_toy_root, tmp_path):
+    python, bin_dir, _, _ = installed
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    where = run_in(empty, python, "-c", "import dassl_lite, importlib.util as u; "
+                   "print(dassl_lite.__file__); print(u.find_spec('datasets') is None or "
+                   "'dassl_lite' not in u.find_spec('datasets').origin)")
+    assert where.returncode == 0, where.stderr
+    path, no_top_level_datasets = where.stdout.split()
+    assert path.startswith(str(python.parent.parent)) and no_top_level_datasets == "True"
+    listed = run_in(empty, bin_dir / "dassl-train", "--list-trainers")
+    assert listed.returncode == 0, listed.stderr
+    names = listed.stdout.split()
+    assert names == builtin_trainers() and len(names) == len(set(names))
+    assert {"CoOp", "CoCoOp", "MaPLe", "IVLP", "VPT", "ZeroshotCLIP"} <= set(names)
+    r = run_in(empty, bin_dir / "dassl-train", "--trainer", "CoOp", "--root", small_toy_root,
+               "--output-dir", "out", "OPTIM.MAX_EPOCH", "1", "DATASET.NUM_SHOTS", "1")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    log = (empty / "out" / "log.txt").read_text()
+    assert "No dataset config given: using the toy world" in log
+    assert "* accuracy:" in log and (empty / "out" / "results.json").is_file()
+    assert (empty / "out" / "prompt_learner" / "model.pth.tar-1").is_file()
+    assert sorted(os.listdir(empty)) == ["out"]
+    plan = run_in(empty, bin_dir / "dassl-base2new", "--trainer", "MaPLe", "--config-file",
+                  "toy", "--datasets", "toy_shapes", "--seeds", "1", "--root", small_toy_root,
+                  "--dry-run")  # the installed configs/ are found by name
+    assert plan.returncode == 0, plan.stderr
+    assert "[1/2] train_base toy_shapes seed1 (MaPLe)" in plan.stdout
+    usage = run_in(empty, bin_dir / "dassl-plot", "--help")
+    assert usage.returncode == 0 and usage.stdout.startswith("usage: dassl-plot ")
+    missing = run_in(empty, bin_dir / "dassl-parse-results", str(empty / "nothing"))
+    assert missing.returncode == 1 and missing.stderr == f"error: No directory {str(empty / 'nothing')!r}\n"
+
+
+def builtin_trainers():
+    """The trainers the checkout's trainers/ registers (not the tests' plug-ins), sorted."""
+    import trainers  # noqa: F401
+    from dassl_lite.registry import TRAINER_REGISTRY
+
+    return sorted(n for n, cls in TRAINER_REGISTRY.items()
+                  if cls.__module__.startswith(("trainers.", "dassl_lite.")))
+
+
+def test_two_import_paths_are_one_module():
+    """``trainers.coop`` (checkout habit) and ``dassl_lite.trainers.coop`` (installed name) are
+    the same module: CoOp registers once, and either class object is the registered one. Here
+    the checkout name comes first; in a fresh interpreter the package name does."""
+    import importlib
+
+    import trainers.coop
+    from dassl_lite.registry import TRAINER_REGISTRY
+
+    twin = importlib.import_module("dassl_lite.trainers.coop")
+    assert twin is trainers.coop and TRAINER_REGISTRY.get("CoOp") is twin.CoOp
+    assert importlib.import_module("dassl_lite.trainers") is sys.modules["trainers"]
+    code = ("import dassl_lite.trainers.coop as b, dassl_lite.datasets as d, trainers.coop, "
+            "datasets, trainers.maple as m, dassl_lite.trainers.maple as m2; "
+            "from dassl_lite.registry import TRAINER_REGISTRY as R; "
+            "print(trainers.coop is b, m is m2, datasets is d, R.get('CoOp') is b.CoOp)")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                       timeout=300, env=dict(os.environ, PYTHONPATH=REPO))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["True"] * 4
