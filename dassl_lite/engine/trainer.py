@@ -15,6 +15,7 @@ from ..errors import DasslLiteError
 from ..utils.io import atomic_write_json
 from ..utils.meters import AverageMeter, MetricMeter
 from .base import TrainerBase
+from .interrupt import check_interrupt
 from .precision import Precision, resolve_precision
 
 logger = logging.getLogger(__name__)
@@ -241,6 +242,7 @@ class TrainerX(SimpleTrainer):
             losses.update(self.forward_backward(batch))
             batch_time.update(time.time() - end)
             self.log_iteration(losses, batch_time, data_time)
+            check_interrupt()  # a safe point: after a whole step
             end = time.time()
 
     def log_iteration(self, losses: MetricMeter, batch_time: AverageMeter,
