@@ -21,7 +21,8 @@ from ..errors import DasslLiteError
 
 # What an upstream Dassl checkpoint with a scheduler object references, beyond plain data:
 # the torch scheduler Dassl builds (single_step, multi_step, cosine), the torch optimizer it
-# holds (Dassl's sgd, adam/amsgrad, adamw, rmsprop) and the optimizer's defaultdict(dict) state.
+# holds (Dassl's sgd, adam/amsgrad, adamw, rmsprop) and ``dict``, the factory of the optimizer's
+# ``defaultdict(dict)`` state (``collections.defaultdict`` itself is read as a plain dict).
 UPSTREAM_GLOBALS = (
     torch_sched.StepLR,
     torch_sched.MultiStepLR,
@@ -30,9 +31,18 @@ UPSTREAM_GLOBALS = (
     torch.optim.Adam,
     torch.optim.AdamW,
     torch.optim.RMSprop,
-    collections.defaultdict,
     dict,
 )
+
+
+def _defaultdict_as_dict(default_factory: Any = None) -> dict:
+    """Stands in for ``collections.defaultdict`` (an optimizer's ``state``) while unpickling:
+    torch's restricted unpickler fills only plain dicts, and a loaded optimizer needs no default."""
+    return {}
+
+
+# (object, the global name it answers to in a pickle)
+_ALLOWED = [*UPSTREAM_GLOBALS, (_defaultdict_as_dict, "collections.defaultdict")]
 
 CONVERT_HINT = ("if you trust the file, convert it once with "
                 "`python tools/convert_checkpoint.py --trust {path} NEW_FILE` and use NEW_FILE")
@@ -64,10 +74,10 @@ def safe_torch_load(path: str, what: str = "checkpoint",
     reason).
     """
     try:
-        with torch.serialization.safe_globals(list(UPSTREAM_GLOBALS)):
+        with torch.serialization.safe_globals(_ALLOWED):
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        allowed = {global_name(g) for g in UPSTREAM_GLOBALS}
+        allowed = {global_name(g) for g in UPSTREAM_GLOBALS} | {"collections.defaultdict"}
         wanted = [g for g in _unsafe_globals(path) if g not in allowed]
         if wanted or "GLOBAL" in str(e) or "global" in str(e):
             names = ", ".join(wanted) if wanted else _first_line(e)
