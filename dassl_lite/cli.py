@@ -241,11 +241,11 @@ def debug_enabled(args: Optional[argparse.Namespace] = None) -> bool:
 
 
 def resume_command(argv: Sequence[str], prog: str, output_dir: Optional[str]) -> str:
-    """The command that continues the run: the same arguments, plus ``--resume OUTPUT_DIR``
-    when a checkpoint exists and the arguments do not already say ``--resume``."""
+    """The command that continues the run: ``--resume OUTPUT_DIR`` (when a checkpoint exists
+    and the arguments do not already say ``--resume``) followed by the same arguments."""
     argv = list(argv)
     if output_dir and "--resume" not in argv:
-        argv += ["--resume", output_dir]
+        argv = ["--resume", output_dir, *argv]  # first: trailing KEY VALUE opts end the flags
     return shlex.join(["python", prog, *argv])
 
 
