@@ -203,7 +203,7 @@ def run(args, notices: Sequence[str] = ()) -> None:
     """Set up config, logging and seeds, then train or evaluate as the flags say. ``notices``
     are logged as warnings once logging (console and ``log.txt``) is set up."""
     from .engine import build_trainer
-    from .engine.resume import check_resume
+    from .engine.resume import check_resume, check_resume_models
     from .utils import collect_env_info, set_random_seed, setup_logger
 
     cfg = setup_cfg(args)
@@ -220,6 +220,8 @@ def run(args, notices: Sequence[str] = ()) -> None:
     logger.info("** System info **\n" + collect_env_info())
     logger.info(f"Config written to {write_config(cfg)}")
     trainer = build_trainer(cfg)
+    if not args.eval_only:
+        check_resume_models(cfg, trainer.get_model_names())
     if args.eval_only:
         if args.model_dir:
             trainer.load_model(args.model_dir, epoch=args.load_epoch)

@@ -98,3 +98,16 @@ def check_resume(cfg, explicit: bool) -> Optional[int]:
         logger.info(f"The run in {directory} already finished (epoch {epoch} of "
                     f"{cfg.OPTIM.MAX_EPOCH}): nothing left to train; evaluating its final model")
     return epoch
+
+
+def check_resume_models(cfg, model_names) -> None:
+    """After the trainer is built: ``--resume DIR`` must hold checkpoints of its models
+    (folders named after them), not only of another trainer's."""
+    if not cfg.RESUME or not model_names:
+        return
+    pointers = checkpoint_pointers(cfg.RESUME)
+    if not any(name in pointers for name in model_names):
+        raise ResumeError(
+            f"--resume {cfg.RESUME}: it holds checkpoints of {', '.join(sorted(pointers))}, but "
+            f"{cfg.TRAINER.NAME} saves {', '.join(model_names)}: written by another trainer?"
+        )

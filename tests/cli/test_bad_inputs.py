@@ -191,6 +191,9 @@ ROWS = [
      "'TinyNet' now)"),
     ("resume-other-shots", lambda c: c.tiny("--resume", c.run_dir({"DATASET.NUM_SHOTS": 2})), 2,
      "(DATASET.NUM_SHOTS: 2 in the run, -1 now)"),
+    ("resume-other-model-folders", lambda c: c.tiny("--resume", _foreign_run(c)), 2,
+     "it holds checkpoints of prompt_learner, but TinyNet saves model: written by another "
+     "trainer?"),
     # ---- split files
     ("split-empty", lambda c: (c.split.write_text(""), c.damaged())[1], 2,
      "split_zhou_TinyColors.json is empty; restore or re-download it"),
@@ -225,8 +228,15 @@ ROWS = [
     ("backbone-missing", lambda c: c.clip("ViT-B/61"), 2,
      "'ViT-B/61' is neither a known CLIP model nor an existing checkpoint file"),
     ("output-dir-is-a-file", lambda c: tiny_argv(c.tiny_root, c.file("o.txt", "x")), 1,
-     "o.txt"),
+     "o.txt: File exists"),
 ]
+
+
+def _foreign_run(c):
+    """A run directory without config.yaml whose checkpoints belong to a CoOp-like trainer."""
+    (c.tmp / "foreign" / "prompt_learner").mkdir(parents=True)
+    (c.tmp / "foreign" / "prompt_learner" / "checkpoint").write_text("model.pth.tar-1\n")
+    return c.tmp / "foreign"
 
 
 def _saved(c, obj):
