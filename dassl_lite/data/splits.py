@@ -57,16 +57,19 @@ def _check_row(row: Any, index: int, where: str) -> None:
     """One split entry must be ``[relpath, label, classname]`` (str, int, str)."""
     expected = "expected [relative image path, integer label, class name]"
     if not isinstance(row, (list, tuple)):
-        raise SplitFileError(f"{where}, entry {index}: {row!r} is a {type(row).__name__}; {expected}")
+        raise SplitFileError(
+            f"{where}, entry {index}: {row!r} is a {type(row).__name__}; {expected}")
     if len(row) != 3:
-        raise SplitFileError(f"{where}, entry {index}: {list(row)!r} has {len(row)} fields; {expected}")
+        raise SplitFileError(
+            f"{where}, entry {index}: {list(row)!r} has {len(row)} fields; {expected}")
     rel, label, classname = row
     if not isinstance(rel, str) or not isinstance(classname, str) or isinstance(label, bool) \
             or not isinstance(label, int) or label < 0:
         raise SplitFileError(f"{where}, entry {index}: {list(row)!r}; {expected} (label >= 0)")
 
 
-def items_from_json(rows: Sequence[Sequence], path_prefix: str, where: str = "split") -> List[Datum]:
+def items_from_json(rows: Sequence[Sequence], path_prefix: str,
+                    where: str = "split") -> List[Datum]:
     """Inverse of :func:`items_to_json`: join each relative path to ``path_prefix``.
 
     A malformed entry raises :class:`SplitFileError` naming ``where`` and the entry."""

@@ -30,7 +30,8 @@ POINTER_FILE = "checkpoint"
 BEST_FILE = "model-best.pth.tar"
 # Temporary files of an interrupted atomic write (utils.io) or best-model copy in a model folder.
 STALE_TEMP = re.compile(
-    r"^\.(model\.pth\.tar-\d+|model-best\.pth\.tar|checkpoint)\..*\.tmp$|^\.model-best\.pth\.tar\.copy$"
+    r"^\.(model\.pth\.tar-\d+|model-best\.pth\.tar|checkpoint)\..*\.tmp$"
+    r"|^\.model-best\.pth\.tar\.copy$"
 )
 
 

@@ -31,7 +31,7 @@ class ResumeError(DasslLiteError):
 
 
 def checkpoint_pointers(directory: str) -> Dict[str, str]:
-    """``{model name: file named by its checkpoint pointer}`` for each ``DIR/<model>/checkpoint``."""
+    """``{model name: file its pointer names}`` for each ``directory/<model>/checkpoint``."""
     found = {}
     for name in sorted(os.listdir(directory)):
         pointer = os.path.join(directory, name, POINTER_FILE)

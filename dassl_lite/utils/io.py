@@ -68,7 +68,8 @@ def atomic_write(path: str, write: Callable[[IO[bytes]], None],
     except BaseException as e:
         if os.path.exists(tmp):
             os.remove(tmp)
-        if isinstance(e, OSError) and e.errno in DISK_FULL_ERRNOS and not isinstance(e, DasslLiteError):
+        full = isinstance(e, OSError) and e.errno in DISK_FULL_ERRNOS
+        if full and not isinstance(e, DasslLiteError):
             raise disk_full_error(path, size) from None
         raise
 
