@@ -248,7 +248,17 @@ def resume_command(argv: Sequence[str], prog: str, output_dir: Optional[str]) ->
     argv = list(argv)
     if output_dir and "--resume" not in argv:
         argv = ["--resume", output_dir, *argv]  # first: trailing KEY VALUE opts end the flags
-    return shlex.join(["python", prog, *argv])
+    return shlex.join([_python_command(), prog, *argv])
+
+
+def _python_command() -> str:
+    """``python`` when that is this interpreter on PATH, else this interpreter's path."""
+    import shutil
+
+    found = shutil.which("python")
+    if found and os.path.abspath(found) == os.path.abspath(sys.executable):
+        return "python"
+    return sys.executable
 
 
 def interrupt_message(e: KeyboardInterrupt, argv: Sequence[str], prog: str) -> str:

@@ -57,7 +57,8 @@ def test_ctrl_c_exits_130_and_the_resume_command_finishes_bit_identical(tmp_path
     assert sorted(os.listdir(cut / "model")) == ["checkpoint", "model.pth.tar-1"]
     command = err.split("To resume, run:\n", 1)[1].strip().splitlines()[0].strip()
     words = shlex.split(command)
-    assert words[:4] == ["python", "tools/train.py", "--resume", str(cut)]
+    assert words[0] in ("python", sys.executable)  # this interpreter
+    assert words[1:4] == ["tools/train.py", "--resume", str(cut)]
     assert words[4:] == argv(tiny_root, cut)[2:]  # then the interrupted command's arguments
 
     resumed = start([sys.executable, *words[1:]])
