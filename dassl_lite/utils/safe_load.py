@@ -4,8 +4,9 @@ Every file is read with ``torch.load(weights_only=True)``: tensors and plain con
 checkpoint written by upstream Dassl (CoOp, CoCoOp, MaPLe, ...) holds one kind of object beyond
 that: Dassl's warmup schedulers do not override ``state_dict()``, so their saved ``scheduler``
 entry carries the wrapped torch scheduler object (``successor``), which in turn holds its
-optimizer. Those few classes (:data:`UPSTREAM_GLOBALS`) are allowed, and nothing else; their
-objects are turned back into plain state dicts right after loading. A file that needs any other
+optimizer. Those few classes (:data:`UPSTREAM_GLOBALS`) are allowed, plus what a NumPy array
+needs (our own files from before RNG states became tensors), and nothing else; scheduler and
+optimizer objects become plain state dicts, arrays tensors, right after loading. A file that needs any other
 global is refused by name, with the command that converts a trusted file.
 """
 from __future__ import annotations
@@ -35,6 +36,17 @@ UPSTREAM_GLOBALS = (
 )
 
 
+def _numpy_globals() -> list:
+    """What a pickled NumPy array or scalar needs (dassl_lite checkpoints written before RNG
+    states became tensors hold NumPy's RNG state as an array). Arrays are rebuilt from data the
+    restricted unpickler already checked; they become tensors right after loading."""
+    import numpy as np
+
+    multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
+    dtypes = [type(np.dtype(t)) for t in (np.uint32, np.int64, np.float64, np.float32)]
+    return [multiarray._reconstruct, multiarray.scalar, np.ndarray, np.dtype, *dtypes]
+
+
 def _defaultdict_as_dict(default_factory: Any = None) -> dict:
     """Stands in for ``collections.defaultdict`` (an optimizer's ``state``) while unpickling:
     torch's restricted unpickler fills only plain dicts, and a loaded optimizer needs no default."""
@@ -42,9 +54,10 @@ def _defaultdict_as_dict(default_factory: Any = None) -> dict:
 
 
 # (object, the global name it answers to in a pickle)
-_ALLOWED = [*UPSTREAM_GLOBALS, (_defaultdict_as_dict, "collections.defaultdict")]
+_ALLOWED = [*UPSTREAM_GLOBALS, *_numpy_globals(),
+            (_defaultdict_as_dict, "collections.defaultdict")]
 
-CONVERT_HINT = ("if you trust the file, convert it once with "
+CONVERT_HINT = ("If you trust the file, convert it once with "
                 "`python tools/convert_checkpoint.py --trust {path} NEW_FILE` and use NEW_FILE")
 
 
@@ -77,10 +90,12 @@ def safe_torch_load(path: str, what: str = "checkpoint",
         with torch.serialization.safe_globals(_ALLOWED):
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        allowed = {global_name(g) for g in UPSTREAM_GLOBALS} | {"collections.defaultdict"}
+        allowed = {global_name(g) for g in [*UPSTREAM_GLOBALS, *_numpy_globals()]}
+        allowed.add("collections.defaultdict")
         wanted = [g for g in _unsafe_globals(path) if g not in allowed]
-        if wanted or "GLOBAL" in str(e) or "global" in str(e):
-            names = ", ".join(wanted) if wanted else _first_line(e)
+        if wanted or "Unsupported global" in str(e) or "allowlisted" in str(e):
+            names = (", ".join(wanted) if wanted
+                     else f"a class outside the allow-list (torch says: {_first_line(e)})")
             raise UnsafeCheckpointError(
                 f"Refusing to load {what} {path!r}: it needs {names}, which is not plain data "
                 f"(tensors, numbers, strings, containers) nor an allowed upstream scheduler/"
@@ -104,11 +119,13 @@ def _unreadable(what: str, path: str, e: BaseException) -> str:
 
 
 def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    for line in text.splitlines():
-        if "WeightsUnpickler error" in line or "Unsupported" in line:
-            return line.strip()
-    return text.splitlines()[0][:300] if text else type(e).__name__
+    """The line of torch's weights-only message that says what was wrong."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        if "WeightsUnpickler error" in line:
+            rest = line.split("WeightsUnpickler error", 1)[1].strip(" :")
+            return rest or (lines[i + 1] if i + 1 < len(lines) else line)
+    return lines[0][:300] if lines else type(e).__name__
 
 
 def to_plain(obj: Any) -> Any:

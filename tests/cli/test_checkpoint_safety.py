@@ -169,3 +169,18 @@ def test_debug_shows_the_traceback(tmp_path, tiny_root, extra, monkeypatch):
 
     with pytest.raises(ConfigError, match="TEST.FINAL_MODEL must be one of"):
         run_main(argv)
+
+
+def test_an_earlier_dassl_lite_checkpoint_with_a_numpy_rng_state_still_loads(tmp_path):
+    import numpy as np
+
+    from dassl_lite.utils.seed import get_rng_state
+
+    rng = get_rng_state()
+    assert isinstance(rng["numpy"][1], np.ndarray)  # as files written before this change hold it
+    path = tmp_path / "model.pth.tar-1"
+    torch.save({"state_dict": {"w": torch.ones(2)}, "epoch": 1, "rng_state": rng}, path)
+    ckpt = load_checkpoint(str(path))
+    name, keys, pos, has_gauss, cached = ckpt["rng_state"]["numpy"]
+    assert keys.dtype == np.uint32 and np.array_equal(keys, rng["numpy"][1])
+    assert (name, pos, has_gauss, cached) == (rng["numpy"][0], *rng["numpy"][2:])
