@@ -1,8 +1,7 @@
 """Checkpoints cannot run code: a pickle payload is refused on every route; upstream Dassl files
 with scheduler objects still load; our own files load with ``torch.load(weights_only=True)``."""
+import importlib.util
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -140,18 +139,24 @@ def test_our_checkpoints_load_with_weights_only(tmp_path, tiny_root):
         assert isinstance(ckpt["scheduler"]["successor"], dict)  # warmup + cosine: plain data
 
 
-def test_convert_checkpoint_needs_trust_and_writes_a_safe_file(tmp_path):
+def load_tool():
+    spec = importlib.util.spec_from_file_location(
+        "convert_checkpoint", os.path.join(REPO, "tools", "convert_checkpoint.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_convert_checkpoint_needs_trust_and_writes_a_safe_file(tmp_path, capsys):
     state = {k: torch.randn(v.shape) for k, v in tinynet_state().items()}
     src = upstream_checkpoint(str(tmp_path / "up" / "model.pth.tar-3"), state)
     dst = tmp_path / "converted.pth.tar"
-    tool = os.path.join(REPO, "tools", "convert_checkpoint.py")
-    r = subprocess.run([sys.executable, tool, src, str(dst)], capture_output=True, text=True)
-    assert r.returncode == 2 and "pass --trust if (and only if) you trust" in r.stderr
+    tool = load_tool()
+    assert tool.main([src, str(dst)]) == 2
+    assert "pass --trust if (and only if) you trust" in capsys.readouterr().err
     assert not dst.exists()
-    r = subprocess.run([sys.executable, tool, "--trust", src, str(dst)], capture_output=True,
-                       text=True)
-    assert r.returncode == 0, r.stderr
-    assert "loads with weights_only=True" in r.stdout
+    assert tool.main(["--trust", src, str(dst)]) == 0
+    assert "loads with weights_only=True" in capsys.readouterr().out
     assert torch.serialization.get_unsafe_globals_in_checkpoint(str(dst)) == []
     ckpt = torch.load(dst, weights_only=True)
     assert all(torch.equal(ckpt["state_dict"][k], v) for k, v in state.items())
