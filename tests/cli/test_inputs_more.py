@@ -1,7 +1,6 @@
 """Few-shot counts above a class's size are said with numbers; high-bit-depth images are scaled,
 not clipped; the protocol tools name an unknown trainer (not a missing config folder)."""
 import logging
-import os
 
 import numpy as np
 import pytest
