@@ -225,6 +225,8 @@ ROWS = [
      "not a file written by torch.save (the file is empty or truncated)"),
     ("backbone-is-a-prompt-checkpoint", lambda c: c.clip(_saved(c, {"ctx": torch.zeros(4, 8)})),
      2, "not an OpenAI-format CLIP state dict"),
+    ("backbone-pickled-module", lambda c: c.clip(_saved(c, torch.nn.Linear(2, 2))), 2,
+     "saved.pth': it needs torch.nn.modules.linear.Linear, which is not plain data"),
     ("backbone-missing", lambda c: c.clip("ViT-B/61"), 2,
      "'ViT-B/61' is neither a known CLIP model nor an existing checkpoint file"),
     ("output-dir-is-a-file", lambda c: tiny_argv(c.tiny_root, c.file("o.txt", "x")), 1,
