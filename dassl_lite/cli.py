@@ -1,4 +1,9 @@
-"""The ``tools/train.py`` command line: upstream flags, checked config setup, clean errors."""
+"""The ``tools/train.py`` command line: upstream flags, checked config setup, clean errors.
+
+Every error ends here as one ``error:`` block on stderr (exit 2 for input the user can fix, 1 for
+anything else, 130 for Ctrl-C with the command that resumes); ``--debug`` or ``DASSL_DEBUG=1``
+shows the traceback instead.
+"""
 from __future__ import annotations
 
 import argparse
@@ -6,10 +11,12 @@ import importlib
 import importlib.util
 import logging
 import os
+import shlex
 import sys
 from typing import Callable, List, Optional, Sequence
 
 from .config import apply_config_extenders, get_cfg_default, merge_from_file, merge_from_list
+from .config.validate import validate_cfg
 from .errors import DasslLiteError
 from .registry import DATASET_REGISTRY, TRAINER_REGISTRY
 
@@ -35,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-dir", type=str, default="", help="load the model from this directory")
     p.add_argument("--load-epoch", type=int, help="load the weights of this epoch")
     p.add_argument("--no-train", action="store_true", help="do not call trainer.train()")
+    p.add_argument("--debug", action="store_true",
+                   help="show the full traceback of an error (also: DASSL_DEBUG=1)")
     p.add_argument("--list-trainers", action="store_true", help="list registered trainers and exit")
     p.add_argument("--list-datasets", action="store_true", help="list registered datasets and exit")
     p.add_argument(
@@ -110,7 +119,55 @@ def setup_cfg(args):
         )
     TRAINER_REGISTRY.get(cfg.TRAINER.NAME)  # fail early with the closest name
     cfg.freeze()
+    validate_cfg(cfg, training=not getattr(args, "eval_only", False))
     return cfg
+
+
+# flag -> the config key it sets; both given with different values is an error
+FLAG_KEYS = (("trainer", "--trainer", "TRAINER.NAME"), ("output_dir", "--output-dir", "OUTPUT_DIR"),
+             ("root", "--root", "DATASET.ROOT"), ("resume", "--resume", "RESUME"),
+             ("seed", "--seed", "SEED"), ("backbone", "--backbone", "MODEL.BACKBONE.NAME"),
+             ("head", "--head", "MODEL.HEAD.NAME"))
+
+
+def check_flags(args) -> None:
+    """Refuse flags that would be ignored or that contradict each other or the trailing opts."""
+    if args.load_epoch is not None and not args.eval_only:
+        raise DasslLiteError(
+            f"--load-epoch {args.load_epoch} only applies with --eval-only --model-dir DIR (it "
+            f"picks the epoch to evaluate); to continue training use --resume DIR"
+        )
+    if args.load_epoch is not None and args.load_epoch < 1:
+        raise DasslLiteError(f"--load-epoch must be an epoch number >= 1; got {args.load_epoch}")
+    if args.model_dir and not args.eval_only:
+        raise DasslLiteError(
+            f"--model-dir {args.model_dir} only applies with --eval-only (the run to evaluate); "
+            f"to continue training use --resume DIR, to start from weights MODEL.INIT_WEIGHTS FILE"
+        )
+    if args.no_train and not args.eval_only:
+        raise DasslLiteError(
+            "--no-train without --eval-only would build the trainer and do nothing; add "
+            "--eval-only --model-dir DIR to evaluate, or drop --no-train to train"
+        )
+    if args.eval_only and args.resume:
+        raise DasslLiteError(
+            f"--resume {args.resume} continues training and --eval-only does not train; to "
+            f"evaluate that run use --eval-only --model-dir {args.resume}"
+        )
+    _check_flags_against_opts(args)
+
+
+def _check_flags_against_opts(args) -> None:
+    opts = list(args.opts or [])
+    given = dict(zip(opts[0::2], opts[1::2]))
+    for attr, flag, key in FLAG_KEYS:
+        value = getattr(args, attr)
+        if value in (None, "") or key not in given:
+            continue
+        if str(value) != str(given[key]).strip("'\""):
+            raise DasslLiteError(
+                f"{flag} {value} and the option {key} {given[key]} disagree; give only one"
+            )
 
 
 def write_config(cfg) -> str:
@@ -123,16 +180,40 @@ def write_config(cfg) -> str:
     return path
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped training at a safe point; carries what the resume message needs."""
+
+    def __init__(self, output_dir: str, checkpoint: Optional[str], where: str) -> None:
+        super().__init__(where)
+        self.output_dir, self.checkpoint, self.where = output_dir, checkpoint, where
+
+
+def _train(trainer, cfg) -> None:
+    """``trainer.train()`` with Ctrl-C turned into a stop at the next safe point."""
+    from .engine.interrupt import stop_on_interrupt
+
+    try:
+        with stop_on_interrupt():
+            trainer.train()
+    except KeyboardInterrupt:
+        where = (f"epoch {trainer.epoch + 1}/{trainer.max_epoch}, "
+                 f"batch {trainer.batch_idx + 1}/{trainer.num_batches}")
+        raise RunInterrupted(cfg.OUTPUT_DIR, trainer.last_checkpoint, where) from None
+
+
 def run(args, notices: Sequence[str] = ()) -> None:
     """Set up config, logging and seeds, then train or evaluate as the flags say. ``notices``
     are logged as warnings once logging (console and ``log.txt``) is set up."""
     from .engine import build_trainer
+    from .engine.resume import check_resume, check_resume_models
     from .utils import collect_env_info, set_random_seed, setup_logger
 
     cfg = setup_cfg(args)
     setup_logger(cfg.OUTPUT_DIR)
     for notice in notices:
         logger.warning(notice)
+    if not args.eval_only:
+        check_resume(cfg, explicit=bool(cfg.RESUME))  # before config.yaml is replaced
     if cfg.SEED >= 0:
         logger.info(f"Setting fixed seed: {cfg.SEED}")
         set_random_seed(cfg.SEED)
@@ -141,6 +222,8 @@ def run(args, notices: Sequence[str] = ()) -> None:
     logger.info("** System info **\n" + collect_env_info())
     logger.info(f"Config written to {write_config(cfg)}")
     trainer = build_trainer(cfg)
+    if not args.eval_only:
+        check_resume_models(cfg, trainer.get_model_names())
     if args.eval_only:
         if args.model_dir:
             trainer.load_model(args.model_dir, epoch=args.load_epoch)
@@ -153,8 +236,58 @@ def run(args, notices: Sequence[str] = ()) -> None:
             logger.info(f"{cfg.TRAINER.NAME} has no trainable weights: nothing to load")
         trainer.test()
         return
-    if not args.no_train:
-        trainer.train()
+    _train(trainer, cfg)
+
+
+def debug_enabled(args: Optional[argparse.Namespace] = None) -> bool:
+    """``--debug`` or ``DASSL_DEBUG`` set to anything but empty/0: show tracebacks."""
+    return bool(getattr(args, "debug", False)) or os.environ.get("DASSL_DEBUG", "") not in ("", "0")
+
+
+def resume_command(argv: Sequence[str], prog: str, output_dir: Optional[str]) -> str:
+    """The command that continues the run: ``--resume OUTPUT_DIR`` (when a checkpoint exists
+    and the arguments do not already say ``--resume``) followed by the same arguments."""
+    argv = list(argv)
+    if output_dir and "--resume" not in argv:
+        argv = ["--resume", output_dir, *argv]  # first: trailing KEY VALUE opts end the flags
+    return shlex.join([_python_command(), prog, *argv])
+
+
+def _python_command() -> str:
+    """``python`` when that is this interpreter on PATH, else this interpreter's path."""
+    import shutil
+
+    found = shutil.which("python")
+    if found and os.path.abspath(found) == os.path.abspath(sys.executable):
+        return "python"
+    return sys.executable
+
+
+def interrupt_message(e: KeyboardInterrupt, argv: Sequence[str], prog: str) -> str:
+    """What Ctrl-C prints: where training stopped, the checkpoint kept, how to resume."""
+    if isinstance(e, RunInterrupted) and e.checkpoint:
+        return (f"Interrupted (Ctrl-C) at {e.where}. The last checkpoint is kept: "
+                f"{e.checkpoint}.\nTo resume, run:\n  "
+                + resume_command(argv, prog, e.output_dir))
+    stage = f"at {e.where}" if isinstance(e, RunInterrupted) else "before training started"
+    return (f"Interrupted (Ctrl-C) {stage}; no checkpoint was written yet (TRAIN.CHECKPOINT_FREQ N "
+            f"saves every N epochs). To start again, run:\n  " + resume_command(argv, prog, None))
+
+
+def _report(e: BaseException, argv: Sequence[str], prog: str) -> int:
+    """Print ``e`` as the CLI's one error block; returns the exit status."""
+    if isinstance(e, KeyboardInterrupt):
+        print(interrupt_message(e, argv, prog), file=sys.stderr)
+        return 130
+    if isinstance(e, DasslLiteError):
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if isinstance(e, OSError) and e.filename:
+        print(f"error: cannot use {e.filename}: {e.strerror}", file=sys.stderr)
+        return 1
+    print(f"error: {type(e).__name__}: {e}\n(unexpected: rerun with --debug or DASSL_DEBUG=1 "
+          f"for the traceback, and report it if the input was valid)", file=sys.stderr)
+    return 1
 
 
 def main(argv: Optional[Sequence[str]] = None,
@@ -162,9 +295,12 @@ def main(argv: Optional[Sequence[str]] = None,
     """Entry point; ``prepare(args)`` may adjust args (e.g. fill in embedded defaults) and return
     notices for the run's log.
 
-    User errors print one ``error:`` line (no traceback) and return 2.
+    Errors print one ``error:`` block (no traceback unless ``--debug``/``DASSL_DEBUG=1``) and
+    return 2 (user input), 1 (anything else) or 130 (Ctrl-C, with the resume command).
     """
-    args = build_parser().parse_args(argv)
+    raw = list(sys.argv[1:] if argv is None else argv)
+    prog = os.path.relpath(sys.argv[0]) if argv is None else "tools/train.py"
+    args = build_parser().parse_args(raw)
     try:
         for spec in args.imports:
             import_user_module(spec)
@@ -174,11 +310,11 @@ def main(argv: Optional[Sequence[str]] = None,
                 if flag:
                     print("\n".join(reg.names()))
             return 0
+        check_flags(args)
         notices = (prepare(args) or []) if prepare is not None else []
         run(args, notices)
-    except DasslLiteError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except (Exception, KeyboardInterrupt) as e:
+        if debug_enabled(args):
+            raise
+        return _report(e, raw, prog)
     return 0
-
-

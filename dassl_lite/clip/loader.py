@@ -172,7 +172,9 @@ def read_state_dict(path: Union[str, Path]) -> Mapping[str, Tensor]:
             warnings.filterwarnings("ignore", message=".*torch.jit.load.* is deprecated",
                                     category=FutureWarning)
             return torch.jit.load(str(path), map_location="cpu").state_dict()
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    from ..utils.safe_load import safe_torch_load
+
+    obj = safe_torch_load(str(path), "CLIP checkpoint")
     if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping):
@@ -195,7 +197,13 @@ def load_clip(name_or_path: Union[str, Path], device: Union[str, torch.device] =
         model, path = load_open_clip(str(name_or_path), cache_dir_for(cache_dir))
     else:
         path = resolve_checkpoint(name_or_path, cache_dir)
-        model = build_model(read_state_dict(path))
+        state_dict = read_state_dict(path)
+        try:
+            model = build_model(state_dict)
+        except (KeyError, IndexError, RuntimeError, AttributeError) as e:
+            raise ValueError(f"{path} does not hold OpenAI-format CLIP weights "
+                             f"({type(e).__name__}: {e}); a prompt checkpoint goes to "
+                             f"--model-dir or MODEL.INIT_WEIGHTS, not MODEL.BACKBONE.NAME") from None
     if precision != "fp32":
         convert_weights(model, PRECISIONS[precision])
     logger.info("Loaded CLIP %s from %s (%s)", name_or_path, path, precision)

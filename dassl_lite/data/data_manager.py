@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 from typing import Callable, Dict, List, Optional, Sequence
 
+import numpy as np
 import torch
 import torchvision.transforms as T
 from PIL import Image
@@ -31,11 +32,43 @@ def build_dataset(cfg) -> DatasetBase:
     return DATASET_REGISTRY.get(cfg.DATASET.NAME)(cfg)
 
 
+def to_rgb8(img: Image.Image, path: str = "") -> Image.Image:
+    """``img`` as 8-bit RGB, with high bit depths scaled instead of clipped.
+
+    16-bit modes (``I;16*``, and ``I`` holding values in 0..65535, as 16-bit PNG/TIFF decode)
+    keep their top 8 bits (``v >> 8``, as torchvision's uint16 -> uint8 conversion); float
+    images (``F``) must lie in [0, 1] and are scaled by 255. Other values are refused by name.
+    Palette, grey, RGBA, CMYK, ... convert as Pillow does.
+    """
+    if img.mode.startswith("I") or img.mode == "F":
+        arr = np.asarray(img)
+        if img.mode == "F":
+            lo, hi = float(arr.min()), float(arr.max())
+            if not (np.isfinite(arr).all() and lo >= 0.0 and hi <= 1.0):
+                raise ImageReadError(
+                    f"Cannot read image {path}: a float image must hold values in [0, 1]; its "
+                    f"values are in [{lo:g}, {hi:g}]. Convert it to 8- or 16-bit first", path)
+            grey = np.round(arr.astype(np.float64) * 255.0).astype(np.uint8)
+        else:
+            lo, hi = int(arr.min()), int(arr.max())
+            if lo < 0 or hi > 65535:
+                raise ImageReadError(
+                    f"Cannot read image {path}: mode {img.mode} with values in [{lo}, {hi}]; "
+                    f"expected 8- or 16-bit data (0..65535)", path)
+            grey = (arr.astype(np.uint32) >> 8).astype(np.uint8)
+        return Image.fromarray(grey).convert("RGB")
+    return img.convert("RGB")
+
+
 def read_image(path: str) -> Image.Image:
-    """The image at ``path`` as RGB; a missing or undecodable file raises ImageReadError."""
+    """The image at ``path`` as 8-bit RGB (see :func:`to_rgb8`); a missing or undecodable file
+    raises ImageReadError."""
     try:
         with Image.open(path) as img:
-            return img.convert("RGB")
+            img.load()
+            return to_rgb8(img, path)
+    except ImageReadError:
+        raise
     except FileNotFoundError:
         raise ImageReadError(f"Cannot read image {path}: file not found", path) from None
     except (OSError, ValueError, Image.DecompressionBombError) as e:

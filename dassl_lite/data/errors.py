@@ -29,3 +29,8 @@ class ImageReadError(DasslLiteError, OSError):
 
     def __reduce__(self):
         return type(self), (str(self), self.filename)
+
+
+class SplitFileError(DasslLiteError, ValueError):
+    """A split file (``split_zhou_<Name>.json``) that is empty, not JSON or not in the upstream
+    format; the message names the file and the entry."""

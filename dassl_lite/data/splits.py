@@ -16,10 +16,11 @@ import os
 import random
 from collections import defaultdict
 from pathlib import PurePath
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from ..utils.io import atomic_write_text
 from .datum import Datum
+from .errors import SplitFileError
 
 logger = logging.getLogger(__name__)
 
@@ -52,12 +53,49 @@ def items_to_json(items: Sequence[Datum], path_prefix: str) -> List[list]:
     return out
 
 
-def items_from_json(rows: Sequence[Sequence], path_prefix: str) -> List[Datum]:
-    """Inverse of :func:`items_to_json`: join each relative path to ``path_prefix``."""
+def _check_row(row: Any, index: int, where: str) -> None:
+    """One split entry must be ``[relpath, label, classname]`` (str, int, str)."""
+    expected = "expected [relative image path, integer label, class name]"
+    if not isinstance(row, (list, tuple)):
+        raise SplitFileError(
+            f"{where}, entry {index}: {row!r} is a {type(row).__name__}; {expected}")
+    if len(row) != 3:
+        raise SplitFileError(
+            f"{where}, entry {index}: {list(row)!r} has {len(row)} fields; {expected}")
+    rel, label, classname = row
+    if not isinstance(rel, str) or not isinstance(classname, str) or isinstance(label, bool) \
+            or not isinstance(label, int) or label < 0:
+        raise SplitFileError(f"{where}, entry {index}: {list(row)!r}; {expected} (label >= 0)")
+
+
+def items_from_json(rows: Sequence[Sequence], path_prefix: str,
+                    where: str = "split") -> List[Datum]:
+    """Inverse of :func:`items_to_json`: join each relative path to ``path_prefix``.
+
+    A malformed entry raises :class:`SplitFileError` naming ``where`` and the entry."""
+    if not isinstance(rows, (list, tuple)):
+        raise SplitFileError(f"{where} must be a list of [path, label, classname] entries; "
+                             f"got a {type(rows).__name__}")
+    for i, row in enumerate(rows):
+        _check_row(row, i, where)
     return [
         Datum(impath=os.path.join(path_prefix, rel), label=int(label), classname=classname)
         for rel, label, classname in rows
     ]
+
+
+def load_json_file(filepath: str, what: str = "split file") -> Any:
+    """The JSON in ``filepath``; an empty or malformed file raises :class:`SplitFileError`
+    naming the file (and the line and column of a syntax error)."""
+    with open(filepath, "r") as f:
+        text = f.read()
+    if not text.strip():
+        raise SplitFileError(f"The {what} {filepath} is empty; restore or re-download it")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise SplitFileError(f"The {what} {filepath} is not valid JSON (line {e.lineno}, column "
+                             f"{e.colno}: {e.msg}); restore or re-download it") from None
 
 
 def write_json(obj: dict, filepath: str) -> None:
@@ -68,14 +106,17 @@ def write_json(obj: dict, filepath: str) -> None:
 def read_split(filepath: str, path_prefix: str) -> Tuple[List[Datum], List[Datum], List[Datum]]:
     """Read an upstream split file (``split_zhou_<Name>.json``) into (train, val, test)."""
     logger.info("Reading split from %s", filepath)
-    with open(filepath, "r") as f:
-        split = json.load(f)
+    split = load_json_file(filepath)
+    if not isinstance(split, dict):
+        raise SplitFileError(f"Split file {filepath} must hold an object with keys train, val, "
+                             f"test; got a {type(split).__name__}")
     missing = [k for k in ("train", "val", "test") if k not in split]
     if missing:
-        raise ValueError(
+        raise SplitFileError(
             f"Split file {filepath} must have keys train, val, test; missing {', '.join(missing)}"
         )
-    return tuple(items_from_json(split[k], path_prefix) for k in ("train", "val", "test"))
+    return tuple(items_from_json(split[k], path_prefix, f"Split file {filepath}, '{k}'")
+                 for k in ("train", "val", "test"))
 
 
 def save_split(
@@ -188,16 +229,30 @@ def generate_fewshot_dataset(
     for data_source in data_sources:
         tracker = split_dataset_by_label(data_source)
         dataset: List[Datum] = []
+        short = {}
         for label in sorted(tracker):
             items = tracker[label]
             if len(items) >= num_shots:
                 dataset.extend(rng.sample(items, num_shots))
-            elif repeat:
+                continue
+            short[label] = len(items)
+            if repeat:
                 dataset.extend(rng.choices(items, k=num_shots))
             else:
                 dataset.extend(items)
+        if short:
+            _warn_short_classes(num_shots, short, repeat)
         output.append(dataset)
     return output[0] if len(output) == 1 else output
+
+
+def _warn_short_classes(num_shots: int, short: Dict[int, int], repeat: bool) -> None:
+    """Upstream takes all images of a class with fewer than ``num_shots``; say so, with numbers."""
+    listed = ", ".join(f"{label}: {n}" for label, n in list(short.items())[:10])
+    more = f" and {len(short) - 10} more" if len(short) > 10 else ""
+    action = "sampling with repetition" if repeat else "taking all of them"
+    logger.warning(f"DATASET.NUM_SHOTS {num_shots} is more than {len(short)} class(es) have "
+                   f"(label: images = {listed}{more}); {action}")
 
 
 def subsample_classes(*args: Sequence[Datum], subsample: str = "all"):

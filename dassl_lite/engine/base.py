@@ -15,6 +15,7 @@ from .checkpoint import (
     BEST_FILE, CheckpointError, epoch_file, latest_checkpoint, load_checkpoint, save_checkpoint,
     trainable_state_dict,
 )
+from .interrupt import check_interrupt
 
 logger = logging.getLogger(__name__)
 
@@ -278,6 +279,7 @@ class TrainerBase:
                     self.update_lr()
                 self.model_epoch = self.epoch + 1
                 self.after_epoch()
+                check_interrupt()  # Ctrl-C (under stop_on_interrupt) stops here or mid-epoch
             self.completed = True
         finally:
             self.after_train()

@@ -2,26 +2,37 @@
 
 ``<dir>/<model_name>/model.pth.tar-<epoch>``, ``model-best.pth.tar`` and a ``checkpoint`` file
 naming the latest. Each file is a dict with ``state_dict``, ``epoch``, ``optimizer``,
-``scheduler``, ``val_result`` and, beyond upstream, ``scaler`` and ``rng_state``.
+``scheduler``, ``val_result`` and, beyond upstream, ``scaler`` and ``rng_state``. Everything in it
+is plain data (tensors, numbers, strings, containers; the NumPy RNG state as a tensor), so it loads
+with ``torch.load(weights_only=True)``; loading goes through :func:`safe_torch_load` (upstream
+files with scheduler objects load through a small allow-list, anything else is refused).
 """
 from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 from collections import OrderedDict
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
+import numpy as np
 import torch
 import torch.nn as nn
 
 from ..errors import DasslLiteError
-from ..utils.io import atomic_torch_save, atomic_write_text
+from ..utils.io import atomic_torch_save, atomic_write, atomic_write_text
+from ..utils.safe_load import safe_torch_load
 
 logger = logging.getLogger(__name__)
 
 POINTER_FILE = "checkpoint"
 BEST_FILE = "model-best.pth.tar"
+# Temporary files of an interrupted atomic write (utils.io) or best-model copy in a model folder.
+STALE_TEMP = re.compile(
+    r"^\.(model\.pth\.tar-\d+|model-best\.pth\.tar|checkpoint)\..*\.tmp$"
+    r"|^\.model-best\.pth\.tar\.copy$"
+)
 
 
 class CheckpointError(DasslLiteError):
@@ -58,7 +69,10 @@ def save_checkpoint(
     Returns the path written.
     """
     os.makedirs(save_dir, exist_ok=True)
+    remove_stale_temp_files(save_dir)
     state = dict(state)
+    if state.get("rng_state") is not None:
+        state["rng_state"] = rng_state_to_plain(state["rng_state"])
     state["state_dict"] = OrderedDict(
         (k[7:] if k.startswith("module.") else k, v) for k, v in state["state_dict"].items()
     )
@@ -68,9 +82,9 @@ def save_checkpoint(
     if name != BEST_FILE:
         atomic_write_text(os.path.join(save_dir, POINTER_FILE), name + "\n")
     if is_best and name != BEST_FILE:
-        tmp = os.path.join(save_dir, f".{BEST_FILE}.copy")
-        shutil.copyfile(path, tmp)
-        os.replace(tmp, os.path.join(save_dir, BEST_FILE))
+        with open(path, "rb") as src:
+            atomic_write(os.path.join(save_dir, BEST_FILE),
+                         lambda f: shutil.copyfileobj(src, f), size=os.path.getsize(path))
     return path
 
 
@@ -78,15 +92,52 @@ def load_checkpoint(path: str) -> Dict[str, Any]:
     """Load a checkpoint file onto the CPU; a missing or unreadable file names the path."""
     if not os.path.isfile(path):
         raise CheckpointError(f"No checkpoint at {path!r}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # a truncated or foreign file
-        raise CheckpointError(f"Cannot read checkpoint {path!r}: {type(e).__name__}: {e}") from e
+    ckpt = safe_torch_load(path, "checkpoint", error=CheckpointError)
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"Checkpoint {path!r} holds a {type(ckpt).__name__}, not a dict")
     if "state_dict" not in ckpt:  # a bare state dict
         ckpt = {"state_dict": ckpt}
+    if ckpt.get("rng_state") is not None:
+        ckpt["rng_state"] = rng_state_from_plain(ckpt["rng_state"])
     return ckpt
+
+
+def rng_state_to_plain(rng: Dict[str, Any]) -> Dict[str, Any]:
+    """The RNG states of ``utils.seed.get_rng_state`` with the NumPy key array as a tensor."""
+    rng = dict(rng)
+    if "numpy" in rng and not isinstance(rng["numpy"][1], torch.Tensor):
+        name, keys, pos, has_gauss, cached = rng["numpy"]
+        rng["numpy"] = (str(name), torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+                        int(pos), int(has_gauss), float(cached))
+    return rng
+
+
+def rng_state_from_plain(rng: Dict[str, Any]) -> Dict[str, Any]:
+    """Inverse of :func:`rng_state_to_plain` (what ``np.random.set_state`` accepts)."""
+    rng = dict(rng)
+    if "numpy" in rng and isinstance(rng["numpy"][1], torch.Tensor):
+        name, keys, pos, has_gauss, cached = rng["numpy"]
+        rng["numpy"] = (name, keys.numpy().astype(np.uint32), pos, has_gauss, cached)
+    return rng
+
+
+def remove_stale_temp_files(model_dir: str) -> List[str]:
+    """Delete temporary files a killed checkpoint write left in ``model_dir``; returns them."""
+    if not os.path.isdir(model_dir):
+        return []
+    removed = []
+    for name in sorted(os.listdir(model_dir)):
+        if STALE_TEMP.match(name):
+            path = os.path.join(model_dir, name)
+            try:
+                os.remove(path)
+            except FileNotFoundError:
+                continue
+            removed.append(path)
+    if removed:
+        logger.info(f"Removed {len(removed)} leftover temporary file(s) of an interrupted "
+                    f"checkpoint write: {', '.join(os.path.basename(p) for p in removed)}")
+    return removed
 
 
 def latest_checkpoint(model_dir: str) -> Optional[str]:

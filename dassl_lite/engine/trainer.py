@@ -18,6 +18,7 @@ from .base import TrainerBase
 from .distributed import (ShardedEvaluation, agree_on_seed, barrier, get_world_size,
                           init_distributed, is_distributed, is_main_process, main_process_first,
                           set_sampler_epoch, unwrap, wrap_ddp)
+from .interrupt import check_interrupt
 from .precision import Precision, resolve_precision
 
 logger = logging.getLogger(__name__)
@@ -278,6 +279,7 @@ class TrainerX(SimpleTrainer):
             losses.update(self.forward_backward(batch))
             batch_time.update(time.time() - end)
             self.log_iteration(losses, batch_time, data_time)
+            check_interrupt()  # a safe point: after a whole step
             end = time.time()
 
     def log_iteration(self, losses: MetricMeter, batch_time: AverageMeter,

@@ -13,6 +13,7 @@ import sys
 from typing import Dict, List, Optional, Sequence, Tuple, Type
 
 from ..errors import DasslLiteError
+from ..registry import TRAINER_REGISTRY
 from . import report
 from .plans import RunSpec, plan_base2new, plan_crossdataset, plan_fewshot
 from .resolve import BENCHMARKS, benchmark_datasets, resolve_dataset, resolve_datasets
@@ -247,6 +248,8 @@ def _specs(args, opts: List[str]) -> List[RunSpec]:
         raise DasslLiteError("No dataset root: pass --root DIR or set the DATA environment "
                              "variable")
     trainer_dir = os.path.join(args.configs_dir, "trainers")
+    for trainer in args.trainer:  # an unknown name, not a missing config folder
+        TRAINER_REGISTRY.get(trainer)
     return [RunSpec(t, resolve_trainer_config(args.config_file, t, trainer_dir), args.root,
                     args.output_root, list(args.imports), opts) for t in args.trainer]
 

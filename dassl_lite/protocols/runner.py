@@ -84,7 +84,10 @@ class InProcessLauncher:
         saved_handlers, saved_level = list(root.handlers), root.level
         try:
             with redirect_stdout(log), redirect_stderr(log):
-                return main(argv)
+                code = main(argv)
+            if code == 130:  # Ctrl-C stopped the job at a safe point: stop the whole run too
+                raise KeyboardInterrupt
+            return code
         except SystemExit as e:
             return e.code if isinstance(e.code, int) else 1
         except Exception:

@@ -22,6 +22,20 @@ class _PlainFormatter(logging.Formatter):
         return msg
 
 
+class _QuietFileHandler(logging.FileHandler):
+    """A file handler that, when the file cannot be written (a full disk), stops writing to it
+    after one line on stderr instead of printing a "--- Logging error ---" block per record."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        exc = sys.exc_info()[1]
+        if isinstance(exc, OSError):
+            sys.stderr.write(f"warning: cannot write the log file {self.baseFilename} "
+                             f"({exc.strerror or exc}); logging to the console only\n")
+            self.setLevel(logging.CRITICAL + 1)
+            return
+        super().handleError(record)
+
+
 def _log_file_path(output: str) -> str:
     if output.endswith(".txt") or output.endswith(".log"):
         path = output
@@ -54,7 +68,7 @@ def setup_logger(output: Optional[str] = None, level: int = logging.INFO) -> Opt
     if output:
         path = _log_file_path(output)
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        handlers.append(logging.FileHandler(path, encoding="utf-8"))
+        handlers.append(_QuietFileHandler(path, encoding="utf-8"))
     for h in handlers:
         h.setFormatter(_PlainFormatter(f"[rank {rank}] %(message)s" if rank else "%(message)s"))
         setattr(h, _HANDLER_TAG, True)

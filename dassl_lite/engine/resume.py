@@ -1,0 +1,113 @@
+"""Checks before a run continues from a directory (``--resume DIR``, or its own ``OUTPUT_DIR``).
+
+``--resume DIR`` must name a directory holding checkpoints (``<model>/checkpoint`` pointers):
+a missing or empty directory is an error that says what was found, never a silent fresh start.
+Either way, checkpoints written under another config (``DIR/config.yaml``: another trainer,
+dataset, shots, backbone, schedule, ...) are an error naming the differing keys. A run that
+already reached ``OPTIM.MAX_EPOCH`` is reported as finished and only evaluated.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+from typing import Dict, Optional
+
+from ..errors import DasslLiteError
+from .checkpoint import POINTER_FILE, remove_stale_temp_files
+
+logger = logging.getLogger(__name__)
+
+# Keys that may differ between a run and its continuation (paths, logging, evaluation, workers).
+RESUME_IGNORED = ("OUTPUT_DIR", "RESUME", "DATASET.ROOT", "MODEL.BACKBONE.CACHE_DIR",
+                  "DATALOADER.NUM_WORKERS", "TRAIN.PRINT_FREQ", "TRAIN.CHECKPOINT_FREQ",
+                  "USE_CUDA", "VERBOSE")
+_IGNORED_PREFIXES = ("TEST.", "DATALOADER.TEST.")
+_EPOCH_FILE = re.compile(r"^model\.pth\.tar-(\d+)$")
+
+
+class ResumeError(DasslLiteError):
+    """A resume directory that is missing, empty or holds another run."""
+
+
+def checkpoint_pointers(directory: str) -> Dict[str, str]:
+    """``{model name: file its pointer names}`` for each ``directory/<model>/checkpoint``."""
+    found = {}
+    for name in sorted(os.listdir(directory)):
+        pointer = os.path.join(directory, name, POINTER_FILE)
+        if os.path.isfile(pointer):
+            with open(pointer) as f:
+                found[name] = f.readline().strip()
+    return found
+
+
+def _describe(directory: str) -> str:
+    entries = sorted(os.listdir(directory))
+    if not entries:
+        return "it is empty"
+    shown = ", ".join(entries[:8]) + (f" and {len(entries) - 8} more" if len(entries) > 8 else "")
+    return f"it holds {shown}"
+
+
+def _check_exists(directory: str) -> None:
+    if not os.path.exists(directory):
+        raise ResumeError(f"--resume {directory}: no such directory; give the --output-dir of "
+                          f"the run to continue")
+    if not os.path.isdir(directory):
+        raise ResumeError(f"--resume {directory}: is a file, not a run directory")
+
+
+def _check_same_config(cfg, directory: str) -> None:
+    from ..protocols.jobs import config_differences
+
+    diffs = [(k, a, b) for k, a, b in config_differences(cfg, directory)
+             if k not in RESUME_IGNORED and not k.startswith(_IGNORED_PREFIXES)]
+    if not diffs:
+        return
+    listed = "; ".join(f"{k}: {a!r} in the run, {b!r} now" for k, a, b in diffs[:6])
+    more = f" (and {len(diffs) - 6} more)" if len(diffs) > 6 else ""
+    raise ResumeError(
+        f"Cannot resume from {directory}: its checkpoints were written with another config "
+        f"({listed}{more}). Use the run's settings to continue it, or a new --output-dir to "
+        f"start afresh."
+    )
+
+
+def check_resume(cfg, explicit: bool) -> Optional[int]:
+    """Validate the directory a training run will continue from; returns the epoch it holds
+    (None: nothing to resume). ``explicit``: the directory was given by ``--resume``."""
+    directory = cfg.RESUME or cfg.OUTPUT_DIR
+    if explicit:
+        _check_exists(directory)
+    elif not os.path.isdir(directory):
+        return None
+    pointers = checkpoint_pointers(directory)
+    if not pointers:
+        if explicit:
+            raise ResumeError(
+                f"--resume {directory}: no checkpoint to resume from (expected "
+                f"<model>/checkpoint naming model.pth.tar-<epoch>); {_describe(directory)}"
+            )
+        return None
+    for name in pointers:
+        remove_stale_temp_files(os.path.join(directory, name))
+    _check_same_config(cfg, directory)
+    epochs = [int(m.group(1)) for m in map(_EPOCH_FILE.match, pointers.values()) if m]
+    epoch = min(epochs) if epochs else None
+    if epoch is not None and epoch >= cfg.OPTIM.MAX_EPOCH:
+        logger.info(f"The run in {directory} already finished (epoch {epoch} of "
+                    f"{cfg.OPTIM.MAX_EPOCH}): nothing left to train; evaluating its final model")
+    return epoch
+
+
+def check_resume_models(cfg, model_names) -> None:
+    """After the trainer is built: ``--resume DIR`` must hold checkpoints of its models
+    (folders named after them), not only of another trainer's."""
+    if not cfg.RESUME or not model_names:
+        return
+    pointers = checkpoint_pointers(cfg.RESUME)
+    if not any(name in pointers for name in model_names):
+        raise ResumeError(
+            f"--resume {cfg.RESUME}: it holds checkpoints of {', '.join(sorted(pointers))}, but "
+            f"{cfg.TRAINER.NAME} saves {', '.join(model_names)}: written by another trainer?"
+        )
