@@ -18,6 +18,7 @@ SUBSAMPLE_CHOICES = ("all", "base", "new")
 INTERPOLATION_CHOICES = ("bilinear", "bicubic", "nearest")
 WARMUP_TYPE_CHOICES = ("linear", "constant")
 COUNT_ITER_CHOICES = ("train_x", "train_u", "smaller_one")
+FEATURE_CACHE_DTYPES = ("auto", "fp16", "fp32")
 
 
 def _is_int(v: Any) -> bool:
@@ -93,6 +94,8 @@ def _check_choices(cfg) -> None:
     check_choice("INPUT.INTERPOLATION", cfg.INPUT.INTERPOLATION, INTERPOLATION_CHOICES)
     check_choice("OPTIM.WARMUP_TYPE", cfg.OPTIM.WARMUP_TYPE, WARMUP_TYPE_CHOICES)
     check_choice("TRAIN.COUNT_ITER", cfg.TRAIN.COUNT_ITER, COUNT_ITER_CHOICES)
+    check_choice("DATALOADER.FEATURE_CACHE.DTYPE", cfg.DATALOADER.FEATURE_CACHE.DTYPE,
+                 FEATURE_CACHE_DTYPES)
 
 
 def _check_counts(cfg, training: bool) -> None:
@@ -102,6 +105,10 @@ def _check_counts(cfg, training: bool) -> None:
         check_int(f"DATALOADER.{loader}.BATCH_SIZE", cfg.DATALOADER[loader].BATCH_SIZE, 1)
     check_int("DATALOADER.NUM_WORKERS", cfg.DATALOADER.NUM_WORKERS, 0)
     check_int("DATALOADER.K_TRANSFORMS", cfg.DATALOADER.K_TRANSFORMS, 1)
+    check_int("DATALOADER.FEATURE_CACHE.TRAIN_VIEWS", cfg.DATALOADER.FEATURE_CACHE.TRAIN_VIEWS, 0,
+              meaning="0: train on fresh augmentations")
+    check_number("DATALOADER.FEATURE_CACHE.MAX_GB", cfg.DATALOADER.FEATURE_CACHE.MAX_GB, 0.0,
+                 exclusive_min=True)
     size = tuple(cfg.INPUT.SIZE)
     if len(size) != 2 or not all(_is_int(v) and v > 0 for v in size):
         raise ConfigError(f"INPUT.SIZE must be (height, width), two integers >= 1; "

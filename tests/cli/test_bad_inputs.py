@@ -161,6 +161,11 @@ ROWS = [
     ("num-shots-negative", lambda c: c.tiny("DATASET.NUM_SHOTS", "-3"), 2,
      "error: DATASET.NUM_SHOTS must be an integer >= 1 or -1 or 0 (images per class; -1 or 0: "
      "all); got -3"),
+    ("feature-cache-dtype", lambda c: c.tiny("DATALOADER.FEATURE_CACHE.DTYPE", "fp8"), 2,
+     "error: DATALOADER.FEATURE_CACHE.DTYPE must be one of auto, fp16, fp32; got 'fp8'"),
+    ("feature-cache-views-negative",
+     lambda c: c.tiny("DATALOADER.FEATURE_CACHE.TRAIN_VIEWS", "-1"), 2,
+     "error: DATALOADER.FEATURE_CACHE.TRAIN_VIEWS must be an integer >= 0"),
     ("batch-size-zero", lambda c: c.tiny("DATALOADER.TRAIN_X.BATCH_SIZE", "0"), 2,
      "error: DATALOADER.TRAIN_X.BATCH_SIZE must be an integer >= 1; got 0"),
     ("batch-size-negative", lambda c: c.tiny("DATALOADER.TRAIN_X.BATCH_SIZE", "-4"), 2,
