@@ -123,6 +123,8 @@ class TipCache(nn.Module):
     def values(self, classnames: Sequence[str]) -> Tensor:
         """One-hot values [N, len(classnames)]: the cached labels mapped onto ``classnames``."""
         cached = ClassIndex.decode(self.classnames)
+        if not cached:  # nothing cached yet
+            return torch.zeros(len(self.cache_labels), len(classnames), device=self.cache_keys.device)
         mapping = ClassIndex.mapping(cached, classnames, self.cache_keys.device)
         return F.one_hot(self.cache_labels, len(cached)).float() @ mapping
 
@@ -216,7 +218,8 @@ class TipAdapter(TipAdapterMixin, FittedCLIPTrainer):
 @TRAINER_REGISTRY.register()
 class TipAdapterF(TipAdapterMixin, ClipPromptTrainer):
     """Tip-Adapter-F: the cache keys are fine-tuned (``OPTIM``: upstream AdamW, lr 0.001,
-    20 epochs, batch 256), then alpha/beta are searched on val."""
+    20 epochs, batch 256), then alpha/beta are searched on val. The cache is built at the first
+    training step (so evaluating a checkpoint never builds one from the evaluated data)."""
 
     model_name = "tip_adapter_f"
     learnable_keys = True
@@ -227,11 +230,11 @@ class TipAdapterF(TipAdapterMixin, ClipPromptTrainer):
     def trainable_module(self) -> nn.Module:
         return self.model.fitted
 
-    def before_train(self) -> None:
-        super().before_train()
-        if self.start_epoch == 0:
-            self.set_model_mode("eval")
+    def forward_backward(self, batch):
+        """Build the cache at the first step unless it was loaded (resume, INIT_WEIGHTS)."""
+        if not ClassIndex.decode(self.unwrapped_model.fitted.classnames):
             self.build_cache()
+        return super().forward_backward(batch)
 
     def after_epoch(self) -> None:
         if self.epoch + 1 == self.max_epoch:
