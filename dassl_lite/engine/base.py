@@ -129,12 +129,12 @@ class TrainerBase:
         self, epoch: int, directory: str, is_best: bool = False, val_result=None,
         model_name: str = "",
     ) -> None:
-        """Save every registered model's trainable tensors as ``model.pth.tar-<epoch + 1>``."""
+        """Save every registered model's :meth:`model_state_dict` as ``model.pth.tar-<epoch + 1>``."""
         rng = get_rng_state()
-        for name, model in self._models.items():
+        for name in self._models:
             optim, sched = self._optims[name], self._scheds[name]
             state = {
-                "state_dict": trainable_state_dict(model),
+                "state_dict": self.model_state_dict(name),
                 "epoch": epoch + 1,
                 "optimizer": optim.state_dict() if optim is not None else None,
                 "scheduler": sched.state_dict() if sched is not None else None,
@@ -158,6 +158,11 @@ class TrainerBase:
     def restore_checkpoint_extras(self, name: str, ckpt: Dict[str, Any]) -> None:
         """Restore what :meth:`checkpoint_extras` saved, from checkpoint dict ``ckpt`` (resume)."""
 
+    def model_state_dict(self, name: str) -> Dict[str, torch.Tensor]:
+        """What a checkpoint of model ``name`` holds: its trainable tensors. Override for a
+        model that is fitted rather than trained (e.g. a feature cache or a linear probe)."""
+        return trainable_state_dict(self._models[name])
+
     def remap_checkpoint_state(
         self, name: str, state_dict: Dict[str, torch.Tensor]
     ) -> Dict[str, torch.Tensor]:
@@ -168,7 +173,7 @@ class TrainerBase:
         model = self._models[name]
         state_dict = {(k[7:] if k.startswith("module.") else k): v for k, v in state_dict.items()}
         state_dict = self.remap_checkpoint_state(name, state_dict)
-        expected = trainable_state_dict(model)
+        expected = self.model_state_dict(name)
         all_keys = set(model.state_dict())
         missing = [k for k in expected if k not in state_dict]
         unknown = [k for k in state_dict if k not in all_keys]
