@@ -63,6 +63,8 @@ class CLIPAdapterModel(ZeroshotCLIPModel):
         self.adapter = Adapter(clip_model.embed_dim, reduction)
 
     def forward(self, images: Tensor) -> Tensor:
+        """Logits of images (the adapter reads CLIP's unnormalised image features, so this
+        model does not use the feature cache)."""
         x = self.clip.visual(images).float()
         x = self.ratio * self.adapter(x) + (1 - self.ratio) * x
         return self.logits(x / x.norm(dim=-1, keepdim=True), self.fixed_text_features)

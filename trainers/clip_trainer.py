@@ -111,9 +111,9 @@ class ClipPromptTrainer(TrainerX):
             if fc.TRAIN_VIEWS > 0:
                 raise ConfigError(
                     f"DATALOADER.FEATURE_CACHE.TRAIN_VIEWS {fc.TRAIN_VIEWS} trains on cached image "
-                    f"features, but {type(self).__name__} prompts its image encoder (its features "
-                    f"change while it learns); set TRAIN_VIEWS 0")
-            return f"{type(self).__name__} prompts its image encoder"
+                    f"features, but {type(self).__name__} prompts or adapts its image encoder (it "
+                    f"needs more than the frozen normalised features); set TRAIN_VIEWS 0")
+            return f"{type(self).__name__} prompts or adapts its image encoder"
         if not fc.ENABLED:
             return "DATALOADER.FEATURE_CACHE.ENABLED is False"
         if cfg.DATALOADER.K_TRANSFORMS > 1 or cfg.DATALOADER.RETURN_IMG0:

@@ -109,6 +109,9 @@ class FittedCLIPTrainer(FittedHeadMixin, ZeroshotCLIP):
     """
 
     fixed_checkpoint_keys: Sequence[str] = ()
+    # A head may read unnormalised image features (the linear probe), which the feature cache
+    # does not hold; a subclass that reads only normalised features sets this to False.
+    prompted_image_encoder = True
 
     def build_model(self) -> None:
         super().build_model()

@@ -139,7 +139,7 @@ class TipAdapterModel(ZeroshotCLIPModel):
         self.fitted = cache
 
     def forward(self, images: Tensor) -> Tensor:
-        features = self.encode_image(images).float()
+        features = self.image_features(images).float()
         scale = self.clip.logit_scale.exp().float()
         cache = self.fitted
         return tip_logits(features, self.fixed_text_features, cache.cache_keys.float(),
@@ -152,6 +152,7 @@ class TipAdapterMixin(FittedHeadMixin):
     model_name = "tip_adapter"
     precision_key = "TRAINER.TIP_ADAPTER.PREC"
     learnable_keys = False
+    prompted_image_encoder = False  # normalised frozen features only: the feature cache serves
 
     def build_prompted_clip(self, clip_model: CLIP, classnames: List[str]) -> TipAdapterModel:
         c = self.cfg.TRAINER.TIP_ADAPTER

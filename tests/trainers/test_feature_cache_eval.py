@@ -75,11 +75,11 @@ def test_prompted_image_encoders_do_not_use_the_cache(toy_trainer, toy_shapes_ro
                                                       caplog):
     with caplog.at_level(logging.INFO):
         trainer = cached(toy_trainer, toy_shapes_root, tmp_path / "m", tmp_path / "cache", "MaPLe")
-    assert "Feature cache: not used (MaPLe prompts its image encoder)" in caplog.text
+    assert "Feature cache: not used (MaPLe prompts or adapts its image encoder)" in caplog.text
     assert not os.path.exists(tmp_path / "cache")
     assert trainer.test_loader.__class__.__name__ == "DataLoader"
     with pytest.raises(ConfigError, match="TRAIN_VIEWS 2 trains on cached image features, but "
-                                          "MaPLe prompts its image encoder"):
+                                          "MaPLe prompts or adapts its image encoder"):
         cached(toy_trainer, toy_shapes_root, tmp_path / "m2", tmp_path / "cache", "MaPLe",
                "DATALOADER.FEATURE_CACHE.TRAIN_VIEWS", "2")
 
