@@ -20,7 +20,7 @@ setup(
     long_description=(HERE / "README.md").read_text() if (HERE / "README.md").exists() else "",
     long_description_content_type="text/markdown",
     packages=find_packages(include=["dassl_lite", "dassl_lite.*"]),
-    package_data={"dassl_lite.clip": ["*.txt.gz", "assets/*"]},
+    package_data={"dassl_lite.clip": ["*.txt.gz", "assets/*"], "dassl_lite.backbones": ["assets/*"]},
     include_package_data=True,
     python_requires=">=3.10,<3.13",
     install_requires=read_requirements("requirements.txt"),
