@@ -64,7 +64,10 @@ def _read_id_map(folder: str, relpath: str, error) -> Dict[str, str]:
     return mapping
 
 
-def official_items(folder: str, error=ValueError) -> Tuple[List[Tuple[str, int, str]], List[Tuple[str, int, str]]]:
+Row = Tuple[str, int, str]  # (path under images/, class id (1-based), class folder name)
+
+
+def official_items(folder: str, error=ValueError) -> Tuple[List[Row], List[Row]]:
     """(official train, official test) of a CUB folder as ``(path under images/, class id
     (1-based), class folder name)``, in ``images.txt`` order."""
     images, labels, is_train, classes = (_read_id_map(folder, name, error) for name in ANNOTATIONS)
@@ -76,7 +79,8 @@ def official_items(folder: str, error=ValueError) -> Tuple[List[Tuple[str, int, 
         class_id = labels[image_id]
         if class_id not in classes:
             raise error(f"class id {class_id} of image {relpath} is not in classes.txt")
-        (train if is_train[image_id] == "1" else test).append((relpath, int(class_id), classes[class_id]))
+        row = (relpath, int(class_id), classes[class_id])
+        (train if is_train[image_id] == "1" else test).append(row)
     return train, test
 
 

@@ -111,7 +111,8 @@ def train(model: torch.nn.Module, head: torch.nn.Linear, x: torch.Tensor, y: tor
         loss.backward()
         opt.step()
         if step % 100 == 0 or step == cfg.steps - 1:
-            logger.info("step %d/%d loss %.4f lr %.2e", step + 1, cfg.steps, loss.item(), lr_at(step, cfg))
+            logger.info("step %d/%d loss %.4f lr %.2e", step + 1, cfg.steps, loss.item(),
+                        lr_at(step, cfg))
 
 
 @torch.no_grad()

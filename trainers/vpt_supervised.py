@@ -24,8 +24,8 @@ feature name such as ``sup_vitb16_imagenet21k``, ``ToyViT``, or a checkpoint pat
 
 Reference config names: ``MODEL.PROMPT.{NUM_TOKENS, DEEP, DROPOUT, PROJECT, INITIATION,
 LOCATION}`` and ``MODEL.TRANSFER_TYPE`` as KMnP/vpt; its ``DATA.CLASS_WEIGHTS_TYPE`` is
-``TRAINER.VPTSUPERVISED.CLASS_WEIGHTS_TYPE``, its ``MODEL.MLP_NUM`` k is ``MODEL.HEAD.NAME mlp`` with
-k entries D in ``MODEL.HEAD.HIDDEN_LAYERS``. Only ``INITIATION random`` and ``LOCATION prepend``
+``TRAINER.VPTSUPERVISED.CLASS_WEIGHTS_TYPE``, its ``MODEL.MLP_NUM`` k is ``MODEL.HEAD.NAME mlp``
+with k entries D in ``MODEL.HEAD.HIDDEN_LAYERS``. Only ``INITIATION random`` and ``LOCATION prepend``
 exist (the reference's clean ViT asserts the same).
 """
 from __future__ import annotations

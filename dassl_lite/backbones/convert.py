@@ -97,7 +97,8 @@ def _google_block(need, put, i: int) -> None:
     put(f"blocks.{i}.attn.qkv.weight",
         torch.cat([_dense(need(f"{p}/kernel")) for p in qkv]), f"{att}/{{query,key,value}}/kernel")
     put(f"blocks.{i}.attn.qkv.bias",
-        torch.cat([_t(need(f"{p}/bias")).reshape(-1) for p in qkv]), f"{att}/{{query,key,value}}/bias")
+        torch.cat([_t(need(f"{p}/bias")).reshape(-1) for p in qkv]),
+        f"{att}/{{query,key,value}}/bias")
     put(f"blocks.{i}.attn.proj.weight", _attn_out(need(f"{att}/out/kernel")), f"{att}/out/kernel")
     put(f"blocks.{i}.attn.proj.bias", _t(need(f"{att}/out/bias")), f"{att}/out/bias")
     for n, dense in ((1, "Dense_0"), (2, "Dense_1")):

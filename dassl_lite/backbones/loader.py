@@ -18,8 +18,8 @@ from ..errors import DasslLiteError
 from .convert import HEAD_KEYS, detect_layout, from_google_npz, from_torchvision
 from .vit import ARCHS, PromptableViT, ViTArch, build_timm_vit
 
-__all__ = ["MODEL_ZOO", "CACHE_ENV", "ASSETS_DIR", "ViTWeightsNotFoundError", "is_supervised_vit",
-           "resolve_vit_file", "read_vit_weights", "infer_arch", "load_supervised_vit"]
+__all__ = ["MODEL_ZOO", "CACHE_ENV", "ASSETS_DIR", "ViTWeightsNotFoundError", "resolve_vit_file",
+           "read_vit_weights", "infer_arch", "load_supervised_vit"]
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +30,8 @@ _GOOGLE = "https://storage.googleapis.com/vit_models/"
 MODEL_ZOO: Dict[str, Tuple[str, str, str]] = {
     "sup_vitb16_imagenet21k": ("ViT-B/16", "imagenet21k_ViT-B_16.npz",
                                _GOOGLE + "imagenet21k/ViT-B_16.npz"),
-    "sup_vitb8_imagenet21k": ("ViT-B/8", "imagenet21k_ViT-B_8.npz", _GOOGLE + "imagenet21k/ViT-B_8.npz"),
+    "sup_vitb8_imagenet21k": ("ViT-B/8", "imagenet21k_ViT-B_8.npz",
+                              _GOOGLE + "imagenet21k/ViT-B_8.npz"),
     "sup_vitb32_imagenet21k": ("ViT-B/32", "imagenet21k_ViT-B_32.npz",
                                _GOOGLE + "imagenet21k/ViT-B_32.npz"),
     "sup_vitl16_imagenet21k": ("ViT-L/16", "imagenet21k_ViT-L_16.npz",
@@ -39,21 +40,17 @@ MODEL_ZOO: Dict[str, Tuple[str, str, str]] = {
                                _GOOGLE + "imagenet21k/ViT-L_32.npz"),
     "sup_vith14_imagenet21k": ("ViT-H/14", "imagenet21k_ViT-H_14.npz",
                                _GOOGLE + "imagenet21k/ViT-H_14.npz"),
-    "sup_vitb16_224": ("ViT-B/16", "ViT-B_16-224.npz", _GOOGLE + "imagenet21k+imagenet2012/ViT-B_16-224.npz"),
-    "sup_vitl16_224": ("ViT-L/16", "ViT-L_16-224.npz", _GOOGLE + "imagenet21k+imagenet2012/ViT-L_16-224.npz"),
+    "sup_vitb16_224": ("ViT-B/16", "ViT-B_16-224.npz",
+                       _GOOGLE + "imagenet21k+imagenet2012/ViT-B_16-224.npz"),
+    "sup_vitl16_224": ("ViT-L/16", "ViT-L_16-224.npz",
+                       _GOOGLE + "imagenet21k+imagenet2012/ViT-L_16-224.npz"),
     "ToyViT": ("ToyViT", "ToyViT.pt", "shipped; rebuild with python tools/pretrain_toy_vit.py"),
 }
 _SHIPPED = {"ToyViT"}
-_SUFFIXES = (".npz", ".pth", ".pt", ".bin", ".tar", ".safetensors")
 
 
 class ViTWeightsNotFoundError(DasslLiteError, FileNotFoundError):
     """A ViT checkpoint that is not on disk; the message says where to put it."""
-
-
-def is_supervised_vit(name: str) -> bool:
-    """True for a MODEL_ZOO name or a checkpoint path with a ViT weight suffix."""
-    return name in MODEL_ZOO or name.endswith(_SUFFIXES)
 
 
 def default_cache_dir(cache_dir: str = "") -> str:

@@ -13,14 +13,13 @@ from dassl_lite.errors import DasslLiteError
 SIZE, PATCH, WIDTH, DEPTH, HEADS, MLP = 32, 8, 128, 2, 2, 160  # heads = width / 64
 
 
-@pytest.fixture(scope="module")
-def torchvision_vit():
+def random_torchvision_vit(heads=HEADS):
     """A random torchvision ViT (eval mode) whose forward returns the normalised class token."""
     from torchvision.models import VisionTransformer
 
     torch.manual_seed(0)
     model = VisionTransformer(image_size=SIZE, patch_size=PATCH, num_layers=DEPTH,
-                              num_heads=HEADS, hidden_dim=WIDTH, mlp_dim=MLP, num_classes=10)
+                              num_heads=heads, hidden_dim=WIDTH, mlp_dim=MLP, num_classes=10)
     with torch.no_grad():  # torchvision zero-initialises these; make them matter
         for name, p in model.named_parameters():
             if "ln" in name or name.endswith("bias") or name == "class_token":
@@ -28,10 +27,15 @@ def torchvision_vit():
     return model.eval()
 
 
-def google_npz(tv) -> dict:
+@pytest.fixture(scope="module")
+def torchvision_vit():
+    return random_torchvision_vit()
+
+
+def google_npz(tv, heads=HEADS) -> dict:
     """The torchvision weights in Google's ViT .npz layout (Flax kernels: [in, ..., out])."""
     sd = {k: v.detach().numpy() for k, v in tv.state_dict().items()}
-    hd = WIDTH // HEADS
+    hd = WIDTH // heads
     out = {"embedding/kernel": sd["conv_proj.weight"].transpose(2, 3, 1, 0),
            "embedding/bias": sd["conv_proj.bias"], "cls": sd["class_token"],
            "Transformer/posembed_input/pos_embedding": sd["encoder.pos_embedding"],
@@ -46,9 +50,9 @@ def google_npz(tv) -> dict:
         qkv_w = np.split(sd[tv_block + "self_attention.in_proj_weight"], 3)
         qkv_b = np.split(sd[tv_block + "self_attention.in_proj_bias"], 3)
         for name, w, b in zip(("query", "key", "value"), qkv_w, qkv_b):
-            out[att + name + "/kernel"] = w.T.reshape(WIDTH, HEADS, hd)
-            out[att + name + "/bias"] = b.reshape(HEADS, hd)
-        out[att + "out/kernel"] = sd[tv_block + "self_attention.out_proj.weight"].T.reshape(HEADS, hd, WIDTH)
+            out[att + name + "/kernel"] = w.T.reshape(WIDTH, heads, hd)
+            out[att + name + "/bias"] = b.reshape(heads, hd)
+        out[att + "out/kernel"] = sd[tv_block + "self_attention.out_proj.weight"].T.reshape(heads, hd, WIDTH)
         out[att + "out/bias"] = sd[tv_block + "self_attention.out_proj.bias"]
         for dense, layer in (("Dense_0", "0"), ("Dense_1", "3")):
             out[root + f"MlpBlock_3/{dense}/kernel"] = sd[tv_block + f"mlp.{layer}.weight"].T
@@ -104,6 +108,18 @@ def test_inferred_architecture_and_resampled_positions(torchvision_vit, tmp_path
     assert (model.patch_size, model.width, model.depth, model.arch.heads) == (PATCH, WIDTH, DEPTH, HEADS)
     assert model.vit.pos_embed.shape == (1, 1 + (2 * SIZE // PATCH) ** 2, WIDTH)
     assert model(torch.zeros(1, 3, 2 * SIZE, 2 * SIZE)).shape == (1, WIDTH)
+
+
+def test_npz_heads_come_from_its_kernels(images, tmp_path):
+    """4 heads of width 32 (not width / 64): the .npz tells, and the output matches torchvision."""
+    tv = random_torchvision_vit(heads=4)
+    np.savez(tmp_path / "heads4.npz", **google_npz(tv, heads=4))
+    model = load_supervised_vit(str(tmp_path / "heads4.npz"), SIZE)
+    assert model.arch.heads == 4
+    with torch.no_grad():
+        x = tv._process_input(images)
+        expected = tv.encoder(torch.cat([tv.class_token.expand(3, -1, -1), x], 1))[:, 0]
+        torch.testing.assert_close(model(images), expected, atol=1e-5, rtol=1e-5)
 
 
 def test_a_wrong_shape_names_both_shapes(torchvision_vit, tmp_path):
