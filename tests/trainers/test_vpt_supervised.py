@@ -1,13 +1,15 @@
 """VPTSupervised without training: trainable-value counts at ViT-B/16 shapes (the VPT paper's
 formula), class weights, the head's initialisation and config errors."""
 import math
+import os
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from dassl_lite.backbones import ARCHS, PromptableViT, build_timm_vit
-from dassl_lite.config import ConfigError, apply_config_extenders, get_cfg_default, merge_from_list
+from dassl_lite.config import (ConfigError, apply_config_extenders, get_cfg_default, merge_from_file,
+                               merge_from_list)
 from trainers.vpt_supervised import (SupervisedVPT, VPTSupervised, build_learner,
                                      class_weights)
 
@@ -106,3 +108,31 @@ def test_config_errors(opts, message):
     with pytest.raises(ConfigError) as info:
         VPTSupervised.check_cfg(None, cfg)
     assert message in str(info.value)
+
+
+CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                       "configs", "trainers", "VPTSupervised")
+
+
+@pytest.mark.parametrize("name, tokens, deep, transfer", [
+    ("vit_b16_in21k_cub_deep_10", 10, True, "prompt"),
+    ("vit_b16_in21k_cub_deep_50", 50, True, "prompt"),
+    ("vit_b16_in21k_cub_shallow_10", 10, False, "prompt"),
+    ("vit_b16_in21k_cub_shallow_50", 50, False, "prompt"),
+    ("vit_b16_in21k_cub_linear", 10, False, "linear"),
+    ("toy", 2, True, "prompt"),
+    ("toy_supervised", 2, False, "prompt"),
+])
+def test_shipped_configs_merge_and_pass_the_checks(name, tokens, deep, transfer):
+    cfg = cfg_with()
+    merge_from_file(cfg, os.path.join(CONFIGS, f"{name}.yaml"))
+    VPTSupervised.check_cfg(None, cfg)
+    p = cfg.MODEL.PROMPT
+    assert (p.NUM_TOKENS, p.DEEP, cfg.MODEL.TRANSFER_TYPE, cfg.MODEL.HEAD.NAME) == (
+        tokens, deep, transfer, "linear")
+    if name.startswith("vit_b16"):  # KMnP/vpt's CUB recipe
+        assert cfg.MODEL.BACKBONE.NAME == "sup_vitb16_imagenet21k" and cfg.INPUT.SIZE == (224, 224)
+        assert (cfg.OPTIM.NAME, cfg.OPTIM.LR, cfg.OPTIM.WEIGHT_DECAY, cfg.OPTIM.MAX_EPOCH,
+                cfg.OPTIM.WARMUP_EPOCH) == ("sgd", 0.1, 0.01, 100, 10)
+    else:
+        assert cfg.MODEL.BACKBONE.NAME == "ToyViT" and cfg.INPUT.SIZE == (64, 64)
