@@ -2,5 +2,5 @@
 from . import cocoop, coop, zsclip  # noqa: F401  (register trainers and their config sections)
 from . import ivlp, maple, vpt, vpt_deep  # noqa: F401  (deep prompt trainers)
 from . import kgcoop, promptsrc  # noqa: F401  (regularised prompt learners)
-
 from . import clip_adapter, clip_lora, linear_probe, tip_adapter  # noqa: F401  (adapters, probes)
+from . import vpt_supervised  # noqa: F401  (VPT on supervised, non-CLIP ViTs)

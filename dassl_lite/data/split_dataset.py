@@ -39,7 +39,7 @@ class SplitDataset(DatasetBase):
     def __init__(self, cfg) -> None:
         self.cfg = cfg
         root = os.path.abspath(os.path.expanduser(cfg.DATASET.ROOT))
-        self.dataset_dir = os.path.join(root, type(self).dataset_dir)
+        self.dataset_dir = self.find_dataset_dir(root)
         self.image_dir = os.path.join(self.dataset_dir, type(self).image_dir)
         self.split_path = os.path.join(self.dataset_dir, type(self).split_file)
         self.split_fewshot_dir = os.path.join(self.dataset_dir, "split_fewshot")
@@ -55,6 +55,11 @@ class SplitDataset(DatasetBase):
         super().__init__(train_x=train, val=val, test=test)
 
     # ------------------------------------------------------------------ hooks
+    def find_dataset_dir(self, root: str) -> str:
+        """The dataset folder under ``root`` (``root/<dataset_dir>``); override to accept other
+        layouts of the same data (e.g. a doubled folder left by an archive)."""
+        return os.path.join(root, type(self).dataset_dir)
+
     def load_split(self) -> Splits:
         """(train, val, test): read the split file, or build it with :meth:`build_split` and save it."""
         split_file = type(self).split_file
