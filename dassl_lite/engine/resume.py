@@ -23,6 +23,10 @@ RESUME_IGNORED = ("OUTPUT_DIR", "RESUME", "DATASET.ROOT", "MODEL.BACKBONE.CACHE_
                   "DATALOADER.NUM_WORKERS", "TRAIN.PRINT_FREQ", "TRAIN.CHECKPOINT_FREQ",
                   "USE_CUDA", "VERBOSE")
 _IGNORED_PREFIXES = ("TEST.", "DATALOADER.TEST.")
+# Keys that may change on purpose when a run is continued, with a warning: the per-process batch
+# (resuming a DDP run on another number of processes keeps world x batch) and the epoch count
+# (training a finished run for more epochs, as Dassl allows).
+RESUME_WARNED = ("DATALOADER.TRAIN_X.BATCH_SIZE", "OPTIM.MAX_EPOCH")
 _EPOCH_FILE = re.compile(r"^model\.pth\.tar-(\d+)$")
 
 
@@ -62,6 +66,9 @@ def _check_same_config(cfg, directory: str) -> None:
 
     diffs = [(k, a, b) for k, a, b in config_differences(cfg, directory)
              if k not in RESUME_IGNORED and not k.startswith(_IGNORED_PREFIXES)]
+    for k, a, b in [d for d in diffs if d[0] in RESUME_WARNED]:
+        logger.warning(f"Resuming {directory} with {k} {b!r} (the run used {a!r})")
+    diffs = [d for d in diffs if d[0] not in RESUME_WARNED]
     if not diffs:
         return
     listed = "; ".join(f"{k}: {a!r} in the run, {b!r} now" for k, a, b in diffs[:6])
