@@ -63,10 +63,10 @@ def patch_alignment_loss(tokens: Sequence[Tensor], grid: Tensor) -> Tensor:
 def afclip_loss(out: Dict[str, object], labels: Tensor, masks: Tensor, gamma: float,
                 lambda1: float, lambda2: float) -> Dict[str, Tensor]:
     """The three terms and their weighted sum (key ``loss``) for one batch."""
-    side = out["map"].shape[-1]
-    grid = grid_masks(masks, side)
+    amap = out["anomaly_map"]
+    grid = grid_masks(masks, amap.shape[-1])
     l_cls = focal_loss(out["image_score"], labels.float(), gamma)
-    l_seg = focal_loss(out["map"], grid, gamma) + F.l1_loss(out["map"].float(), grid)
+    l_seg = focal_loss(amap, grid, gamma) + F.l1_loss(amap.float(), grid)
     l_pal = patch_alignment_loss(out["tokens"], grid)
     return {"loss": l_cls + lambda1 * l_seg + lambda2 * l_pal, "l_cls": l_cls, "l_seg": l_seg,
             "l_pal": l_pal}

@@ -143,7 +143,7 @@ class AFCLIPLearner(nn.Module):
 class AFCLIPModel(nn.Module):
     """Frozen CLIP + :class:`AFCLIPLearner`; see the module docstring for the maths.
 
-    ``forward(images)`` returns a dict: ``image_score`` [B], ``map`` [B, G, G] (abnormal
+    ``forward(images)`` returns a dict: ``image_score`` [B], ``anomaly_map`` [B, G, G] (abnormal
     probability per patch), ``tokens`` (the projected token maps, for the alignment loss).
     """
 
@@ -191,7 +191,7 @@ class AFCLIPModel(nn.Module):
         logits = sum(F.normalize(p.float(), dim=-1) @ text.t() for p in projected)
         prob = torch.softmax(logits / self.temperature, dim=-1)[..., 1]
         side = grid_side(prob.shape[1] - 1)
-        return {"image_score": prob[:, 0], "map": prob[:, 1:].reshape(-1, side, side),
+        return {"image_score": prob[:, 0], "anomaly_map": prob[:, 1:].reshape(-1, side, side),
                 "tokens": projected}
 
 
@@ -214,7 +214,7 @@ class MemoryBank(nn.Module):
 
     @torch.no_grad()
     def score(self, category: str, model: AFCLIPModel, images: Tensor) -> Dict[str, Tensor]:
-        """``map`` [B, G, G] (mean over maps of the nearest-bank cosine distance / 2) and
+        """``anomaly_map`` [B, G, G] (mean over maps of the nearest-bank cosine distance / 2) and
         ``image_score`` [B] (its maximum)."""
         if category not in self.banks:
             raise KeyError(f"no memory bank for category {category!r}; stored: "
@@ -224,4 +224,4 @@ class MemoryBank(nn.Module):
             total = total + ((1 - m[:, 1:] @ bank.t()).amin(dim=-1) / 2)
         scores = total / len(self.banks[category])
         side = grid_side(scores.shape[1])
-        return {"map": scores.reshape(-1, side, side), "image_score": scores.amax(dim=-1)}
+        return {"anomaly_map": scores.reshape(-1, side, side), "image_score": scores.amax(dim=-1)}

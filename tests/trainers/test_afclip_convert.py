@@ -89,7 +89,7 @@ def test_converted_checkpoint_gives_the_same_maps(released):
     with torch.no_grad():
         native = AFCLIPModel(clip_model, learner, **layers)(images)
         imported = AFCLIPModel(clip_model, fresh, **layers)(images)
-    torch.testing.assert_close(imported["map"], native["map"], rtol=0, atol=0)
+    torch.testing.assert_close(imported["anomaly_map"], native["anomaly_map"], rtol=0, atol=0)
     torch.testing.assert_close(imported["image_score"], native["image_score"], rtol=0, atol=0)
 
 

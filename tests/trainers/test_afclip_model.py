@@ -85,9 +85,9 @@ def test_forward_shapes_scores_and_distinct_layer_maps(afclip):
     pos = afclip.clip.visual.positional_embedding.clone()
     out = afclip(images)
     assert torch.equal(afclip.clip.visual.positional_embedding, pos)  # stored model unchanged
-    assert out["image_score"].shape == (2,) and out["map"].shape == (2, 6, 6)
+    assert out["image_score"].shape == (2,) and out["anomaly_map"].shape == (2, 6, 6)
     assert len(out["tokens"]) == 12 and out["tokens"][0].shape == (2, 37, 16)
-    assert ((out["map"] > 0) & (out["map"] < 1)).all()
+    assert ((out["anomaly_map"] > 0) & (out["anomaly_map"] < 1)).all()
     # Per-layer maps differ from each other (guards against aliased layer outputs).
     flat = [t.detach() for t in out["tokens"][::3]]
     for i in range(len(flat)):
@@ -98,7 +98,7 @@ def test_forward_shapes_scores_and_distinct_layer_maps(afclip):
     logits = sum(F.normalize(t, dim=-1) @ text.t() for t in out["tokens"]) / 0.07
     prob = logits.softmax(-1)[..., 1]
     torch.testing.assert_close(out["image_score"], prob[:, 0])
-    torch.testing.assert_close(out["map"], prob[:, 1:].reshape(2, 6, 6))
+    torch.testing.assert_close(out["anomaly_map"], prob[:, 1:].reshape(2, 6, 6))
 
 
 def test_text_cache(afclip):
@@ -180,8 +180,8 @@ def test_memory_bank(afclip):
     bank.store("bottle", afclip, normal)
     assert len(bank.banks["bottle"]) == 12 and bank.banks["bottle"][0].shape == (32, 64)
     same = bank.score("bottle", afclip, normal)
-    assert same["map"].shape == (2, 4, 4) and same["map"].abs().max() < 1e-5
+    assert same["anomaly_map"].shape == (2, 4, 4) and same["anomaly_map"].abs().max() < 1e-5
     other = bank.score("bottle", afclip, torch.randn(1, 3, 32, 32))
-    assert other["map"].min() > 0 and other["image_score"] == other["map"].max()
+    assert other["anomaly_map"].min() > 0 and other["image_score"] == other["anomaly_map"].max()
     with pytest.raises(KeyError, match="no memory bank for category 'cable'; stored: \\['bottle'\\]"):
         bank.score("cable", afclip, normal)
