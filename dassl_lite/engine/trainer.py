@@ -72,12 +72,23 @@ class SimpleTrainer(TrainerBase):
         from ..data import DataManager
 
         dm = DataManager(self.cfg)
+        self.check_task(dm.dataset)
         self.dm = dm
         self.train_loader_x = dm.train_loader_x
         self.val_loader = dm.val_loader
         self.test_loader = dm.test_loader
         self.num_classes = dm.num_classes
         self.lab2cname = dm.lab2cname
+
+    def check_task(self, dataset) -> None:
+        """Raise DasslLiteError unless ``dataset`` is of this trainer's task family."""
+        task = getattr(dataset, "task", "classification")
+        if task != self.task:
+            raise DasslLiteError(
+                f"{type(self).__name__} is a {self.task} trainer but dataset "
+                f"{self.cfg.DATASET.NAME!r} is a {task} dataset; pick a {self.task} dataset or "
+                f"a {task} trainer"
+            )
 
     def build_model(self) -> None:
         """Set ``self.model`` and call ``register_model``; every method overrides this."""
@@ -171,6 +182,15 @@ class SimpleTrainer(TrainerBase):
             return self.test_loader
         raise DasslLiteError(f"split must be 'val' or 'test'; got {split!r}")
 
+    def evaluate_batch(self, batch: Dict[str, Any]) -> int:
+        """Run inference on one test batch, feed the evaluator; return the batch's size.
+        Override when a task's evaluator takes other inputs (anomaly detection)."""
+        images, labels = self.parse_batch_test(batch)
+        with self.precision.autocast():
+            output = self.model_inference(images)
+        self.evaluator.process(output.float(), labels)
+        return labels.numel()
+
     @torch.no_grad()
     def test(self, split: Optional[str] = None) -> float:
         """Evaluate on ``split`` (default ``TEST.SPLIT``); logs upstream's result lines and
@@ -186,11 +206,7 @@ class SimpleTrainer(TrainerBase):
             from tqdm import tqdm
 
             for batch in tqdm(loader, disable=not sys.stderr.isatty(), leave=False):
-                images, labels = self.parse_batch_test(batch)
-                with self.precision.autocast():
-                    output = self.model_inference(images)
-                self.evaluator.process(output.float(), labels)
-                num_samples += labels.numel()
+                num_samples += self.evaluate_batch(batch)
         finally:
             self.after_test()
         results = self.evaluator.evaluate()
