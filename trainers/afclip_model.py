@@ -183,44 +183,49 @@ class AFCLIPModel(nn.Module):
         adapted = self.learner.adaptor(tokens.float())
         return visual.ln_post(adapted.to(visual.proj.dtype)) @ visual.proj
 
-    def forward(self, images: Tensor) -> Dict[str, object]:
+    def forward(self, images: Tensor, extra_layers: Sequence[int] = ()) -> Dict[str, object]:
+        """Scores of ``images``; ``extra_layers`` (e.g. the memory bank's) are returned raw as
+        ``blocks`` {block: tokens} from the same encoder pass."""
+        wanted = sorted(set(self.layers) | set(extra_layers))
         with torch.no_grad():
-            maps = aggregate_all(self.block_tokens(images, self.layers), self.sizes, self.sigma)
+            blocks = dict(zip(wanted, self.block_tokens(images, wanted)))
+            maps = aggregate_all([blocks[i] for i in self.layers], self.sizes, self.sigma)
         projected = [self.project(t) for t in maps]
         text = self.text_features()
         logits = sum(F.normalize(p.float(), dim=-1) @ text.t() for p in projected)
         prob = torch.softmax(logits / self.temperature, dim=-1)[..., 1]
         side = grid_side(prob.shape[1] - 1)
         return {"image_score": prob[:, 0], "anomaly_map": prob[:, 1:].reshape(-1, side, side),
-                "tokens": projected}
+                "tokens": projected, "blocks": {i: blocks[i] for i in extra_layers}}
 
 
 class MemoryBank(nn.Module):
-    """Few-shot memory of raw (un-adapted) aggregated block tokens of normal images."""
+    """Few-shot memory of raw (un-adapted) aggregated block tokens of normal images, one bank
+    per category; ``blocks`` arguments are the raw tokens of ``layers`` in that order."""
 
     def __init__(self, layers: Sequence[int], sizes: Sequence[int], sigma: float):
         super().__init__()
         self.layers, self.sizes, self.sigma = list(layers), list(sizes), sigma
         self.banks: Dict[str, List[Tensor]] = {}
 
-    def maps(self, model: AFCLIPModel, images: Tensor) -> List[Tensor]:
-        blocks = model.block_tokens(images, self.layers)
+    def maps(self, blocks: Sequence[Tensor]) -> List[Tensor]:
+        """Aggregated, L2-normalised token maps (CLS first)."""
         return [F.normalize(t.float(), dim=-1) for t in aggregate_all(blocks, self.sizes, self.sigma)]
 
     @torch.no_grad()
-    def store(self, category: str, model: AFCLIPModel, images: Tensor) -> None:
-        """Keep the normalised patch tokens of ``images`` (k normal images) for ``category``."""
-        self.banks[category] = [m[:, 1:].reshape(-1, m.shape[-1]) for m in self.maps(model, images)]
+    def store(self, category: str, blocks: Sequence[Tensor]) -> None:
+        """Keep the patch tokens of k normal images (``blocks`` [k, 1 + L, width] each)."""
+        self.banks[category] = [m[:, 1:].reshape(-1, m.shape[-1]) for m in self.maps(blocks)]
 
     @torch.no_grad()
-    def score(self, category: str, model: AFCLIPModel, images: Tensor) -> Dict[str, Tensor]:
-        """``anomaly_map`` [B, G, G] (mean over maps of the nearest-bank cosine distance / 2) and
-        ``image_score`` [B] (its maximum)."""
+    def score(self, category: str, blocks: Sequence[Tensor]) -> Dict[str, Tensor]:
+        """``anomaly_map`` [B, G, G] (mean over maps of the nearest-bank cosine distance / 2)
+        and ``image_score`` [B] (its maximum)."""
         if category not in self.banks:
             raise KeyError(f"no memory bank for category {category!r}; stored: "
                            f"{sorted(self.banks)}")
         total = 0
-        for m, bank in zip(self.maps(model, images), self.banks[category]):
+        for m, bank in zip(self.maps(blocks), self.banks[category]):
             total = total + ((1 - m[:, 1:] @ bank.t()).amin(dim=-1) / 2)
         scores = total / len(self.banks[category])
         side = grid_side(scores.shape[1])

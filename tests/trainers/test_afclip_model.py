@@ -176,12 +176,14 @@ def test_afclip_loss_terms_finite_and_backprop(afclip):
 def test_memory_bank(afclip):
     torch.manual_seed(4)
     normal = torch.randn(2, 3, 32, 32)
-    bank = MemoryBank([1, 2, 3, 4], [1, 3, 5], 4.0)
-    bank.store("bottle", afclip, normal)
+    layers = [1, 2, 3, 4]
+    bank = MemoryBank(layers, [1, 3, 5], 4.0)
+    bank.store("bottle", afclip.block_tokens(normal, layers))
     assert len(bank.banks["bottle"]) == 12 and bank.banks["bottle"][0].shape == (32, 64)
-    same = bank.score("bottle", afclip, normal)
+    same = bank.score("bottle", afclip(normal, extra_layers=layers)["blocks"].values())
     assert same["anomaly_map"].shape == (2, 4, 4) and same["anomaly_map"].abs().max() < 1e-5
-    other = bank.score("bottle", afclip, torch.randn(1, 3, 32, 32))
-    assert other["anomaly_map"].min() > 0 and other["image_score"] == other["anomaly_map"].max()
+    other = bank.score("bottle", afclip.block_tokens(torch.randn(1, 3, 32, 32), layers))
+    assert other["anomaly_map"].min() > 0
+    assert other["image_score"] == other["anomaly_map"].max()
     with pytest.raises(KeyError, match="no memory bank for category 'cable'; stored: \\['bottle'\\]"):
-        bank.score("cable", afclip, normal)
+        bank.score("cable", afclip.block_tokens(normal, layers))
