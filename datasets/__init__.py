@@ -6,3 +6,4 @@ from . import toy_world  # noqa: F401  (ToyShapes, ToyTextures, ToySketch)
 from . import caltech101, cub200, dtd, eurosat, fgvc_aircraft, food101  # noqa: F401
 from . import imagenet, imagenet_a, imagenet_r, imagenet_sketch, imagenetv2  # noqa: F401
 from . import oxford_flowers, oxford_pets, stanford_cars, sun397, ucf101  # noqa: F401
+from . import mvtec, visa, toy_anomaly_world  # noqa: F401  (MVTecAD, VisA, ToyMVTec, ToyVisA)

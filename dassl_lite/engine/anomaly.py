@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any, Dict, Mapping, Tuple
+from typing import Any, Dict, List, Mapping, Tuple
 
 import torch
 
@@ -54,11 +54,15 @@ class AnomalyTrainer(TrainerX):
     parse_batch_train = parse_batch_anomaly
 
     def model_inference(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """``{"image_score": [B], "anomaly_map": [B, h, w]}``; every method overrides this."""
+        """``{"image_score": [B], "anomaly_map": [B, h, w]}``; every method overrides this.
+        Methods whose prompts name the object read ``self.batch_categories``."""
         raise NotImplementedError(f"{type(self).__name__} must implement model_inference()")
 
     def evaluate_batch(self, batch: Dict[str, Any]) -> int:
+        """Inference on one test batch (``self.batch_categories`` holds each image's category
+        while ``model_inference`` runs), then the evaluator."""
         images = batch["img"].to(self.device)
+        self.batch_categories: List[str] = list(batch["category"])
         with self.precision.autocast():
             output = self.model_inference(images)
         self.evaluator.process({k: v.float() for k, v in output.items()}, batch)
