@@ -18,11 +18,13 @@ AUPRO (region overlap) has two variants:
   all regions of all images of the fraction of the region above it, i.e. the true positive rate
   when each defect pixel weighs 1 / (its region's area x the number of regions).
 - ``legacy200`` (APRIL-GAN / AnomalyCLIP ``cal_pro_score``, AF-CLIP ``compute_pro``): 200
-  thresholds evenly between the category's min and max score, a pixel is positive when its
-  score is ``> threshold``, points with FPR < ``fpr_limit`` are kept and their FPRs rescaled
-  to [0, 1]: ``norm="minmax"`` ``(fpr - min) / (max - min)`` (APRIL-GAN / AnomalyCLIP) or
-  ``norm="max"`` ``fpr / max`` (AF-CLIP); then ``auc``. Both stretch the curve, which usually
-  inflates the score relative to ``exact``.
+  thresholds ``min + k (max - min) / 200``, k = 0..199 (the maximum itself is not one), a pixel
+  is positive when its score is ``> threshold``, points with FPR < ``fpr_limit`` are kept and
+  their FPRs rescaled to [0, 1]: ``norm="minmax"`` ``(fpr - min) / (max - min)`` (APRIL-GAN /
+  AnomalyCLIP) or ``norm="max"`` ``fpr / max`` (AF-CLIP); then ``auc``. The curve never starts
+  at (0, 0): min-max drops its steep start below the smallest kept FPR and stretches the rest,
+  which inflates the score relative to ``exact``; both variants also stop at the last coarse
+  threshold below the limit. Numbers are comparable with the papers, not with ``exact``.
 """
 from __future__ import annotations
 
@@ -157,7 +159,10 @@ def aupro_legacy(maps: np.ndarray, masks: np.ndarray, weights: np.ndarray,
     if norm not in AUPRO_NORMS:
         raise ValueError(f"AUPRO norm must be one of {AUPRO_NORMS}; got {norm!r}")
     lo, hi = float(maps.min()), float(maps.max())
-    thresholds = np.linspace(lo, hi, LEGACY_THRESHOLDS)
+    if hi <= lo:
+        return 0.0  # the reference code has no answer for a constant map
+    # np.arange(min, max, (max - min) / 200) in the reference: the maximum is not a threshold
+    thresholds = lo + (hi - lo) / LEGACY_THRESHOLDS * np.arange(LEGACY_THRESHOLDS)
     # level k = number of thresholds strictly below the score: positive at threshold j iff k > j
     neg = np.zeros(LEGACY_THRESHOLDS + 1)
     pos = np.zeros(LEGACY_THRESHOLDS + 1)
