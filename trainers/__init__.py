@@ -1,3 +1,4 @@
 """Prompt-learning trainers; importing this package registers them all."""
 from . import cocoop, coop, zsclip  # noqa: F401  (register trainers and their config sections)
 from . import ivlp, maple, vpt, vpt_deep  # noqa: F401  (deep prompt trainers)
+from . import zsad  # noqa: F401  (training-free anomaly detection baseline)
