@@ -1,4 +1,5 @@
 """Prompt-learning trainers; importing this package registers them all."""
 from . import cocoop, coop, zsclip  # noqa: F401  (register trainers and their config sections)
 from . import ivlp, maple, vpt, vpt_deep  # noqa: F401  (deep prompt trainers)
+from . import afclip  # noqa: F401  (anomaly detection)
 from . import zsad  # noqa: F401  (training-free anomaly detection baseline)
