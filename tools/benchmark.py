@@ -20,6 +20,14 @@ Presets (``--clip-preset``):
 Any shape flag (--text-layers, --vision-layers, --image-batch, ...) overrides the preset.
 The allclose check runs each encoder once before timing, which also serves as warm-up.
 
+Section ``afclip``: one AF-CLIP training step (forward, loss, backward, Adam) and one evaluation
+batch on a random CLIP with ViT-L/14@336 widths at 518 px (37x37 patches), our SDPA adaptor
+against a plain softmax-attention reference holding the same weights (maps and image scores
+asserted allclose first). Memory: peak CUDA allocation on a GPU; on a CPU the bytes saved for
+backward (where the reference keeps its [B*8, N, N] attention probabilities per map).
+Presets (``--afclip-preset``): cpu (default) 4 of the 24 vision blocks, batch 2;
+vit-l14 all 24 blocks, batch 8 (upstream's training batch; use a GPU).
+
 Examples:
   python tools/benchmark.py --only clip
   python tools/benchmark.py --only clip --clip-preset vit-b16 --device cuda --reps 10
@@ -224,6 +232,142 @@ def bench_clip(args: argparse.Namespace) -> List[Row]:
         ours_ms = time_ms(lambda: ours_fn(inputs), args.reps, args.warmup, device)
         rows.append({"section": "clip", "case": name, "shape": shape, "reference ms": round(ref_ms, 1),
                      "ours ms": round(ours_ms, 1), "speedup": f"{ref_ms / ours_ms:.2f}x"})
+    return rows
+
+
+# --------------------------------------------------------------------------- afclip section
+AFCLIP_PRESETS = {
+    "cpu": dict(afclip_batch=2, afclip_layers=4, afclip_size=518),
+    "vit-l14": dict(afclip_batch=8, afclip_layers=24, afclip_size=518),
+}
+
+
+def add_afclip_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("afclip", "AF-CLIP: SDPA adaptor vs softmax reference")
+    group.add_argument("--afclip-preset", choices=sorted(AFCLIP_PRESETS), default="cpu",
+                       help="cpu: ViT-L/14 widths at 518 px with 4 vision blocks, batch 2; "
+                            "vit-l14: all 24 blocks, batch 8 (upstream)")
+    for key in AFCLIP_PRESETS["cpu"]:
+        group.add_argument(f"--{key.replace('_', '-')}", type=int, default=None,
+                           help=f"overrides the preset (cpu: {AFCLIP_PRESETS['cpu'][key]}, "
+                                f"vit-l14: {AFCLIP_PRESETS['vit-l14'][key]})")
+
+
+class SoftmaxAdaptor(nn.Module):
+    """Upstream's adaptor arithmetic (explicit softmax(q k^T / sqrt(d)) v) on an Adaptor's weights."""
+
+    def __init__(self, adaptor: nn.Module):
+        super().__init__()
+        self.block = adaptor.attention
+
+    def forward(self, x):
+        attn, y = self.block.attn, self.block.norm(x)
+        q, k, v = (t.view(*t.shape[:2], attn.heads, -1).transpose(1, 2)
+                   for t in (attn.to_q(y), attn.to_k(y), attn.to_v(y)))
+        probs = (q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5).softmax(dim=-1)
+        return attn.to_out((probs @ v).transpose(1, 2).flatten(2))
+
+
+def _import_trainers() -> None:
+    """Make the repository's ``trainers`` package importable (it is not installed)."""
+    import os
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if root not in sys.path:
+        sys.path.insert(0, root)
+
+
+def afclip_models(args: argparse.Namespace, device: torch.device):
+    """(ours, reference): AF-CLIP on a random CLIP of ViT-L/14@336 widths, same weights."""
+    _import_trainers()
+    from trainers.afclip_model import AFCLIPLearner, AFCLIPModel
+
+    n = args.afclip_layers
+    config = CLIPConfig(embed_dim=768, image_resolution=336, vision_layers=n, vision_width=1024,
+                        vision_patch_size=14, vision_heads=16, context_length=77, vocab_size=49408,
+                        transformer_width=768, transformer_heads=12, transformer_layers=12)
+    torch.manual_seed(0)
+    clip_model = CLIP(config).eval().requires_grad_(False).to(device)
+    learner = AFCLIPLearner(clip_model, prompt_len=12).to(device)
+    layers = sorted({max(1, n * i // 4) for i in (1, 2, 3, 4)})  # 6 12 18 24 at 24 blocks
+    make = lambda lrn: AFCLIPModel(clip_model, lrn, layers, (1, 3, 5), 4.0, 0.07)  # noqa: E731
+    reference = nn.Module()
+    reference.prompt, reference.adaptor = learner.prompt, SoftmaxAdaptor(learner.adaptor)
+    return make(learner), make(reference), layers
+
+
+def measure(fn: Callable[[], object], reps: int, device: torch.device, frozen: nn.Module):
+    """(median ms, MB): peak CUDA allocation, or on a CPU the distinct storages saved for
+    backward (``frozen``'s weights excluded: they are not new memory; None without autograd)."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    weights = {p.untyped_storage().data_ptr() for p in frozen.parameters()}
+    saved: Dict[int, int] = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in weights:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    times = []
+    for _ in range(reps):
+        saved.clear()
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        sync()
+        start = time.perf_counter()
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            fn()
+        sync()
+        times.append((time.perf_counter() - start) * 1000)
+    if device.type == "cuda":
+        return statistics.median(times), round(torch.cuda.max_memory_allocated(device) / 2 ** 20)
+    return statistics.median(times), round(sum(saved.values()) / 2 ** 20) if saved else None
+
+
+@register("afclip", add_afclip_arguments, "AF-CLIP train step / eval batch, SDPA vs softmax")
+def bench_afclip(args: argparse.Namespace) -> List[Row]:
+    _import_trainers()
+    from trainers.afclip_losses import afclip_loss
+
+    for k, v in AFCLIP_PRESETS[args.afclip_preset].items():
+        setattr(args, k, v if getattr(args, k) is None else getattr(args, k))
+    device = torch.device(args.device)
+    ours, reference, layers = afclip_models(args, device)
+    b, size = args.afclip_batch, args.afclip_size
+    images = torch.randn(b, 3, size, size, device=device)
+    masks = (torch.rand(b, 1, size, size, device=device) > 0.9).float()
+    labels = torch.arange(b, device=device) % 2
+    with torch.no_grad():
+        a, r = ours(images), reference(images)
+    torch.testing.assert_close(a["anomaly_map"], r["anomaly_map"], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(a["image_score"], r["image_score"], rtol=1e-4, atol=1e-4)
+    shape = (f"{b}x3x{size}x{size}, {args.afclip_layers} blocks of ViT-L/14 (maps from {layers}), "
+             f"{len(layers) * 3} maps of {1 + (size // 14) ** 2} tokens")
+    rows = []
+    for case in ("train step", "eval batch"):
+        result = {}
+        for name, model in (("reference", reference), ("ours", ours)):
+            params = [p for p in model.learner.parameters() if p.requires_grad]
+            optim = torch.optim.Adam(params, lr=1e-4, betas=(0.5, 0.999))
+
+            def step(model=model, optim=optim):
+                if case == "eval batch":
+                    with torch.no_grad():
+                        return model(images)
+                loss = afclip_loss(model(images), labels, masks, 4.0, 1.0, 1.0)["loss"]
+                optim.zero_grad()
+                loss.backward()
+                optim.step()
+
+            result[name] = measure(step, args.reps, device, model.clip)
+        (ref_ms, ref_mb), (ours_ms, ours_mb) = result["reference"], result["ours"]
+        memory = "peak CUDA MB" if device.type == "cuda" else "saved-for-backward MB"
+        rows.append({"section": "afclip", "case": case, "shape": shape,
+                     "reference ms": round(ref_ms, 1), "ours ms": round(ours_ms, 1),
+                     "speedup": f"{ref_ms / ours_ms:.2f}x", "memory": memory,
+                     "reference MB": ref_mb if ref_mb is not None else "-",
+                     "ours MB": ours_mb if ours_mb is not None else "-"})
     return rows
 
 
