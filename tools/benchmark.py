@@ -28,7 +28,15 @@ backward (where the reference keeps its [B*8, N, N] attention probabilities per 
 Presets (``--afclip-preset``): cpu (default) 4 of the 24 vision blocks, batch 2;
 vit-l14 all 24 blocks, batch 8 (upstream's training batch; use a GPU).
 
+Section ``anomaly_metrics``: every metric of the ``AnomalyDetection`` evaluator (Gaussian
+smoothing sigma 4, image AUROC/AP/max-F1, pixel AUROC/AP/max-F1 and AUPRO per category, macro
+means) on synthetic maps the size of the VisA test set: 2,162 maps of 518 x 518 in its 12
+categories (962 normal, 1,200 anomalous; maps bilinearly upsampled from a 37 x 37 grid, masks
+of 1-3 ellipses). Reports wall and CPU seconds of feeding the maps (``process``: resizing,
+smoothing, storing) and of ``evaluate``. Budget: all of it within 2 minutes on 2 CPU cores.
+
 Examples:
+  python tools/benchmark.py --only anomaly_metrics
   python tools/benchmark.py --only clip
   python tools/benchmark.py --only clip --clip-preset vit-b16 --device cuda --reps 10
   python tools/benchmark.py --only clip --reps 1 --text-prompts 200 --image-batch 4
@@ -369,6 +377,74 @@ def bench_afclip(args: argparse.Namespace) -> List[Row]:
                      "reference MB": ref_mb if ref_mb is not None else "-",
                      "ours MB": ours_mb if ours_mb is not None else "-"})
     return rows
+
+
+# --------------------------------------------------------------------------- anomaly metrics
+# VisA's 1cls test split: (normal, anomalous) images per object (12 objects, 2,162 images).
+VISA_TEST = [(100, 100)] * 5 + [(101, 100)] * 2 + [(60, 100)] + [(50, 100)] * 4
+
+
+def add_anomaly_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("anomaly_metrics", "AnomalyDetection evaluator speed")
+    group.add_argument("--anomaly-size", type=int, default=518, help="map side (default 518)")
+    group.add_argument("--anomaly-scale", type=float, default=1.0,
+                       help="fraction of VisA's test images per category (default 1.0: 2,162)")
+    group.add_argument("--anomaly-aupro", default="exact", choices=["exact", "legacy200"])
+
+
+def synthetic_batches(normal: int, anomalous: int, size: int, seed: int, batch: int = 8):
+    """Batches (output, gt) of one category: maps from a 37 x 37 grid, masks of ellipses."""
+    import numpy as np
+    import torch.nn.functional as F
+
+    rng = np.random.default_rng(seed)
+    labels = np.r_[np.zeros(normal, int), np.ones(anomalous, int)]
+    yy, xx = np.mgrid[0:size, 0:size]
+    for start in range(0, labels.size, batch):
+        lab = labels[start:start + batch]
+        masks = np.zeros((lab.size, size, size), bool)
+        for i in np.flatnonzero(lab):
+            for _ in range(rng.integers(1, 4)):
+                cy, cx = rng.uniform(0.1, 0.9, 2) * size
+                ry, rx = rng.uniform(0.01, 0.08, 2) * size
+                masks[i] |= ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
+        small = F.adaptive_avg_pool2d(torch.from_numpy(masks).float()[:, None], 37)
+        grid = torch.from_numpy(rng.normal(size=(lab.size, 1, 37, 37))).float() + 3 * small
+        maps = F.interpolate(grid.sigmoid(), size=(size, size), mode="bilinear",
+                             align_corners=False)[:, 0]
+        out = {"image_score": maps.flatten(1).amax(1), "anomaly_map": maps}
+        gt = {"mask": torch.from_numpy(masks)[:, None].float(), "label": torch.from_numpy(lab),
+              "category": [f"object{seed}"] * lab.size, "impath": [""] * lab.size}
+        yield out, gt
+
+
+@register("anomaly_metrics", add_anomaly_arguments,
+          "AnomalyDetection evaluator on VisA-sized synthetic maps")
+def bench_anomaly_metrics(args: argparse.Namespace) -> List[Row]:
+    from dassl_lite.config import get_cfg_default
+    from dassl_lite.evaluation import AnomalyDetection
+
+    cfg = get_cfg_default()
+    cfg.TEST.ANOMALY.AUPRO = args.anomaly_aupro
+    evaluator = AnomalyDetection(cfg)
+    counts = [(round(n * args.anomaly_scale), round(a * args.anomaly_scale)) for n, a in VISA_TEST]
+    feed_wall = feed_cpu = 0.0
+    for seed, (normal, anomalous) in enumerate(counts):
+        for out, gt in synthetic_batches(normal, anomalous, args.anomaly_size, seed):
+            wall, cpu = time.perf_counter(), time.process_time()
+            evaluator.process(out, gt)
+            feed_wall += time.perf_counter() - wall
+            feed_cpu += time.process_time() - cpu
+    wall, cpu = time.perf_counter(), time.process_time()
+    results = evaluator.evaluate()
+    eval_wall, eval_cpu = time.perf_counter() - wall, time.process_time() - cpu
+    shape = (f"{results['num_images']} maps of {args.anomaly_size}x{args.anomaly_size}, "
+             f"{len(counts)} categories, AUPRO {results['aupro_mode']}")
+    return [{"section": "anomaly_metrics", "case": case, "shape": shape,
+             "wall s": round(w, 1), "cpu s": round(c, 1)}
+            for case, w, c in (("process (resize, smooth, store)", feed_wall, feed_cpu),
+                               ("evaluate (all metrics)", eval_wall, eval_cpu),
+                               ("total", feed_wall + eval_wall, feed_cpu + eval_cpu))]
 
 
 # --------------------------------------------------------------------------- entry point

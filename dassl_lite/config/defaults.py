@@ -163,8 +163,9 @@ _C.TEST.ANOMALY.AUPRO = "exact"
 # legacy200 FPR normalisation: "minmax" (APRIL-GAN / AnomalyCLIP) or "max" (AF-CLIP)
 _C.TEST.ANOMALY.AUPRO_NORM = "minmax"
 _C.TEST.ANOMALY.FPR_LIMIT = 0.3
-# Pixel curves on scores quantised to this many levels per category (0: exact, slower)
-_C.TEST.ANOMALY.PIXEL_BINS = 65536
+# Pixel curves on scores rounded to this many leading float32 bits (10..24; relative precision
+# 2**(9 - bits) at any magnitude); 0: exact (slower)
+_C.TEST.ANOMALY.PIXEL_BITS = 24
 # Write overlays of every test map and a grid per category to OUTPUT_DIR/maps (--save-maps)
 _C.TEST.ANOMALY.SAVE_MAPS = False
 

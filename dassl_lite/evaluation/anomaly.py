@@ -53,7 +53,7 @@ class AnomalyDetection(EvaluatorBase):
 
     ``categories``: the categories expected (a processed category outside it is an error; one
     without samples is reported as missing). Config: ``TEST.ANOMALY.{MAP_SIGMA, AUPRO,
-    AUPRO_NORM, FPR_LIMIT, PIXEL_BINS, SAVE_MAPS}``.
+    AUPRO_NORM, FPR_LIMIT, PIXEL_BITS, SAVE_MAPS}``.
     """
 
     def __init__(self, cfg, categories: Optional[Sequence[str]] = None, **kwargs: Any) -> None:
@@ -109,7 +109,7 @@ class AnomalyDetection(EvaluatorBase):
         b = self._data[category]
         opts = self.cfg.TEST.ANOMALY
         img = image_metrics(np.asarray(b["labels"]), np.asarray(b["scores"]))
-        pix = pixel_metrics(np.stack(b["maps"]), np.stack(b["masks"]), bins=opts.PIXEL_BINS,
+        pix = pixel_metrics(np.stack(b["maps"]), np.stack(b["masks"]), bits=opts.PIXEL_BITS,
                             aupro=opts.AUPRO, fpr_limit=opts.FPR_LIMIT, norm=opts.AUPRO_NORM)
         values = [img["auroc"], img["ap"], img["f1max"], pix["auroc"], pix["ap"],
                   pix["f1max"], pix["aupro"]]

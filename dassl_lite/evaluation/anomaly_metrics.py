@@ -5,10 +5,12 @@ Curves come from scikit-learn (``roc_auc_score``, ``average_precision_score``,
 ``scipy.ndimage.label`` (8-connectivity, as ``skimage.measure.label``).
 
 Pixel metrics of one category pool every pixel of every test image (normal images included).
-To keep 2,162 maps of 518 x 518 pixels fast, the scores of a category are first quantised to
-``bins`` levels spread evenly over the category's [min, max] (``bins=0``: exact, every distinct
-value its own level), and the curves are computed by scikit-learn from per-level counts passed
-as ``sample_weight``: exactly the curves of the quantised scores, without sorting 10^8 pixels.
+To keep 2,162 maps of 518 x 518 pixels fast, scores are first rounded to their ``bits`` leading
+bits as float32 (sign, exponent and ``bits - 9`` mantissa bits: a relative precision of
+``2 ** (9 - bits)`` at any magnitude, so maps of saturated probabilities spread over many powers
+of ten keep their order; ``bits=0``: exact, every distinct value its own level). Curves are then
+computed by scikit-learn from the per-level counts passed as ``sample_weight``: exactly the
+curves of the rounded scores, without sorting 10^8 pixels.
 
 AUPRO (region overlap) has two variants:
 
@@ -48,15 +50,21 @@ def _f1max(precision: np.ndarray, recall: np.ndarray) -> float:
 
 
 def _binary_metrics(y: np.ndarray, s: np.ndarray, w=None) -> Dict[str, float]:
-    """AUROC, AP and max-F1 (fractions) of labels ``y`` and scores ``s`` (weights ``w``)."""
-    from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
+    """AUROC, AP and max-F1 (fractions) of labels ``y`` and scores ``s`` (weights ``w``).
+
+    ``roc_auc_score`` is ``auc`` of ``roc_curve``, and ``average_precision_score`` is
+    ``-sum(diff(recall) * precision[:-1])`` of ``precision_recall_curve`` (scikit-learn's own
+    definitions); taking both curves once saves two sorts.
+    """
+    from sklearn.metrics import auc, precision_recall_curve, roc_curve
 
     if y.min() == y.max():
         raise ValueError(f"metrics need both normal and anomalous samples; all labels are "
                          f"{int(y[0])}")
     precision, recall, _ = precision_recall_curve(y, s, sample_weight=w)
-    return {"auroc": float(roc_auc_score(y, s, sample_weight=w)),
-            "ap": float(average_precision_score(y, s, sample_weight=w)),
+    fpr, tpr, _ = roc_curve(y, s, sample_weight=w)
+    return {"auroc": float(auc(fpr, tpr)),
+            "ap": float(-np.sum(np.diff(recall) * precision[:-1])),
             "f1max": _f1max(precision, recall)}
 
 
@@ -66,79 +74,72 @@ def image_metrics(labels: np.ndarray, scores: np.ndarray) -> Dict[str, float]:
     return _binary_metrics(labels, scores)
 
 
-def quantize_scores(maps: np.ndarray, bins: int) -> Tuple[np.ndarray, int]:
-    """Monotone integer levels of ``maps`` and their count.
-
-    ``bins > 0``: ``round((x - min) / (max - min) * (bins - 1))``; ``bins == 0``: the rank of
-    each distinct value (exact). A constant input gets level 0 everywhere.
-    """
-    if bins == 0:
-        _, codes = np.unique(maps, return_inverse=True)
-        return codes.reshape(maps.shape), int(codes.max()) + 1
-    if bins < 2 or bins > 2 ** 24:
-        raise ValueError(f"bins must be 0 (exact) or in 2..2**24; got {bins}")
-    lo, hi = float(maps.min()), float(maps.max())
-    if hi <= lo:
-        return np.zeros(maps.shape, dtype=np.int32), 1
-    scale = (bins - 1) / (hi - lo)
-    codes = np.empty(maps.shape, dtype=np.int32)
+def quantize_scores(maps: np.ndarray, bits: int) -> np.ndarray:
+    """Monotone integer levels of ``maps``: the ``bits`` leading bits of each float32 score in
+    an order-preserving unsigned encoding (``bits=0``: the rank of each distinct value)."""
+    if bits == 0:
+        return np.unique(maps, return_inverse=True)[1].reshape(maps.shape).astype(np.int64)
+    if not 10 <= bits <= 24:
+        raise ValueError(f"bits must be 0 (exact) or in 10..24; got {bits}")
+    codes = np.empty(maps.shape, dtype=np.uint32)
     for i in range(maps.shape[0]):  # per map: bounded temporaries
-        codes[i] = np.rint((maps[i] - lo) * scale)
-    return codes, bins
+        u = np.ascontiguousarray(maps[i], dtype=np.float32).view(np.uint32)
+        key = np.where(u >> 31 == 1, ~u, u | np.uint32(0x80000000))  # order of the floats
+        codes[i] = key >> np.uint32(32 - bits)
+    return codes
 
 
 def region_weights(masks: np.ndarray) -> np.ndarray:
-    """Per-pixel weight 1 / (region area x number of regions) on defect pixels, 0 elsewhere.
+    """Weight 1 / (region area x number of regions) of each defect pixel, in the order of
+    ``masks[masks]`` (C order over images, rows, columns).
 
     Regions are the 8-connected components of each image's mask. Summing the weights of the
     defect pixels above a threshold gives the mean per-region overlap (PRO) at it.
     """
     from scipy import ndimage
 
-    weights = np.zeros(masks.shape, dtype=np.float64)
-    n_regions = 0
+    parts, n_regions = [], 0
     for i in range(masks.shape[0]):
         if not masks[i].any():
             continue
         labels, n = ndimage.label(masks[i], structure=_EIGHT)
-        areas = np.bincount(labels.ravel())
-        inv = np.zeros_like(areas, dtype=np.float64)
-        inv[1:] = 1.0 / areas[1:]
-        weights[i] = inv[labels]
+        areas = np.bincount(labels.ravel()).astype(np.float64)
+        parts.append(1.0 / areas[labels[masks[i]]])
         n_regions += n
     if n_regions == 0:
         raise ValueError("AUPRO needs at least one defect region; every mask is empty")
-    return weights / n_regions
+    return np.concatenate(parts) / n_regions
 
 
-def _level_sums(codes: np.ndarray, levels: int, masks: np.ndarray,
-                weights: np.ndarray = None) -> Tuple[np.ndarray, np.ndarray]:
-    """Per level: the count of normal pixels and the count (or weight) of defect pixels."""
-    neg = np.zeros(levels, dtype=np.float64)
-    pos = np.zeros(levels, dtype=np.float64)
-    for i in range(codes.shape[0]):
-        c, m = codes[i].ravel(), masks[i].ravel()
-        neg += np.bincount(c[~m], minlength=levels)
-        pos += np.bincount(c[m], weights=None if weights is None else weights[i].ravel()[m],
-                           minlength=levels)
-    return neg, pos
+def _level_sums(codes: np.ndarray, masks: np.ndarray, weights: np.ndarray = None):
+    """(levels, normal pixel counts, defect pixel counts or weights) over the levels in use;
+    ``weights`` are per defect pixel (see :func:`region_weights`)."""
+    size = int(codes.max()) + 1
+    flat = codes.reshape(-1).astype(np.int64) << 1
+    flat |= masks.reshape(-1)
+    both = np.bincount(flat, minlength=2 * size).reshape(size, 2).astype(np.float64)
+    neg, pos = both[:, 0], both[:, 1]
+    if weights is not None:
+        pos = np.bincount(codes[masks], weights=weights, minlength=size)
+    used = np.flatnonzero(neg + pos)
+    return used, neg[used], pos[used]
 
 
-def _weighted_points(neg: np.ndarray, pos: np.ndarray):
+def _weighted_points(levels: np.ndarray, neg: np.ndarray, pos: np.ndarray):
     """(labels, scores, weights) with one point per non-empty (level, state)."""
-    levels = np.arange(neg.size, dtype=np.float64)
     keep_n, keep_p = neg > 0, pos > 0
     y = np.concatenate([np.zeros(keep_n.sum(), int), np.ones(keep_p.sum(), int)])
-    s = np.concatenate([levels[keep_n], levels[keep_p]])
+    s = np.concatenate([levels[keep_n], levels[keep_p]]).astype(np.float64)
     w = np.concatenate([neg[keep_n], pos[keep_p]])
     return y, s, w
 
 
-def aupro_exact(neg: np.ndarray, region_pos: np.ndarray, fpr_limit: float = 0.3) -> float:
+def aupro_exact(levels: np.ndarray, neg: np.ndarray, region_pos: np.ndarray,
+                fpr_limit: float = 0.3) -> float:
     """Exact AUPRO from per-level normal counts and per-level region weights."""
     from sklearn.metrics import auc, roc_curve
 
-    y, s, w = _weighted_points(neg, region_pos)
+    y, s, w = _weighted_points(levels, neg, region_pos)
     fpr, pro, _ = roc_curve(y, s, sample_weight=w)
     cut = np.searchsorted(fpr, fpr_limit, side="right")
     x, p = fpr[:cut], pro[:cut]
@@ -166,10 +167,12 @@ def aupro_legacy(maps: np.ndarray, masks: np.ndarray, weights: np.ndarray,
     # level k = number of thresholds strictly below the score: positive at threshold j iff k > j
     neg = np.zeros(LEGACY_THRESHOLDS + 1)
     pos = np.zeros(LEGACY_THRESHOLDS + 1)
+    offsets = np.r_[0, np.cumsum(masks.reshape(masks.shape[0], -1).sum(axis=1))]
     for i in range(maps.shape[0]):
         k, m = np.searchsorted(thresholds, maps[i].ravel(), side="left"), masks[i].ravel()
         neg += np.bincount(k[~m], minlength=LEGACY_THRESHOLDS + 1)
-        pos += np.bincount(k[m], weights=weights[i].ravel()[m], minlength=LEGACY_THRESHOLDS + 1)
+        pos += np.bincount(k[m], weights=weights[offsets[i]:offsets[i + 1]],
+                           minlength=LEGACY_THRESHOLDS + 1)
     above_neg = np.cumsum(neg[::-1])[::-1][1:]  # index j: pixels with level > j
     above_pos = np.cumsum(pos[::-1])[::-1][1:]
     fpr = above_neg / max(neg.sum(), 1.0)
@@ -185,7 +188,7 @@ def aupro_legacy(maps: np.ndarray, masks: np.ndarray, weights: np.ndarray,
     return float(auc(fpr, pro))
 
 
-def pixel_metrics(maps: np.ndarray, masks: np.ndarray, bins: int = 65536,
+def pixel_metrics(maps: np.ndarray, masks: np.ndarray, bits: int = 24,
                   aupro: str = "exact", fpr_limit: float = 0.3,
                   norm: str = "minmax") -> Dict[str, float]:
     """Pixel AUROC, AP, max-F1 and AUPRO (fractions) of ``maps`` [N, H, W] against binary
@@ -197,13 +200,15 @@ def pixel_metrics(maps: np.ndarray, masks: np.ndarray, bins: int = 65536,
     if maps.shape != masks.shape or maps.ndim != 3:
         raise ValueError(f"maps and masks must both be [N, H, W]; got {maps.shape} and "
                          f"{masks.shape}")
+    if not np.isfinite(maps).all():
+        raise ValueError("anomaly maps hold NaN or infinite values")
     weights = region_weights(masks)
-    codes, levels = quantize_scores(maps, bins)
-    neg, pos = _level_sums(codes, levels, masks)
-    out = _binary_metrics(*_weighted_points(neg, pos))
+    codes = quantize_scores(maps, bits)
+    levels, neg, pos = _level_sums(codes, masks)
+    out = _binary_metrics(*_weighted_points(levels, neg, pos))
     if aupro == "exact":
-        _, region_pos = _level_sums(codes, levels, masks, weights)
-        out["aupro"] = aupro_exact(neg, region_pos, fpr_limit)
+        _, _, region_pos = _level_sums(codes, masks, weights)
+        out["aupro"] = aupro_exact(levels, neg, region_pos, fpr_limit)
     else:
         out["aupro"] = aupro_legacy(maps, masks, weights, fpr_limit, norm)
     return out

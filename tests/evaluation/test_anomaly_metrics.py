@@ -34,17 +34,17 @@ def test_perfect_inverted_and_constant_maps():
 
 
 @pytest.mark.parametrize("columns", [[3], [1, 3, 5]])
-@pytest.mark.parametrize("bins", [0, 65536])
-def test_aupro_anomalib_vectors(columns, bins):
+@pytest.mark.parametrize("bits", [0, 24])
+def test_aupro_anomalib_vectors(columns, bits):
     """anomalib's test: scores arange(2800)/2800 on a 400 x 7 image, stripe labels, FPR limit
     1/3 -> 1/6; two such images (4 regions) give the mean, 1/6 again."""
     preds = (np.arange(2800) / 2800).reshape(1, 400, 7).astype(np.float32)
     masks = np.zeros((1, 400, 7), bool)
     masks[..., columns] = True
-    out = pixel_metrics(preds, masks, bins=bins, fpr_limit=1 / 3)
+    out = pixel_metrics(preds, masks, bits=bits, fpr_limit=1 / 3)
     assert out["aupro"] == pytest.approx(1 / 6, abs=1e-3)
     both = pixel_metrics(np.concatenate([preds, preds]), np.concatenate([masks, masks]),
-                         bins=bins, fpr_limit=1 / 3)
+                         bits=bits, fpr_limit=1 / 3)
     assert both["aupro"] == pytest.approx(1 / 6, abs=1e-3)
 
 
@@ -53,11 +53,23 @@ def test_pixel_curves_equal_sklearn_on_raw_pixels(seed):
     masks = two_region_masks()
     maps = noisy_maps(masks, seed)
     y, s = masks.ravel(), maps.ravel().astype(np.float64)
-    exact = pixel_metrics(maps, masks, bins=0)
+    exact = pixel_metrics(maps, masks, bits=0)
     assert exact["auroc"] == pytest.approx(roc_auc_score(y, s), abs=1e-12)
     assert exact["ap"] == pytest.approx(average_precision_score(y, s), abs=1e-12)
-    binned = pixel_metrics(maps, masks)  # 65536 levels: within 1e-4 of exact
-    assert all(binned[k] == pytest.approx(exact[k], abs=1e-4) for k in exact)
+    rounded = pixel_metrics(maps, masks)  # 24 bits: within 1e-4 of exact
+    assert all(rounded[k] == pytest.approx(exact[k], abs=1e-4) for k in exact)
+
+
+def test_scores_over_many_orders_of_magnitude_keep_their_order():
+    """Saturated probabilities (1e-27 .. 1e-7): rounding keeps relative precision, so the
+    metrics equal scikit-learn on the raw floats."""
+    masks = two_region_masks()
+    maps = np.exp(np.clip(noisy_maps(masks, 5, signal=2.0), -3, 3) * 8 - 40).astype(np.float32)
+    assert maps.min() < 1e-25 and maps.max() < 1e-6
+    got = pixel_metrics(maps, masks)
+    y, s = masks.ravel(), maps.ravel().astype(np.float64)
+    assert got["auroc"] == pytest.approx(roc_auc_score(y, s), abs=1e-4)
+    assert got["ap"] == pytest.approx(average_precision_score(y, s), abs=1e-4)
 
 
 def naive_pro_curve(maps, masks, thresholds, strict):
@@ -94,7 +106,7 @@ def test_exact_aupro_matches_a_dense_reference():
     cut = np.searchsorted(fpr, 0.3, side="right")
     x = np.r_[fpr[:cut], 0.3]
     y = np.r_[pro[:cut], np.interp(0.3, fpr[cut - 1:cut + 1], pro[cut - 1:cut + 1])]
-    exact = pixel_metrics(maps, masks, bins=0)["aupro"]
+    exact = pixel_metrics(maps, masks, bits=0)["aupro"]
     assert exact == pytest.approx(auc(x, y) / 0.3, abs=1e-9)
     assert pixel_metrics(maps, masks, aupro="legacy200")["aupro"] != pytest.approx(exact, abs=1e-3)
 
@@ -118,18 +130,20 @@ def test_legacy200_differs_from_exact_in_the_expected_direction():
 def test_region_weights_average_over_regions():
     masks = two_region_masks()
     w = region_weights(masks)
-    assert w.sum() == pytest.approx(1.0)
-    assert w[0, 5, 5] == pytest.approx(1 / (3 * 48)) and w[1, 3, 26] == pytest.approx(1 / (3 * 18))
-    assert (w[~masks] == 0).all()
+    assert w.shape == (masks.sum(),) and w.sum() == pytest.approx(1.0)
+    full = np.zeros(masks.shape)
+    full[masks] = w
+    assert full[0, 5, 5] == pytest.approx(1 / (3 * 48)) and full[1, 3, 26] == pytest.approx(1 / (3 * 18))
 
 
 def test_quantize_scores_is_monotone():
-    maps = np.array([[[0.0, 0.25], [1.0, 0.25]]], np.float32)
-    codes, levels = quantize_scores(maps, 5)
-    assert levels == 5 and codes.tolist() == [[[0, 1], [4, 1]]]
-    assert quantize_scores(np.ones_like(maps), 5)[0].max() == 0
-    with pytest.raises(ValueError, match="bins must be 0 .exact. or in 2..2\\*\\*24; got 1"):
-        quantize_scores(maps, 1)
+    maps = np.array([[[-2.0, -1e-30, 0.0, 1e-30], [0.25, 0.2500001, 1.0, 3e38]]], np.float32)
+    codes = quantize_scores(maps, 24).ravel()
+    assert (np.diff(codes.astype(np.int64)) >= 0).all() and codes[0] < codes[1] < codes[3]
+    assert codes[4] == codes[5]  # closer than 2**-15 relative: one level
+    assert (np.diff(quantize_scores(maps, 0).ravel()) > 0).all()
+    with pytest.raises(ValueError, match="bits must be 0 .exact. or in 10..24; got 32"):
+        quantize_scores(maps, 32)
 
 
 def test_errors_name_the_problem():
@@ -140,5 +154,7 @@ def test_errors_name_the_problem():
         pixel_metrics(np.zeros((1, 4, 4), np.float32), masks)
     with pytest.raises(ValueError, match=r"must both be \[N, H, W\]; got \(1, 4, 4\) and \(1, 4, 5\)"):
         pixel_metrics(np.zeros((1, 4, 4), np.float32), np.zeros((1, 4, 5), bool))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        pixel_metrics(np.full((1, 4, 4), np.nan, np.float32), masks | np.eye(4, dtype=bool))
     with pytest.raises(ValueError, match="AUPRO mode must be one of"):
         pixel_metrics(np.zeros((1, 4, 4), np.float32), masks, aupro="fast")
