@@ -9,10 +9,11 @@ cross-dataset zero-shot (train on one, test on the other) means something:
   defects crack, missing, spot and stain (the one type both share).
 
 Defects (sizes at 128 px, where a 16 px ViT patch is one grid cell; all from about one patch up):
-hole (a dark ellipse, 12-30 px), scratch (a thin light or dark polyline, 3-4 px wide, 28-60 px
-long), stain (a translucent blob of a saturated colour, 2-3 overlapping ellipses), crack (a dark
-zig-zag, 2-3 px wide, 30-70 px long), missing (a piece of the object replaced by what lies
-behind it; on textures the pattern is gone) and spot (1-3 round spots, 12-18 px). Objects'
+hole (a dark ellipse, 16-34 px), scratch (a light or dark polyline, 4-6 px wide, 32-64 px
+long), stain (a translucent blob of a saturated colour, 2-3 overlapping ellipses of 16-28 px),
+crack (a dark zig-zag, 3-5 px wide, 35-85 px long), missing (a piece of the object, up to 44 px
+across, replaced by what lies behind it; on textures the pattern is gone) and spot (1-3 round
+spots, 14-22 px). Objects'
 defects sit on the object. About one defective image in five has two defects.
 
 Masks are exact: a pixel is in the mask when the defect was drawn on it and the drawing changed
@@ -34,7 +35,7 @@ from .toy_generator import (COLOURS, _composite, _gradient, _jitter_colour, _mas
 __all__ = ["ToyCategory", "TOY_ANOMALY_DATASETS", "DEFECTS", "ANOMALY_GENERATOR_VERSION",
            "ToySample", "render_sample", "anomaly_rng"]
 
-ANOMALY_GENERATOR_VERSION = 1
+ANOMALY_GENERATOR_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -166,7 +167,7 @@ def _contrast(img: np.ndarray, region: np.ndarray, rng) -> np.ndarray:
 
 def _hole(img, behind, coverage, rng):
     size = img.shape[0]
-    c, r = _anchor(coverage, rng, 12), rng.uniform(6, 15)
+    c, r = _anchor(coverage, rng, 12), rng.uniform(8, 17)
     region = _region(size, lambda d: d.ellipse(_ellipse(c, r, r * rng.uniform(0.6, 1.0)),
                                                fill=255))
     dark = np.array([0.08, 0.06, 0.05]) + rng.uniform(0, 0.06)
@@ -175,15 +176,15 @@ def _hole(img, behind, coverage, rng):
 
 def _scratch(img, behind, coverage, rng):
     size = img.shape[0]
-    pts = _polyline(_anchor(coverage, rng, 14), rng, 2, (14, 30), 0.6)
-    region = _region(size, lambda d: d.line(pts, fill=255, width=int(rng.integers(3, 5))))
+    pts = _polyline(_anchor(coverage, rng, 14), rng, 2, (16, 32), 0.6)
+    region = _region(size, lambda d: d.line(pts, fill=255, width=int(rng.integers(4, 7))))
     return _contrast(img, region, rng), region
 
 
 def _stain(img, behind, coverage, rng):
     size = img.shape[0]
     c = _anchor(coverage, rng, 14)
-    blobs = [(c + rng.uniform(-6, 6, 2), rng.uniform(6, 12), rng.uniform(5, 10))
+    blobs = [(c + rng.uniform(-7, 7, 2), rng.uniform(8, 14), rng.uniform(6, 12))
              for _ in range(rng.integers(2, 4))]
     region = _region(size, lambda d: [d.ellipse(_ellipse(p, rx, ry), fill=255)
                                       for p, rx, ry in blobs])
@@ -196,15 +197,15 @@ def _stain(img, behind, coverage, rng):
 
 def _crack(img, behind, coverage, rng):
     size = img.shape[0]
-    pts = _polyline(_anchor(coverage, rng, 16), rng, int(rng.integers(5, 8)), (6, 11), 1.4)
-    region = _region(size, lambda d: d.line(pts, fill=255, width=int(rng.integers(2, 4))))
+    pts = _polyline(_anchor(coverage, rng, 16), rng, int(rng.integers(5, 8)), (7, 12), 1.4)
+    region = _region(size, lambda d: d.line(pts, fill=255, width=int(rng.integers(3, 6))))
     return np.full(3, rng.uniform(0.02, 0.12)), region
 
 
 def _missing(img, behind, coverage, rng):
     size = img.shape[0]
     c = _anchor(coverage, rng, 10)
-    r = rng.uniform(10, 18)
+    r = rng.uniform(12, 22)
     angle = rng.uniform(0, 2 * np.pi)
     corners = [tuple(c + r * np.array([np.cos(angle + t), np.sin(angle + t)]))
                for t in np.linspace(0, 2 * np.pi, int(rng.integers(4, 7)), endpoint=False)]
@@ -214,7 +215,7 @@ def _missing(img, behind, coverage, rng):
 
 def _spot(img, behind, coverage, rng):
     size = img.shape[0]
-    spots = [(_anchor(coverage, rng, 10), rng.uniform(6, 9)) for _ in range(rng.integers(1, 4))]
+    spots = [(_anchor(coverage, rng, 10), rng.uniform(7, 11)) for _ in range(rng.integers(1, 4))]
     region = _region(size, lambda d: [d.ellipse(_ellipse(p, r, r), fill=255) for p, r in spots])
     return _contrast(img, region, rng) * 0.6 + 0.4 * np.array([0.9, 0.1, 0.6]), region
 
