@@ -58,3 +58,29 @@ def test_one_shot_memory_bank_beats_text_only(toy_anomaly_root, anomaly_trainer,
         with open(tmp_path / str(shots) / "results.json") as f:
             auroc[shots] = json.load(f)["pixel_auroc"]
     assert auroc[1] > auroc[0] + 3, auroc
+
+
+@pytest.mark.slow
+def test_heatmap_tool_on_a_folder(toy_anomaly_root, tmp_path, capsys):
+    import shutil
+
+    from tools.anomaly_heatmap import main
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    src = os.path.join(toy_anomaly_root, "toy_visa", "yellow_star", "Data", "Images")
+    shutil.copy(os.path.join(src, "Anomaly", "000.JPG"), folder / "bad.jpg")
+    shutil.copy(os.path.join(src, "Normal", "0000.JPG"), folder / "good.jpg")
+    out = tmp_path / "heat"
+    assert main(["--trainer", "ZeroshotAD", "--config-file", "toy", "--input", str(folder),
+                 "--category", "yellow star", "--output", str(out)]) == 0
+    lines = (out / "scores.txt").read_text().splitlines()
+    assert len(lines) == 2 and {line.split()[1] for line in lines} == {str(folder / "bad.jpg"), str(folder / "good.jpg")}
+    assert lines == capsys.readouterr().out.strip().splitlines()[-2:]
+    for name in ("bad", "good"):
+        overlay = np.asarray(Image.open(out / f"{name}.png"), int)
+        image = np.asarray(Image.open(folder / f"{name}.jpg").convert("RGB"), int)
+        assert overlay.shape == image.shape == (128, 128, 3) and np.abs(overlay - image).mean() > 10
+    assert (out / "grid.png").is_file()
+    assert main(["--trainer", "ZeroshotAD", "--config-file", "toy", "--input", str(tmp_path / "none"),
+                 "--output", str(out)]) == 2
