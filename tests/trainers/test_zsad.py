@@ -53,7 +53,8 @@ def test_one_shot_memory_bank_beats_text_only(toy_anomaly_root, anomaly_trainer,
     auroc = {}
     for shots in (0, 1):
         trainer = anomaly_trainer("ZeroshotAD", toy_anomaly_root, tmp_path / str(shots), "toy_visa",
-                                  "DATASET.NUM_SHOTS", str(shots))
+                                  "DATASET.NUM_SHOTS", str(shots),
+                                  "DATASET.ANOMALY.CATEGORIES", "('mesh', 'pink_moon')")
         trainer.test()
         with open(tmp_path / str(shots) / "results.json") as f:
             auroc[shots] = json.load(f)["pixel_auroc"]
