@@ -2,7 +2,6 @@
 contour, and a grid of such overlays per category (PIL + numpy only)."""
 from __future__ import annotations
 
-import logging
 import os
 from typing import List, Optional, Sequence
 
@@ -10,8 +9,6 @@ import numpy as np
 from PIL import Image
 
 from ..utils.io import atomic_write
-
-logger = logging.getLogger(__name__)
 
 __all__ = ["colorize", "overlay", "save_category_maps", "make_grid", "save_png", "map_file_name"]
 

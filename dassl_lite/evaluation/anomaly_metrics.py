@@ -30,7 +30,7 @@ AUPRO (region overlap) has two variants:
 """
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Dict
 
 import numpy as np
 
