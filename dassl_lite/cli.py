@@ -44,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-train", action="store_true", help="do not call trainer.train()")
     p.add_argument("--debug", action="store_true",
                    help="show the full traceback of an error (also: DASSL_DEBUG=1)")
+
+    p.add_argument("--save-maps", action="store_true",
+                   help="anomaly detection: write heatmap overlays to OUTPUT_DIR/maps "
+                        "(TEST.ANOMALY.SAVE_MAPS True)")
     p.add_argument("--list-trainers", action="store_true", help="list registered trainers and exit")
     p.add_argument("--list-datasets", action="store_true", help="list registered datasets and exit")
     p.add_argument(
@@ -101,6 +105,8 @@ def reset_cfg(cfg, args) -> None:
         cfg.MODEL.BACKBONE.NAME = args.backbone
     if args.head:
         cfg.MODEL.HEAD.NAME = args.head
+    if getattr(args, "save_maps", False):
+        cfg.TEST.ANOMALY.SAVE_MAPS = True
 
 
 def setup_cfg(args):

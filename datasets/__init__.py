@@ -7,3 +7,6 @@ from . import caltech101, cub200, dtd, eurosat, fgvc_aircraft, food101  # noqa: 
 from . import imagenet, imagenet_a, imagenet_r, imagenet_sketch, imagenetv2  # noqa: F401
 from . import oxford_flowers, oxford_pets, stanford_cars, sun397, ucf101  # noqa: F401
 from . import fgvc_json  # noqa: F401  (NABirds, StanfordDogs, OxfordFlowersVPT, StanfordCarsVPT)
+
+from . import mvtec, visa, toy_anomaly_world  # noqa: F401  (MVTecAD, VisA, ToyMVTec, ToyVisA)
+from . import anomaly_images  # noqa: F401  (AnomalyImages: a file or folder to score)

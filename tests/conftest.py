@@ -162,3 +162,35 @@ def small_toy_root(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("small_toy_world"))
     make_toy_world(root, ["ToyShapes"], counts=SplitCounts(train=2, val=1, test=2), workers=1)
     return root
+
+# ---------------------------------------------------------------- the toy anomaly world
+
+@pytest.fixture(scope="session")
+def toy_anomaly_root(tmp_path_factory):
+    """A dataset root holding the generated ToyMVTec and ToyVisA datasets."""
+    from datasets.toy_anomaly_world import make_toy_anomaly_world
+
+    root = str(tmp_path_factory.mktemp("toy_anomaly"))
+    make_toy_anomaly_world(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def anomaly_trainer():
+    """``anomaly_trainer(TRAINER, ROOT, OUTPUT_DIR, DATASET, KEY, VALUE, ...)``: a seeded trainer
+    on a toy anomaly dataset ("toy_mvtec" or "toy_visa") with the trainer's toy.yaml (seed 1)."""
+    import datasets  # noqa: F401  (registers the toy datasets)
+    import trainers  # noqa: F401
+    from dassl_lite.cli import build_parser, setup_cfg
+    from dassl_lite.protocols.resolve import resolve_trainer_config
+
+    def _make(trainer, root, output_dir, dataset="toy_visa", *opts):
+        toy_cfg = resolve_trainer_config("toy", trainer, os.path.join(REPO, "configs", "trainers"))
+        args = build_parser().parse_args([
+            "--trainer", trainer, "--root", root, "--seed", "1", "--output-dir", str(output_dir),
+            "--dataset-config-file", os.path.join(REPO, "configs", "datasets", f"{dataset}.yaml"),
+            "--config-file", toy_cfg, *opts,
+        ])
+        return seeded_trainer(setup_cfg(args))
+
+    return _make

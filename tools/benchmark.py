@@ -20,7 +20,23 @@ Presets (``--clip-preset``):
 Any shape flag (--text-layers, --vision-layers, --image-batch, ...) overrides the preset.
 The allclose check runs each encoder once before timing, which also serves as warm-up.
 
+Section ``afclip``: one AF-CLIP training step (forward, loss, backward, Adam) and one evaluation
+batch on a random CLIP with ViT-L/14@336 widths at 518 px (37x37 patches), our SDPA adaptor
+against a plain softmax-attention reference holding the same weights (maps and image scores
+asserted allclose first). Memory: peak CUDA allocation on a GPU; on a CPU the bytes saved for
+backward (where the reference keeps its [B*8, N, N] attention probabilities per map).
+Presets (``--afclip-preset``): cpu (default) 4 of the 24 vision blocks, batch 2;
+vit-l14 all 24 blocks, batch 8 (upstream's training batch; use a GPU).
+
+Section ``anomaly_metrics``: every metric of the ``AnomalyDetection`` evaluator (Gaussian
+smoothing sigma 4, image AUROC/AP/max-F1, pixel AUROC/AP/max-F1 and AUPRO per category, macro
+means) on synthetic maps the size of the VisA test set: 2,162 maps of 518 x 518 in its 12
+categories (962 normal, 1,200 anomalous; maps bilinearly upsampled from a 37 x 37 grid, masks
+of 1-3 ellipses). Reports wall and CPU seconds of feeding the maps (``process``: resizing,
+smoothing, storing) and of ``evaluate``. Budget: all of it within 2 minutes on 2 CPU cores.
+
 Examples:
+  python tools/benchmark.py --only anomaly_metrics
   python tools/benchmark.py --only clip
   python tools/benchmark.py --only clip --clip-preset vit-b16 --device cuda --reps 10
   python tools/benchmark.py --only clip --reps 1 --text-prompts 200 --image-batch 4
@@ -299,6 +315,209 @@ def bench_sweep(args: argparse.Namespace) -> List[Row]:
              (f"warm + TRAIN_VIEWS {args.sweep_views}",
               cache + ["DATALOADER.FEATURE_CACHE.TRAIN_VIEWS", str(args.sweep_views)])]
     return [row for label, opts in modes for row in _sweep_once(args, work, label, opts)]
+
+# --------------------------------------------------------------------------- afclip section
+AFCLIP_PRESETS = {
+    "cpu": dict(afclip_batch=2, afclip_layers=4, afclip_size=518),
+    "vit-l14": dict(afclip_batch=8, afclip_layers=24, afclip_size=518),
+}
+
+
+def add_afclip_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("afclip", "AF-CLIP: SDPA adaptor vs softmax reference")
+    group.add_argument("--afclip-preset", choices=sorted(AFCLIP_PRESETS), default="cpu",
+                       help="cpu: ViT-L/14 widths at 518 px with 4 vision blocks, batch 2; "
+                            "vit-l14: all 24 blocks, batch 8 (upstream)")
+    for key in AFCLIP_PRESETS["cpu"]:
+        group.add_argument(f"--{key.replace('_', '-')}", type=int, default=None,
+                           help=f"overrides the preset (cpu: {AFCLIP_PRESETS['cpu'][key]}, "
+                                f"vit-l14: {AFCLIP_PRESETS['vit-l14'][key]})")
+
+
+class SoftmaxAdaptor(nn.Module):
+    """Upstream's adaptor arithmetic (explicit softmax(q k^T / sqrt(d)) v) on an Adaptor's weights."""
+
+    def __init__(self, adaptor: nn.Module):
+        super().__init__()
+        self.block = adaptor.attention
+
+    def forward(self, x):
+        attn, y = self.block.attn, self.block.norm(x)
+        q, k, v = (t.view(*t.shape[:2], attn.heads, -1).transpose(1, 2)
+                   for t in (attn.to_q(y), attn.to_k(y), attn.to_v(y)))
+        probs = (q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5).softmax(dim=-1)
+        return attn.to_out((probs @ v).transpose(1, 2).flatten(2))
+
+
+def _import_trainers() -> None:
+    """Make the repository's ``trainers`` package importable (it is not installed)."""
+    import os
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if root not in sys.path:
+        sys.path.insert(0, root)
+
+
+def afclip_models(args: argparse.Namespace, device: torch.device):
+    """(ours, reference): AF-CLIP on a random CLIP of ViT-L/14@336 widths, same weights."""
+    _import_trainers()
+    from trainers.afclip_model import AFCLIPLearner, AFCLIPModel
+
+    n = args.afclip_layers
+    config = CLIPConfig(embed_dim=768, image_resolution=336, vision_layers=n, vision_width=1024,
+                        vision_patch_size=14, vision_heads=16, context_length=77, vocab_size=49408,
+                        transformer_width=768, transformer_heads=12, transformer_layers=12)
+    torch.manual_seed(0)
+    clip_model = CLIP(config).eval().requires_grad_(False).to(device)
+    learner = AFCLIPLearner(clip_model, prompt_len=12).to(device)
+    layers = sorted({max(1, n * i // 4) for i in (1, 2, 3, 4)})  # 6 12 18 24 at 24 blocks
+    make = lambda lrn: AFCLIPModel(clip_model, lrn, layers, (1, 3, 5), 4.0, 0.07)  # noqa: E731
+    reference = nn.Module()
+    reference.prompt, reference.adaptor = learner.prompt, SoftmaxAdaptor(learner.adaptor)
+    return make(learner), make(reference), layers
+
+
+def measure(fn: Callable[[], object], reps: int, device: torch.device, frozen: nn.Module):
+    """(median ms, MB): peak CUDA allocation, or on a CPU the distinct storages saved for
+    backward (``frozen``'s weights excluded: they are not new memory; None without autograd)."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    weights = {p.untyped_storage().data_ptr() for p in frozen.parameters()}
+    saved: Dict[int, int] = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in weights:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    times = []
+    for _ in range(reps):
+        saved.clear()
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        sync()
+        start = time.perf_counter()
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            fn()
+        sync()
+        times.append((time.perf_counter() - start) * 1000)
+    if device.type == "cuda":
+        return statistics.median(times), round(torch.cuda.max_memory_allocated(device) / 2 ** 20)
+    return statistics.median(times), round(sum(saved.values()) / 2 ** 20) if saved else None
+
+
+@register("afclip", add_afclip_arguments, "AF-CLIP train step / eval batch, SDPA vs softmax")
+def bench_afclip(args: argparse.Namespace) -> List[Row]:
+    _import_trainers()
+    from trainers.afclip_losses import afclip_loss
+
+    for k, v in AFCLIP_PRESETS[args.afclip_preset].items():
+        setattr(args, k, v if getattr(args, k) is None else getattr(args, k))
+    device = torch.device(args.device)
+    ours, reference, layers = afclip_models(args, device)
+    b, size = args.afclip_batch, args.afclip_size
+    images = torch.randn(b, 3, size, size, device=device)
+    masks = (torch.rand(b, 1, size, size, device=device) > 0.9).float()
+    labels = torch.arange(b, device=device) % 2
+    with torch.no_grad():
+        a, r = ours(images), reference(images)
+    torch.testing.assert_close(a["anomaly_map"], r["anomaly_map"], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(a["image_score"], r["image_score"], rtol=1e-4, atol=1e-4)
+    shape = (f"{b}x3x{size}x{size}, {args.afclip_layers} blocks of ViT-L/14 (maps from {layers}), "
+             f"{len(layers) * 3} maps of {1 + (size // 14) ** 2} tokens")
+    rows = []
+    for case in ("train step", "eval batch"):
+        result = {}
+        for name, model in (("reference", reference), ("ours", ours)):
+            params = [p for p in model.learner.parameters() if p.requires_grad]
+            optim = torch.optim.Adam(params, lr=1e-4, betas=(0.5, 0.999))
+
+            def step(model=model, optim=optim):
+                if case == "eval batch":
+                    with torch.no_grad():
+                        return model(images)
+                loss = afclip_loss(model(images), labels, masks, 4.0, 1.0, 1.0)["loss"]
+                optim.zero_grad()
+                loss.backward()
+                optim.step()
+
+            result[name] = measure(step, args.reps, device, model.clip)
+        (ref_ms, ref_mb), (ours_ms, ours_mb) = result["reference"], result["ours"]
+        memory = "peak CUDA MB" if device.type == "cuda" else "saved-for-backward MB"
+        rows.append({"section": "afclip", "case": case, "shape": shape,
+                     "reference ms": round(ref_ms, 1), "ours ms": round(ours_ms, 1),
+                     "speedup": f"{ref_ms / ours_ms:.2f}x", "memory": memory,
+                     "reference MB": ref_mb if ref_mb is not None else "-",
+                     "ours MB": ours_mb if ours_mb is not None else "-"})
+    return rows
+
+
+# --------------------------------------------------------------------------- anomaly metrics
+# VisA's 1cls test split: (normal, anomalous) images per object (12 objects, 2,162 images).
+VISA_TEST = [(100, 100)] * 5 + [(101, 100)] * 2 + [(60, 100)] + [(50, 100)] * 4
+
+
+def add_anomaly_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("anomaly_metrics", "AnomalyDetection evaluator speed")
+    group.add_argument("--anomaly-size", type=int, default=518, help="map side (default 518)")
+    group.add_argument("--anomaly-scale", type=float, default=1.0,
+                       help="fraction of VisA's test images per category (default 1.0: 2,162)")
+    group.add_argument("--anomaly-aupro", default="exact", choices=["exact", "legacy200"])
+
+
+def synthetic_batches(normal: int, anomalous: int, size: int, seed: int, batch: int = 8):
+    """Batches (output, gt) of one category: maps from a 37 x 37 grid, masks of ellipses."""
+    import numpy as np
+    import torch.nn.functional as F
+
+    rng = np.random.default_rng(seed)
+    labels = np.r_[np.zeros(normal, int), np.ones(anomalous, int)]
+    yy, xx = np.mgrid[0:size, 0:size]
+    for start in range(0, labels.size, batch):
+        lab = labels[start:start + batch]
+        masks = np.zeros((lab.size, size, size), bool)
+        for i in np.flatnonzero(lab):
+            for _ in range(rng.integers(1, 4)):
+                cy, cx = rng.uniform(0.1, 0.9, 2) * size
+                ry, rx = rng.uniform(0.01, 0.08, 2) * size
+                masks[i] |= ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
+        small = F.adaptive_avg_pool2d(torch.from_numpy(masks).float()[:, None], 37)
+        grid = torch.from_numpy(rng.normal(size=(lab.size, 1, 37, 37))).float() + 3 * small
+        maps = F.interpolate(grid.sigmoid(), size=(size, size), mode="bilinear",
+                             align_corners=False)[:, 0]
+        out = {"image_score": maps.flatten(1).amax(1), "anomaly_map": maps}
+        gt = {"mask": torch.from_numpy(masks)[:, None].float(), "label": torch.from_numpy(lab),
+              "category": [f"object{seed}"] * lab.size, "impath": [""] * lab.size}
+        yield out, gt
+
+
+@register("anomaly_metrics", add_anomaly_arguments,
+          "AnomalyDetection evaluator on VisA-sized synthetic maps")
+def bench_anomaly_metrics(args: argparse.Namespace) -> List[Row]:
+    from dassl_lite.config import get_cfg_default
+    from dassl_lite.evaluation import AnomalyDetection
+
+    cfg = get_cfg_default()
+    cfg.TEST.ANOMALY.AUPRO = args.anomaly_aupro
+    evaluator = AnomalyDetection(cfg)
+    counts = [(round(n * args.anomaly_scale), round(a * args.anomaly_scale)) for n, a in VISA_TEST]
+    feed_wall = feed_cpu = 0.0
+    for seed, (normal, anomalous) in enumerate(counts):
+        for out, gt in synthetic_batches(normal, anomalous, args.anomaly_size, seed):
+            wall, cpu = time.perf_counter(), time.process_time()
+            evaluator.process(out, gt)
+            feed_wall += time.perf_counter() - wall
+            feed_cpu += time.process_time() - cpu
+    wall, cpu = time.perf_counter(), time.process_time()
+    results = evaluator.evaluate()
+    eval_wall, eval_cpu = time.perf_counter() - wall, time.process_time() - cpu
+    shape = (f"{results['num_images']} maps of {args.anomaly_size}x{args.anomaly_size}, "
+             f"{len(counts)} categories, AUPRO {results['aupro_mode']}")
+    return [{"section": "anomaly_metrics", "case": case, "shape": shape,
+             "wall s": round(w, 1), "cpu s": round(c, 1)}
+            for case, w, c in (("process (resize, smooth, store)", feed_wall, feed_cpu),
+                               ("evaluate (all metrics)", eval_wall, eval_cpu),
+                               ("total", feed_wall + eval_wall, feed_cpu + eval_cpu))]
 
 
 # --------------------------------------------------------------------------- entry point

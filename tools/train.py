@@ -24,6 +24,9 @@ from dassl_lite.protocols.resolve import resolve_trainer_config  # noqa: E402
 from dassl_lite.registry import TRAINER_REGISTRY  # noqa: E402
 
 TOY_DATASET_CONFIG = os.path.join(ROOT, "configs", "datasets", "toy_shapes.yaml")
+# The toy dataset of each task family (anomaly trainers: the toy anomaly world).
+TOY_DATASET_CONFIGS = {"classification": TOY_DATASET_CONFIG,
+                       "anomaly": os.path.join(ROOT, "configs", "datasets", "toy_visa.yaml")}
 
 
 def use_toy_world_by_default(args) -> list:
@@ -34,7 +37,8 @@ def use_toy_world_by_default(args) -> list:
         return []
     if args.trainer not in TRAINER_REGISTRY:
         return []  # setup_cfg reports the unknown name with the closest one
-    args.dataset_config_file = TOY_DATASET_CONFIG
+    task = getattr(TRAINER_REGISTRY.get(args.trainer), "task", "classification")
+    args.dataset_config_file = TOY_DATASET_CONFIGS[task]
     if not args.config_file:
         try:
             args.config_file = resolve_trainer_config(
@@ -43,7 +47,7 @@ def use_toy_world_by_default(args) -> list:
             pass  # no toy config: the trainer's defaults
     if not args.root:
         args.root = os.path.join(os.getcwd(), "data")
-    return [f"No dataset config given: using the toy world ({os.path.relpath(TOY_DATASET_CONFIG)}, "
+    return [f"No dataset config given: using the toy world ({os.path.relpath(args.dataset_config_file)}, "
             f"config {os.path.relpath(args.config_file) if args.config_file else 'defaults'}, "
             f"data under {args.root})"]
 

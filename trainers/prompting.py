@@ -56,8 +56,12 @@ def check_input_size(cfg, clip_model: CLIP) -> None:
         )
 
 
-def load_frozen_clip(cfg, model_dtype: torch.dtype, device: torch.device) -> CLIP:
-    """Load ``MODEL.BACKBONE.NAME`` onto ``device`` with frozen weights in ``model_dtype``."""
+def load_frozen_clip(cfg, model_dtype: torch.dtype, device: torch.device,
+                     check_size: bool = True) -> CLIP:
+    """Load ``MODEL.BACKBONE.NAME`` onto ``device`` with frozen weights in ``model_dtype``.
+
+    ``check_size``: require ``INPUT.SIZE`` to equal the backbone's input resolution (dense
+    methods that interpolate the positional embedding pass False)."""
     name = cfg.MODEL.BACKBONE.NAME
     if not name:
         raise ConfigError("MODEL.BACKBONE.NAME is empty; give a CLIP name (ViT-B/16, RN50, "
@@ -68,7 +72,8 @@ def load_frozen_clip(cfg, model_dtype: torch.dtype, device: torch.device) -> CLI
     except (FileNotFoundError, ValueError) as e:
         raise DasslLiteError(f"Cannot load backbone MODEL.BACKBONE.NAME={name!r}: {e}") from e
     clip_model.requires_grad_(False)
-    check_input_size(cfg, clip_model)
+    if check_size:
+        check_input_size(cfg, clip_model)
     return clip_model
 
 

@@ -8,11 +8,11 @@ from .model import CLIP, CLIPConfig, build_model, convert_weights, default_heads
 from .resnet import ModifiedResNet
 from .tokenizer import SimpleTokenizer, default_tokenizer, tokenize
 from .transformer import ResidualAttentionBlock, Transformer
-from .vit import VisionTransformer
+from .vit import VisionFeatures, VisionTransformer, interpolate_positional_embedding
 
 __all__ = [
     "CLIP", "CLIPConfig", "CLIPChecksumError", "CLIPWeightsNotFoundError", "ModifiedResNet",
-    "ResidualAttentionBlock", "SimpleTokenizer", "Transformer", "VisionTransformer",
+    "ResidualAttentionBlock", "SimpleTokenizer", "Transformer", "VisionFeatures", "VisionTransformer",
     "available_models", "build_model", "convert_weights", "default_heads", "default_tokenizer",
-    "infer_config", "load_clip", "read_state_dict", "resolve_checkpoint", "tokenize",
+    "infer_config", "interpolate_positional_embedding", "load_clip", "read_state_dict", "resolve_checkpoint", "tokenize",
 ]

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from .resnet import ModifiedResNet
-from .transformer import LayerNorm, MultiheadSelfAttention, Transformer
+from .transformer import LayerNorm, MultiheadSelfAttention, Transformer, as_batched_tokens
 from .vit import VisionTransformer
 
 __all__ = ["CLIP", "CLIPConfig", "infer_config", "build_model", "convert_weights", "default_heads"]
@@ -108,6 +108,30 @@ class CLIP(nn.Module):
         x = self.transformer(x, deep_prompts, prompt_start=1)
         x = x[torch.arange(x.shape[0], device=x.device), eot_idx]
         return self.ln_final(x) @ self.text_projection
+
+    def encode_text_prefixed(self, prefix: Tensor, text: Tensor) -> Tensor:
+        """Encode token ids ``text`` [N, L] with learned vectors ``prefix`` placed BEFORE SOT.
+
+        ``prefix`` is [P, width] (shared by every row) or [N, P, width]. The input sequence is
+        ``[prefix_1..prefix_P, SOT, tokens..., EOT, pad...]`` cut to ``context_length`` (only
+        padding falls off when ``P + EOT position < context_length``); the positional embedding is
+        added to all positions, prefix included, and the feature is read at ``P + argmax(text)``
+        (AF-CLIP's state prompts). Under the causal mask the prefix sees only earlier prefix
+        vectors. Raises ``ValueError`` when the shifted EOT would fall beyond the context.
+        """
+        if text.dim() != 2:
+            raise ValueError(f"text must be token ids of shape [N, L]; got {list(text.shape)}")
+        width = self.transformer.width
+        prefix = as_batched_tokens(prefix, text.shape[0], width, "prefix")
+        n_prefix = prefix.shape[1]
+        eot_idx = n_prefix + text.argmax(dim=-1)
+        if int(eot_idx.max()) >= self.context_length:
+            raise ValueError(f"{n_prefix} prefix vectors + the longest prompt "
+                             f"({int(text.argmax(dim=-1).max()) + 1} tokens) exceed the context "
+                             f"length {self.context_length}")
+        tokens = self.token_embedding(text[:, :self.context_length - n_prefix])
+        x = torch.cat([prefix.to(tokens.dtype), tokens], dim=1)
+        return self.encode_text_embeddings(x, eot_idx)
 
     def _check_text_inputs(self, x: Tensor, eot_idx: Tensor) -> int:
         """Validate the shapes; return the largest EOT position."""

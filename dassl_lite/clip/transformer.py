@@ -7,14 +7,14 @@ OpenAI's checkpoints (``attn.in_proj_weight``, ``attn.in_proj_bias``, ``attn.out
 Tensors are batch-first: ``[batch, tokens, width]``.
 """
 from collections import OrderedDict
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["LayerNorm", "QuickGELU", "MultiheadSelfAttention", "ResidualAttentionBlock",
-           "Transformer", "as_batched_tokens", "replace_tokens"]
+           "Transformer", "as_batched_tokens", "check_block_numbers", "replace_tokens"]
 
 
 class LayerNorm(nn.LayerNorm):
@@ -89,6 +89,15 @@ def as_batched_tokens(tokens: Tensor, batch: int, width: int, what: str) -> Tens
                      f"got {list(tokens.shape)}")
 
 
+def check_block_numbers(blocks: Sequence[int], layers: int) -> set:
+    """Return ``set(blocks)``; raise ``ValueError`` unless each lies in ``1..layers``."""
+    bad = [b for b in blocks if not isinstance(b, int) or not 1 <= b <= layers]
+    if bad:
+        raise ValueError(f"block numbers must be integers in 1..{layers} (1-based: i is the "
+                         f"output of block i); got {list(blocks)}")
+    return set(blocks)
+
+
 def replace_tokens(x: Tensor, tokens: Tensor, start: int, what: str = "deep prompt") -> Tensor:
     """Return ``x`` with positions ``[start : start + n]`` replaced by ``tokens`` (n = its length).
 
@@ -121,15 +130,30 @@ class Transformer(nn.Module):
         Entry k of ``deep_prompts`` replaces positions ``[prompt_start : prompt_start + n_ctx]``
         at the input of layer k+1 (layer 0 sees ``x`` as given). At most ``layers - 1`` entries.
         """
+        return self.forward_collect(x, (), deep_prompts, prompt_start)[0]
+
+    def forward_collect(self, x: Tensor, collect: Sequence[int],
+                        deep_prompts: Optional[Sequence[Tensor]] = None,
+                        prompt_start: int = 1) -> Tuple[Tensor, List[Tensor]]:
+        """As :meth:`forward`, also returning the output of the blocks in ``collect``.
+
+        ``collect`` holds 1-based block numbers (``i`` = the output of block ``i``, the raw
+        residual stream before any final norm), in any order, repeats allowed; the list follows
+        that order. Returns ``(final output, [outputs of the collected blocks])``.
+        """
         deep = [] if deep_prompts is None else list(deep_prompts)
         if len(deep) > self.layers - 1:
             raise ValueError(f"at most {self.layers - 1} deep prompts fit a {self.layers}-layer "
                              f"transformer (entry k enters layer k+1); got {len(deep)}")
+        wanted = check_block_numbers(collect, self.layers)
+        outputs = {}
         for i, block in enumerate(self.resblocks):
             if 0 < i <= len(deep):
                 x = replace_tokens(x, deep[i - 1], prompt_start, f"deep_prompts[{i - 1}]")
             x = block(x)
-        return x
+            if i + 1 in wanted:
+                outputs[i + 1] = x
+        return x, [outputs[k] for k in collect]
 
     def initialize_parameters(self) -> None:
         """OpenAI's initialisation of the text transformer (std scaled by width and depth)."""

@@ -1,12 +1,18 @@
 """CLIP's Vision Transformer image encoder with shallow and deep visual prompts."""
-from typing import Optional, Sequence
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .transformer import LayerNorm, Transformer, as_batched_tokens
 
-__all__ = ["VisionTransformer", "check_image_size", "num_prompt_tokens"]
+__all__ = ["VisionFeatures", "VisionTransformer", "check_image_size",
+           "interpolate_positional_embedding", "num_prompt_tokens", "POS_INTERPOLATION_MODES"]
+
+# Modes of ``VisionTransformer.pos_interpolation`` (None: inputs must match the stored grid).
+POS_INTERPOLATION_MODES = ("bilinear", "bicubic")
 
 
 def check_image_size(images: Tensor, resolution: int, backbone: str) -> None:
@@ -15,6 +21,44 @@ def check_image_size(images: Tensor, resolution: int, backbone: str) -> None:
         raise ValueError(f"{backbone} expects images of shape [B, 3, {resolution}, {resolution}]; "
                          f"got {list(images.shape)} "
                          f"(set INPUT.SIZE to ({resolution}, {resolution}))")
+
+
+def interpolate_positional_embedding(pos: Tensor, grid: Tuple[int, int],
+                                     mode: str = "bicubic") -> Tensor:
+    """Resize a ViT positional embedding ``[1 + g*g, width]`` to ``[1 + h*w, width]``.
+
+    The CLS row is kept; the ``g x g`` patch rows are resized as an image to ``grid = (h, w)``
+    with ``F.interpolate(mode, align_corners=False)`` (AF-CLIP / AnomalyCLIP use bilinear, timm
+    bicubic). Returns a new tensor; ``pos`` is never modified. The same grid returns ``pos``.
+    """
+    if mode not in POS_INTERPOLATION_MODES:
+        raise ValueError(f"positional-embedding interpolation must be one of "
+                         f"{POS_INTERPOLATION_MODES}; got {mode!r}")
+    old = round((pos.shape[0] - 1) ** 0.5)
+    if pos.dim() != 2 or old * old + 1 != pos.shape[0]:
+        raise ValueError(f"positional embedding must have shape [1 + g*g, width]; "
+                         f"got {list(pos.shape)}")
+    if tuple(grid) == (old, old):
+        return pos
+    patches = pos[1:].float().reshape(1, old, old, -1).permute(0, 3, 1, 2)
+    patches = F.interpolate(patches, size=tuple(grid), mode=mode, align_corners=False)
+    patches = patches.permute(0, 2, 3, 1).reshape(grid[0] * grid[1], -1).to(pos.dtype)
+    return torch.cat([pos[:1], patches], dim=0)
+
+
+@dataclass
+class VisionFeatures:
+    """What :meth:`VisionTransformer.forward_features` returns.
+
+    ``pooled``: the usual image feature ``ln_post(CLS) @ proj`` [B, output_dim];
+    ``tokens``: the raw residual stream after each requested block, [B, 1 + h*w (+ n_ctx), width]
+    (CLS first, patches row-major, then any prompt tokens), before ``ln_post``;
+    ``grid``: the patch grid ``(h, w)`` of this input.
+    """
+
+    pooled: Tensor
+    tokens: List[Tensor]
+    grid: Tuple[int, int]
 
 
 def num_prompt_tokens(prompts: Optional[Tensor]) -> int:
@@ -44,7 +88,18 @@ class VisionTransformer(nn.Module):
 
     One deliberate difference: upstream casts prompts with ``.half()`` even for fp32 models
     (rounding them to fp16 precision); here prompts are cast to the model's dtype.
+
+    Hooks for dense tasks (anomaly maps, segmentation):
+
+    - ``pos_interpolation`` (None by default: the input must be ``input_resolution`` square):
+      set to ``"bilinear"`` or ``"bicubic"`` to accept any ``[B, 3, H, W]`` whose sides are
+      multiples of the patch size; the positional embedding is then resized on every forward
+      (:func:`interpolate_positional_embedding`), the stored parameter is never changed;
+    - :meth:`forward_features` returns the tokens after chosen blocks as well;
+    - :meth:`project_tokens` maps tokens to the joint space (``ln_post(t) @ proj``) as CLS is.
     """
+
+    pos_interpolation: Optional[str] = None
 
     def __init__(self, input_resolution: int, patch_size: int, width: int, layers: int,
                  heads: int, output_dim: int):
@@ -69,12 +124,31 @@ class VisionTransformer(nn.Module):
         self.ln_post = LayerNorm(width)
         self.proj = nn.Parameter(scale * torch.randn(width, output_dim))
 
+    def input_grid(self, images: Tensor) -> Tuple[int, int]:
+        """The patch grid ``(h, w)`` of ``images``; raise ``ValueError`` for a size it refuses."""
+        backbone = f"ViT (patch {self.patch_size})"
+        if self.pos_interpolation is None:
+            check_image_size(images, self.input_resolution, backbone)
+            return self.grid_size, self.grid_size
+        if self.pos_interpolation not in POS_INTERPOLATION_MODES:
+            raise ValueError(f"pos_interpolation must be None or one of "
+                             f"{POS_INTERPOLATION_MODES}; got {self.pos_interpolation!r}")
+        p = self.patch_size
+        if images.dim() != 4 or images.shape[1] != 3 or images.shape[2] % p or images.shape[3] % p:
+            raise ValueError(f"{backbone} with positional-embedding interpolation expects images "
+                             f"[B, 3, H, W] with H and W multiples of {p}; "
+                             f"got {list(images.shape)}")
+        return images.shape[2] // p, images.shape[3] // p
+
     def embed(self, images: Tensor) -> Tensor:
-        """[B, 3, R, R] -> [B, 1 + grid**2, width]: CLS + patch tokens plus positional embedding."""
-        check_image_size(images, self.input_resolution, f"ViT (patch {self.patch_size})")
+        """[B, 3, H, W] -> [B, 1 + h*w, width]: CLS + patch tokens plus positional embedding."""
+        grid = self.input_grid(images)
         x = self.conv1(images.to(self.conv1.weight.dtype)).flatten(2).transpose(1, 2)
         cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
-        return torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)
+        pos = self.positional_embedding
+        if grid != (self.grid_size, self.grid_size):
+            pos = interpolate_positional_embedding(pos, grid, self.pos_interpolation)
+        return torch.cat([cls, x], dim=1) + pos.to(x.dtype)
 
     def forward(self, images: Tensor, prompts: Optional[Tensor] = None,
                 deep_prompts: Optional[Sequence[Tensor]] = None) -> Tensor:
@@ -84,7 +158,20 @@ class VisionTransformer(nn.Module):
         for none). ``deep_prompts``: entry k ([n_ctx, width] or [B, n_ctx, width]) replaces the
         prompt tokens at the input of layer k+1; needs shallow prompts of the same n_ctx.
         """
+        return self.forward_features(images, (), prompts, deep_prompts).pooled
+
+    def forward_features(self, images: Tensor, layers: Sequence[int],
+                         prompts: Optional[Tensor] = None,
+                         deep_prompts: Optional[Sequence[Tensor]] = None) -> VisionFeatures:
+        """As :meth:`forward`, also returning the tokens after the blocks in ``layers``.
+
+        ``layers`` holds 1-based block numbers (AF-CLIP's ``--feature_layers 6 12 18 24`` on
+        ViT-L/14); each entry is the raw residual stream after that block, CLS included, before
+        ``ln_post`` (see :class:`VisionFeatures`). Each entry is its own tensor, so layers never
+        alias one another.
+        """
         x = self.embed(images)
+        grid = self.input_grid(images)
         n_ctx = num_prompt_tokens(prompts)
         if n_ctx:
             prompts = as_batched_tokens(prompts, x.shape[0], self.width, "prompts")
@@ -92,8 +179,13 @@ class VisionTransformer(nn.Module):
         deep = [] if deep_prompts is None else list(deep_prompts)
         self._check_deep_prompts(deep, n_ctx)
         x = self.ln_pre(x)
-        x = self.transformer(x, deep, prompt_start=x.shape[1] - n_ctx)
-        return self.ln_post(x[:, 0]) @ self.proj
+        x, tokens = self.transformer.forward_collect(x, list(layers), deep,
+                                                     prompt_start=x.shape[1] - n_ctx)
+        return VisionFeatures(self.ln_post(x[:, 0]) @ self.proj, tokens, grid)
+
+    def project_tokens(self, tokens: Tensor) -> Tensor:
+        """Tokens [..., width] -> [..., output_dim] through ``ln_post`` and ``proj`` (as CLS)."""
+        return self.ln_post(tokens) @ self.proj.to(tokens.dtype)
 
     @staticmethod
     def _check_deep_prompts(deep: Sequence[Tensor], n_ctx: int) -> None:

@@ -40,6 +40,8 @@ _C.INPUT.COLORJITTER_H = 0.1
 _C.INPUT.RGS_P = 0.2
 _C.INPUT.GB_P = 0.5
 _C.INPUT.GB_K = 21
+# dassl_lite: anomaly masks are resized with "nearest", or "bilinear"/"bicubic" then >= 0.5
+_C.INPUT.MASK_INTERPOLATION = "bilinear"
 
 # ---------------------------------------------------------------- Dataset
 _C.DATASET = CN()
@@ -57,6 +59,16 @@ _C.DATASET.CIFAR_C_LEVEL = 1
 _C.DATASET.ALL_AS_UNLABELED = False
 # all, base or new (base-to-novel protocol; CoOp/MaPLe add this key in their train.py)
 _C.DATASET.SUBSAMPLE_CLASSES = "all"
+# dassl_lite: anomaly detection datasets (MVTecAD, VisA, ToyMVTec, ToyVisA)
+_C.DATASET.ANOMALY = CN()
+# Split the trainer trains on: "train" (normal images) or "test" (all test images with masks;
+# zero-shot methods train on another dataset's test split)
+_C.DATASET.ANOMALY.TRAIN_SPLIT = "train"
+# "" reads the dataset's own layout; a file name (e.g. "meta.json") reads that APRIL-GAN /
+# AnomalyCLIP meta file in the dataset folder instead
+_C.DATASET.ANOMALY.META_FILE = ""
+# Categories to keep (empty: all)
+_C.DATASET.ANOMALY.CATEGORIES = ()
 
 # ---------------------------------------------------------------- Dataloader
 _C.DATALOADER = CN()
@@ -152,6 +164,20 @@ _C.TEST.NO_TEST = False
 _C.TEST.SPLIT = "test"
 # last_step or best_val
 _C.TEST.FINAL_MODEL = "last_step"
+# dassl_lite: the AnomalyDetection evaluator
+_C.TEST.ANOMALY = CN()
+# Gaussian sigma (pixels) applied to each anomaly map before pixel metrics (0: none)
+_C.TEST.ANOMALY.MAP_SIGMA = 4.0
+# AUPRO: "exact" (MVTec / anomalib) or "legacy200" (200 thresholds, reference code)
+_C.TEST.ANOMALY.AUPRO = "exact"
+# legacy200 FPR normalisation: "minmax" (APRIL-GAN / AnomalyCLIP) or "max" (AF-CLIP)
+_C.TEST.ANOMALY.AUPRO_NORM = "minmax"
+_C.TEST.ANOMALY.FPR_LIMIT = 0.3
+# Pixel curves on scores rounded to this many leading float32 bits (10..24; relative precision
+# 2**(9 - bits) at any magnitude); 0: exact (slower)
+_C.TEST.ANOMALY.PIXEL_BITS = 24
+# Write overlays of every test map and a grid per category to OUTPUT_DIR/maps (--save-maps)
+_C.TEST.ANOMALY.SAVE_MAPS = False
 
 # ---------------------------------------------------------------- Trainer
 # Each trainer adds its own section through a registered config extender.

@@ -201,7 +201,8 @@ class DataManager:
         self.tfm_train = self._pick_transform(cfg, custom_tfm_train, is_train=True)
         self.tfm_test = self._pick_transform(cfg, custom_tfm_test, is_train=False)
         x, u, t = cfg.DATALOADER.TRAIN_X, cfg.DATALOADER.TRAIN_U, cfg.DATALOADER.TEST
-        ds, wrap = self.dataset, dataset_wrapper
+        # A dataset may bring its own wrapper (e.g. anomaly datasets read masks too).
+        ds, wrap = self.dataset, dataset_wrapper or getattr(self.dataset, "dataset_wrapper", None)
         self.train_loader_x = _loader(cfg, "train_x", ds.train_x, x, self.tfm_train, True, wrap)
         self.train_loader_u = None
         if ds.train_u:
@@ -215,10 +216,11 @@ class DataManager:
         if cfg.VERBOSE:
             self.show_dataset_summary(cfg)
 
-    @staticmethod
-    def _pick_transform(cfg, custom, is_train: bool):
+    def _pick_transform(self, cfg, custom, is_train: bool):
         if custom is None:
-            return build_transform(cfg, is_train=is_train)
+            # A dataset may bring its own builder (anomaly datasets transform masks too).
+            builder = getattr(self.dataset, "build_transform", build_transform)
+            return builder(cfg, is_train=is_train)
         logger.info("Using a custom transform for %s", "training" if is_train else "testing")
         return custom
 

@@ -15,6 +15,7 @@ class DatasetBase:
     train set). Missing splits are empty lists.
     """
 
+    task = "classification"  # task family ("classification" or "anomaly"); trainers check it
     dataset_dir = ""  # folder of the dataset under DATASET.ROOT
     domains: List[str] = []  # names of all domains (domain adaptation / generalization)
 

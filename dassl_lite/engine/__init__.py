@@ -1,5 +1,6 @@
 """Trainer template (Dassl's TrainerBase / SimpleTrainer / TrainerX), precision, checkpoints."""
 from ..registry import TRAINER_REGISTRY
+from .anomaly import AnomalyTrainer
 from .base import NonFiniteLossError, TrainerBase
 from .build import build_trainer
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, trainable_state_dict
@@ -7,7 +8,7 @@ from .precision import Precision, resolve_precision
 from .trainer import SimpleTrainer, TrainerX
 
 __all__ = [
-    "CheckpointError", "NonFiniteLossError", "Precision", "SimpleTrainer", "TRAINER_REGISTRY",
+    "AnomalyTrainer", "CheckpointError", "NonFiniteLossError", "Precision", "SimpleTrainer", "TRAINER_REGISTRY",
     "TrainerBase", "TrainerX", "build_trainer", "load_checkpoint", "resolve_precision",
     "save_checkpoint", "trainable_state_dict",
 ]

@@ -30,6 +30,9 @@ class TrainerBase:
     ``self._models[name]`` is saved in ``<output_dir>/<name>/`` with its optimizer and scheduler.
     """
 
+    # Task family: "classification" or "anomaly"; a trainer runs on datasets of its task.
+    task = "classification"
+
     def __init__(self) -> None:
         self._models: "OrderedDict[str, nn.Module]" = OrderedDict()
         self._optims: "OrderedDict[str, Optional[torch.optim.Optimizer]]" = OrderedDict()

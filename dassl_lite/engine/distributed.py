@@ -227,6 +227,15 @@ class ShardedEvaluation:
                                  "(batch['index'], as DatasetWrapper gives); got none")
         self._parts.append((batch["index"].cpu(), output.detach().cpu(), labels.cpu()))
 
+    def count_unsharded(self, n: int) -> None:
+        """Count ``n`` images that a task fed to its evaluator itself (no gathering across
+        processes: such an evaluation needs one process)."""
+        if self.sharded:
+            raise DasslLiteError(
+                "This task's evaluation is not sharded across processes yet; evaluate with one "
+                "process (python tools/train.py --eval-only ..., not torchrun)")
+        self.count += n
+
     def finish(self) -> int:
         """Gather (under DDP) and process; returns the number of images evaluated."""
         if not self.sharded:

@@ -78,12 +78,23 @@ class SimpleTrainer(TrainerBase):
 
         with main_process_first():  # rank 0 may generate or download the dataset
             dm = DataManager(self.cfg)
+        self.check_task(dm.dataset)
         self.dm = dm
         self.train_loader_x = dm.train_loader_x
         self.val_loader = dm.val_loader
         self.test_loader = dm.test_loader
         self.num_classes = dm.num_classes
         self.lab2cname = dm.lab2cname
+
+    def check_task(self, dataset) -> None:
+        """Raise DasslLiteError unless ``dataset`` is of this trainer's task family."""
+        task = getattr(dataset, "task", "classification")
+        if task != self.task:
+            raise DasslLiteError(
+                f"{type(self).__name__} is a {self.task} trainer but dataset "
+                f"{self.cfg.DATASET.NAME!r} is a {task} dataset; pick a {self.task} dataset or "
+                f"a {task} trainer"
+            )
 
     def build_model(self) -> None:
         """Set ``self.model`` and call ``register_model``; every method overrides this."""
@@ -185,6 +196,15 @@ class SimpleTrainer(TrainerBase):
             return self.test_loader
         raise DasslLiteError(f"split must be 'val' or 'test'; got {split!r}")
 
+    def evaluate_batch(self, batch: Dict[str, Any], shards: ShardedEvaluation) -> None:
+        """Run inference on one test batch and feed the evaluator through ``shards`` (which
+        gathers the ranks' outputs under DDP). Override when a task's evaluator takes other
+        inputs (anomaly detection)."""
+        images, labels = self.parse_batch_test(batch)
+        with self.precision.autocast():
+            output = self.model_inference(images)
+        shards.process(output.float(), labels, batch)
+
     @torch.no_grad()
     def test(self, split: Optional[str] = None) -> float:
         """Evaluate on ``split`` (default ``TEST.SPLIT``); logs upstream's result lines and
@@ -201,10 +221,7 @@ class SimpleTrainer(TrainerBase):
 
             quiet = not (sys.stderr.isatty() and is_main_process())
             for batch in tqdm(loader, disable=quiet, leave=False):
-                images, labels = self.parse_batch_test(batch)
-                with self.precision.autocast():
-                    output = self.model_inference(images)
-                shards.process(output.float(), labels, batch)
+                self.evaluate_batch(batch, shards)
         finally:
             self.after_test()
         num_samples = shards.finish()

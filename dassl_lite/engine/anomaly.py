@@ -1,0 +1,95 @@
+"""AnomalyTrainer: the trainer template for anomaly detection (same loop, other data and
+evaluator).
+
+A method writes ``build_model``, ``forward_backward`` and ``model_inference``, which returns
+``{"image_score": [B], "anomaly_map": [B, h, w]}`` (any map resolution; the
+``AnomalyDetection`` evaluator resizes it to the mask and smooths it). Train and test batches
+are dicts with ``img`` [B, 3, H, W], ``mask`` [B, 1, H, W] (0/1, aligned with ``img``),
+``label`` [B] (0 normal, 1 anomalous), ``category``, ``defect`` and ``impath`` lists.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any, Dict, List, Mapping, Tuple
+
+import torch
+
+from ..errors import DasslLiteError
+from ..utils.io import atomic_write_json
+from .trainer import TrainerX
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["AnomalyTrainer"]
+
+
+class AnomalyTrainer(TrainerX):
+    """TrainerX for the anomaly task family (``task = "anomaly"``).
+
+    ``test()`` is the template's; per batch :meth:`evaluate_batch` hands the model's output
+    dict and the batch to the evaluator. ``results.json`` holds the macro means
+    (``image_auroc`` ... ``pixel_aupro``, percent) and ``per_category``.
+    """
+
+    task = "anomaly"
+
+    def build_evaluator(self):
+        """``TEST.EVALUATOR`` (must be ``AnomalyDetection`` or a subclass) with the categories."""
+        from ..evaluation import AnomalyDetection, build_evaluator
+
+        evaluator = build_evaluator(self.cfg, categories=self.dm.dataset.categories)
+        if not isinstance(evaluator, AnomalyDetection):
+            raise DasslLiteError(
+                f"{type(self).__name__} needs TEST.EVALUATOR AnomalyDetection (image score + "
+                f"anomaly map per image); got {self.cfg.TEST.EVALUATOR!r}")
+        return evaluator
+
+    def parse_batch_anomaly(self, batch: Mapping[str, Any]) -> Tuple[torch.Tensor, ...]:
+        """(images, masks [B, 1, H, W], labels [B]) on the trainer's device."""
+        return (batch["img"].to(self.device), batch["mask"].to(self.device),
+                batch["label"].to(self.device))
+
+    parse_batch_train = parse_batch_anomaly
+
+    def model_inference(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """``{"image_score": [B], "anomaly_map": [B, h, w]}``; every method overrides this.
+        Methods whose prompts name the object read ``self.batch_categories``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement model_inference()")
+
+    def evaluate_batch(self, batch: Dict[str, Any], shards) -> None:
+        """Inference on one test batch (``self.batch_categories`` holds each image's category
+        while ``model_inference`` runs), then the evaluator (one process: see
+        :meth:`ShardedEvaluation.count_unsharded`)."""
+        images = batch["img"].to(self.device)
+        self.batch_categories: List[str] = list(batch["category"])
+        with self.precision.autocast():
+            output = self.model_inference(images)
+        self.evaluator.process({k: v.float() for k, v in output.items()}, batch)
+        shards.count_unsharded(images.shape[0])
+
+    def write_results(self, split: str, results: Dict[str, Any], num_samples: int) -> None:
+        """``OUTPUT_DIR/results.json``: metrics (percent), per_category and the run's setup."""
+        from ..evaluation import ANOMALY_METRIC_KEYS
+
+        cfg = self.cfg
+        record: Dict[str, Any] = {"split": split}
+        record.update({k: results[k] for k in ANOMALY_METRIC_KEYS})
+        record.update({
+            "per_category": results["per_category"],
+            "aupro_mode": results["aupro_mode"],
+            "map_sigma": cfg.TEST.ANOMALY.MAP_SIGMA,
+            "num_samples": num_samples,
+            "trainer": cfg.TRAINER.NAME,
+            "dataset": cfg.DATASET.NAME,
+            "train_split": cfg.DATASET.ANOMALY.TRAIN_SPLIT,
+            "num_shots": cfg.DATASET.NUM_SHOTS,
+            "seed": cfg.SEED,
+            "epoch": self.model_epoch,
+            "backbone": cfg.MODEL.BACKBONE.NAME,
+            "input_size": list(cfg.INPUT.SIZE),
+            "precision": self.precision.name,
+            "wall_time_s": round(time.time() - self.time_created, 2),
+        })
+        atomic_write_json(os.path.join(self.output_dir, "results.json"), record)

@@ -1,0 +1,179 @@
+"""The ``AnomalyDetection`` evaluator: image and pixel metrics per category, macro-averaged.
+
+What an anomaly trainer's inference returns (``model_inference(images)``) and
+:meth:`AnomalyDetection.process` consumes::
+
+    {"image_score": Tensor [B]        # higher = more anomalous
+     "anomaly_map": Tensor [B, H, W]  # per-pixel score at the input resolution ([B, 1, H, W] ok)}
+
+together with the loader batch (``"mask"`` [B, 1, H, W] 0/1, ``"label"`` [B], ``"category"``,
+``"impath"``). A map of another size than the mask is resized bilinearly to it; then each map
+is smoothed with a Gaussian of ``TEST.ANOMALY.MAP_SIGMA`` pixels (AF-CLIP / AnomalyCLIP use 4).
+Metrics are computed per category and then averaged over categories (macro), in percent, as
+the papers print them; see :mod:`dassl_lite.evaluation.anomaly_metrics` for the definitions.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections import OrderedDict
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tabulate import tabulate
+
+from ..config import ConfigError
+from ..registry import EVALUATOR_REGISTRY
+from .anomaly_metrics import AUPRO_MODES, AUPRO_NORMS, image_metrics, pixel_metrics
+from .evaluator import EvaluatorBase
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["AnomalyDetection", "METRIC_KEYS", "smooth_maps"]
+
+# results.json keys (macro means over categories, percent), in this order.
+METRIC_KEYS = ("image_auroc", "image_ap", "image_f1max", "pixel_auroc", "pixel_ap",
+               "pixel_f1max", "pixel_aupro")
+
+
+def smooth_maps(maps: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian-filter each map of ``maps`` [N, H, W] (``scipy.ndimage.gaussian_filter``)."""
+    if sigma <= 0:
+        return maps
+    from scipy.ndimage import gaussian_filter
+
+    return np.stack([gaussian_filter(m, sigma=sigma) for m in maps]).astype(np.float32)
+
+
+@EVALUATOR_REGISTRY.register()
+class AnomalyDetection(EvaluatorBase):
+    """Image AUROC/AP/max-F1 from image scores; pixel AUROC/AP/max-F1/AUPRO from maps.
+
+    ``categories``: the categories expected (a processed category outside it is an error; one
+    without samples is reported as missing). Config: ``TEST.ANOMALY.{MAP_SIGMA, AUPRO,
+    AUPRO_NORM, FPR_LIMIT, PIXEL_BITS, SAVE_MAPS}``.
+    """
+
+    def __init__(self, cfg, categories: Optional[Sequence[str]] = None, **kwargs: Any) -> None:
+        super().__init__(cfg)
+        opts = cfg.TEST.ANOMALY
+        if opts.AUPRO not in AUPRO_MODES:
+            raise ConfigError(f"TEST.ANOMALY.AUPRO must be one of {', '.join(AUPRO_MODES)}; "
+                              f"got {opts.AUPRO!r}")
+        if opts.AUPRO_NORM not in AUPRO_NORMS:
+            raise ConfigError(f"TEST.ANOMALY.AUPRO_NORM must be one of "
+                              f"{', '.join(AUPRO_NORMS)}; got {opts.AUPRO_NORM!r}")
+        if not 0 < opts.FPR_LIMIT <= 1:
+            raise ConfigError(f"TEST.ANOMALY.FPR_LIMIT must be in (0, 1]; got {opts.FPR_LIMIT}")
+        self.categories = list(categories) if categories is not None else None
+        self.sigma = float(opts.MAP_SIGMA)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget all processed samples."""
+        self._data: Dict[str, Dict[str, List]] = OrderedDict()
+
+    def _bucket(self, category: str) -> Dict[str, List]:
+        if self.categories is not None and category not in self.categories:
+            raise ValueError(f"category {category!r} is not among the evaluator's categories "
+                             f"{self.categories}")
+        return self._data.setdefault(category, {"scores": [], "labels": [], "maps": [],
+                                                "masks": [], "impaths": []})
+
+    def process(self, model_output: Mapping[str, torch.Tensor], gt: Mapping[str, Any]) -> None:
+        """Add a batch: ``model_output`` {"image_score" [B], "anomaly_map" [B, H, W]} and the
+        loader batch ``gt`` ({"mask", "label", "category", "impath"})."""
+        scores, maps = _check_output(model_output)
+        masks = gt["mask"]
+        masks = masks[:, 0] if masks.dim() == 4 else masks
+        if masks.shape[0] != maps.shape[0]:
+            raise ValueError(f"batch sizes differ: {maps.shape[0]} maps, {masks.shape[0]} masks")
+        if maps.shape[-2:] != masks.shape[-2:]:
+            maps = F.interpolate(maps[:, None], size=masks.shape[-2:], mode="bilinear",
+                                 align_corners=False)[:, 0]
+        maps_np = smooth_maps(maps.detach().float().cpu().numpy(), self.sigma)
+        masks_np = masks.detach().cpu().numpy() > 0.5
+        labels = gt["label"].tolist() if torch.is_tensor(gt["label"]) else list(gt["label"])
+        for i, category in enumerate(gt["category"]):
+            bucket = self._bucket(category)
+            bucket["scores"].append(float(scores[i]))
+            bucket["labels"].append(int(labels[i]))
+            bucket["maps"].append(maps_np[i])
+            bucket["masks"].append(masks_np[i])
+            bucket["impaths"].append(gt["impath"][i])
+
+    def category_results(self, category: str) -> "OrderedDict[str, float]":
+        """The seven metrics (percent) of one processed category."""
+        b = self._data[category]
+        opts = self.cfg.TEST.ANOMALY
+        img = image_metrics(np.asarray(b["labels"]), np.asarray(b["scores"]))
+        pix = pixel_metrics(np.stack(b["maps"]), np.stack(b["masks"]), bits=opts.PIXEL_BITS,
+                            aupro=opts.AUPRO, fpr_limit=opts.FPR_LIMIT, norm=opts.AUPRO_NORM)
+        values = [img["auroc"], img["ap"], img["f1max"], pix["auroc"], pix["ap"],
+                  pix["f1max"], pix["aupro"]]
+        return OrderedDict((k, 100.0 * v) for k, v in zip(METRIC_KEYS, values))
+
+    def evaluate(self) -> "OrderedDict[str, Any]":
+        """Log a per-category table and the macro means; return the means (``METRIC_KEYS``,
+        percent; ``image_auroc`` first), ``per_category``, ``aupro_mode`` and ``num_images``."""
+        if not self._data:
+            raise RuntimeError("evaluate() needs at least one processed sample; got none since "
+                               "the last reset()")
+        missing = [c for c in (self.categories or []) if c not in self._data]
+        if missing:
+            logger.warning("No test images of categories %s were processed", missing)
+        per_cat = OrderedDict((c, self.category_results(c)) for c in sorted(self._data))
+        results = OrderedDict(
+            (k, float(np.mean([r[k] for r in per_cat.values()]))) for k in METRIC_KEYS)
+        self._log(per_cat, results)
+        if self.cfg.TEST.ANOMALY.SAVE_MAPS:
+            self.save_maps(os.path.join(self.cfg.OUTPUT_DIR, "maps"))
+        results["per_category"] = {c: dict(r) for c, r in per_cat.items()}
+        results["aupro_mode"] = self.aupro_mode
+        results["num_images"] = sum(len(b["labels"]) for b in self._data.values())
+        return results
+
+    @property
+    def aupro_mode(self) -> str:
+        """The AUPRO variant in words (logged and written to results.json)."""
+        opts = self.cfg.TEST.ANOMALY
+        if opts.AUPRO == "exact":
+            return f"exact (FPR limit {opts.FPR_LIMIT})"
+        return f"legacy200 (FPR < {opts.FPR_LIMIT}, {opts.AUPRO_NORM} normalised)"
+
+    def _log(self, per_cat: Mapping[str, Mapping[str, float]], means: Mapping[str, float]):
+        rows = [[c] + [f"{r[k]:.1f}" for k in METRIC_KEYS] for c, r in per_cat.items()]
+        rows.append(["mean"] + [f"{means[k]:.1f}" for k in METRIC_KEYS])
+        logger.info("=> anomaly detection results (%%; AUPRO: %s)\n%s", self.aupro_mode,
+                    tabulate(rows, headers=["category", *METRIC_KEYS]))
+        logger.info("=> result")
+        logger.info(f"* categories: {len(per_cat)}")
+        for k in METRIC_KEYS:
+            logger.info(f"* {k}: {means[k]:.1f}%")
+
+    def save_maps(self, directory: str) -> List[str]:
+        """Write an overlay PNG per processed image and a grid per category; returns paths."""
+        from .anomaly_maps import save_category_maps
+
+        paths = []
+        for category, b in self._data.items():
+            paths += save_category_maps(os.path.join(directory, category), b["impaths"],
+                                        np.stack(b["maps"]), np.stack(b["masks"]),
+                                        b["scores"], b["labels"])
+        logger.info("Anomaly maps written to %s (%d files)", directory, len(paths))
+        return paths
+
+
+def _check_output(output: Mapping[str, torch.Tensor]):
+    if not isinstance(output, Mapping) or "image_score" not in output or "anomaly_map" not in output:
+        got = sorted(output) if isinstance(output, Mapping) else type(output).__name__
+        raise ValueError(f"AnomalyDetection.process() expects model_output "
+                         f"{{'image_score': [B], 'anomaly_map': [B, H, W]}}; got {got}")
+    scores, maps = output["image_score"].detach().float().cpu(), output["anomaly_map"]
+    maps = maps[:, 0] if maps.dim() == 4 and maps.shape[1] == 1 else maps
+    if scores.dim() != 1 or maps.dim() != 3 or maps.shape[0] != scores.shape[0]:
+        raise ValueError(f"expected image_score [B] and anomaly_map [B, H, W]; got "
+                         f"{list(scores.shape)} and {list(output['anomaly_map'].shape)}")
+    return scores, maps.detach().float()

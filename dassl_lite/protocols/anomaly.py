@@ -1,0 +1,208 @@
+"""The anomaly detection protocol of CLIP-based zero-/few-shot methods (``tools/anomaly.py``).
+
+Zero-shot cross-dataset, both directions: for each direction A -> B, a training run on A's test
+split (``DATASET.ANOMALY.TRAIN_SPLIT test``; AnomalyCLIP / AF-CLIP train on MVTec's test split
+to report VisA and the other way round) and an evaluation of those weights on every category of
+B. Few-shot: the same weights evaluated on B with ``DATASET.NUM_SHOTS`` k normal reference
+images per category, drawn with the run's seed. Every run is ``tools/train.py``; finished runs
+are skipped and unfinished ones resumed as in the other protocols. Layout::
+
+    <out>/anomaly/train/<A>/<T>/<cfg>/seed<S>
+    <out>/anomaly/<A>_to_<B>/<T>/<cfg>/shots_<k>/seed<S>          (k = 0: zero-shot)
+    <out>/anomaly/summary_<T>_<cfg>.json / .csv
+
+The summary holds, per direction and k, the mean +- population std over seeds of every metric
+(``image_auroc`` ... ``pixel_aupro``, percent, macro over categories).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from ..errors import DasslLiteError
+from ..evaluation.anomaly import METRIC_KEYS
+from ..utils.io import atomic_write_json, atomic_write_text
+from . import report
+from .cli import _setup_console, split_opts
+from .jobs import Job, read_results
+from .plans import RunSpec, make_job
+from .resolve import DatasetConfig, resolve_dataset, resolve_trainer_config
+from .runner import InProcessLauncher, Outcome, SubprocessLauncher, run_jobs
+from .stats import STD_CONVENTION, seed_stat
+from .summary import failed_outcomes, wall_times
+
+__all__ = ["build_parser", "plan_anomaly", "summarize_anomaly", "anomaly_table", "main"]
+
+
+def build_parser(repo_root: str) -> argparse.ArgumentParser:
+    """The flags of ``tools/anomaly.py``."""
+    p = argparse.ArgumentParser(
+        description="Zero-shot cross-dataset anomaly detection (train on A's test split, "
+                    "evaluate on every category of B, both directions) and few-shot (k normal "
+                    "references, several seeded draws); mean ± std over seeds.",
+        epilog="Trailing KEY VALUE config options go to every run; they start at the first "
+               "KEY.NAME token or after '--'.")
+    p.add_argument("--trainer", nargs="+", required=True, metavar="TRAINER")
+    p.add_argument("--config-file", required=True,
+                   help="trainer YAML path, or a name under configs/trainers/<TRAINER>/ (toy)")
+    p.add_argument("--train-dataset", default="toy_mvtec",
+                   help="dataset A whose test split trains (config stem, name or path; "
+                        "default toy_mvtec)")
+    p.add_argument("--test-datasets", nargs="+", default=["toy_visa"], metavar="DATASET",
+                   help="datasets B evaluated (default toy_visa)")
+    p.add_argument("--one-way", action="store_true",
+                   help="only A -> B (default: also each B -> A)")
+    p.add_argument("--shots", type=int, nargs="*", default=[],
+                   help="few-shot k values (e.g. 1 2 4); none: zero-shot only")
+    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="default 1 2 3")
+    p.add_argument("--root", default=os.environ.get("DATA", ""), help="default $DATA")
+    p.add_argument("--output-root", default="output", help="default ./output")
+    p.add_argument("--import", dest="imports", action="append", default=[],
+                   metavar="MODULE_OR_FILE")
+    p.add_argument("--launcher", default="subprocess", choices=["subprocess", "inprocess"])
+    p.add_argument("--dry-run", action="store_true", help="list the jobs and their state only")
+    p.add_argument("--verbose", action="store_true", help="echo the jobs' output")
+    p.add_argument("--table-format", default="github")
+    p.add_argument("--configs-dir", default=os.path.join(repo_root, "configs"))
+    return p
+
+
+def directions(train: DatasetConfig, tests: Sequence[DatasetConfig],
+               one_way: bool) -> List[Tuple[DatasetConfig, DatasetConfig]]:
+    """(source, target) pairs: A -> each B, then each B -> A unless ``one_way``."""
+    pairs = [(train, t) for t in tests if t != train]
+    if not pairs:
+        raise DasslLiteError(f"No test dataset besides the training dataset {train.label!r}")
+    return pairs if one_way else pairs + [(t, s) for s, t in pairs]
+
+
+TRAIN_KIND = "train (test split)"
+
+
+def eval_kind(source: DatasetConfig, k: int) -> str:
+    """The job kind of an evaluation: "zero-shot toy_mvtec ->" or "2-shot toy_mvtec ->"."""
+    return f"{'zero-shot' if k == 0 else f'{k}-shot'} {source.label} ->"
+
+
+def run_dir(spec: RunSpec, *parts: str) -> str:
+    return os.path.join(spec.output_root, "anomaly", *parts)
+
+
+def plan_anomaly(spec: RunSpec, pairs: Sequence[Tuple[DatasetConfig, DatasetConfig]],
+                 seeds: Sequence[int], shots: Sequence[int]) -> List[Job]:
+    """Per source and seed one training run; per direction, k (0 first) and seed one
+    evaluation of its weights."""
+    jobs, trains = [], {}
+    for source, target in pairs:
+        for seed in seeds:
+            if (source.label, seed) not in trains:
+                out = run_dir(spec, "train", source.label, spec.trainer, spec.cfg_label,
+                              f"seed{seed}")
+                trains[source.label, seed] = make_job(
+                    spec, TRAIN_KIND, source, seed, 0, out,
+                    ["DATASET.ANOMALY.TRAIN_SPLIT", "test"])
+                jobs.append(trains[source.label, seed])
+            for k in [0, *shots]:
+                out = run_dir(spec, f"{source.label}_to_{target.label}", spec.trainer,
+                              spec.cfg_label, f"shots_{k}", f"seed{seed}")
+                jobs.append(make_job(spec, eval_kind(source, k), target, seed, k, out,
+                                     ["DATASET.NUM_SHOTS", str(k)],
+                                     train_job=trains[source.label, seed]))
+    return jobs
+
+
+def summarize_anomaly(spec: RunSpec, pairs, seeds: Sequence[int], shots: Sequence[int],
+                      outcomes: Sequence[Outcome]) -> Dict:
+    """Per direction and k: every metric's mean ± std over seeds (None when a seed is missing)."""
+    results = [read_results(o.job.output_dir) if o.ok else None for o in outcomes]
+    by_key = {(o.job.kind, o.job.dataset, o.job.shots, o.job.seed): r
+              for o, r in zip(outcomes, results) if o.job.is_eval}
+    table = {}
+    for source, target in pairs:
+        per_k = {}
+        for k in [0, *shots]:
+            runs = {s: by_key.get((eval_kind(source, k), target.label, k, s)) for s in seeds}
+            per_k[str(k)] = {m: seed_stat({s: (r or {}).get(m) for s, r in runs.items()})
+                             for m in METRIC_KEYS}
+        table[f"{source.label} -> {target.label}"] = per_k
+    failed = [{"job": o.job.name, "output_dir": o.job.output_dir, "state": o.state,
+               "detail": o.detail} for o in outcomes if not o.ok]
+    return {"protocol": "anomaly", "trainer": spec.trainer, "config": spec.cfg_label,
+            "config_file": spec.config_file, "seeds": list(seeds), "shots": [0, *shots],
+            "metrics": list(METRIC_KEYS), "std_convention": STD_CONVENTION,
+            "directions": table, "failed_jobs": failed,
+            "wall_time": wall_times(outcomes, results)}
+
+
+def anomaly_table(summary: Dict, fmt: str = "github") -> str:
+    """Direction | shots | every metric (mean ± std over seeds)."""
+    rows = [[direction, "zero-shot" if k == "0" else f"{k}-shot",
+             *(report.fmt_stat(stats[m]) for m in summary["metrics"])]
+            for direction, per_k in summary["directions"].items() for k, stats in per_k.items()]
+    return report.render(["Direction", "Shots", *summary["metrics"]], rows, fmt)
+
+
+def write_anomaly_summary(summary: Dict, stem: str) -> List[str]:
+    """``<stem>.json`` and ``<stem>.csv`` (one row per direction, k and metric)."""
+    os.makedirs(os.path.dirname(os.path.abspath(stem)), exist_ok=True)
+    atomic_write_json(stem + ".json", summary)
+    rows = [report._stat_row(st, trainer=summary["trainer"], config=summary["config"],
+                             direction=d, shots=k, metric=m)
+            for d, per_k in summary["directions"].items() for k, stats in per_k.items()
+            for m, st in stats.items()]
+    atomic_write_text(stem + ".csv", report.to_csv(rows))
+    return [stem + ".json", stem + ".csv"]
+
+
+def _plan(args, opts):
+    from ..cli import import_user_module
+
+    for module in args.imports:
+        import_user_module(module)
+    if not args.root:
+        raise DasslLiteError("No dataset root: pass --root DIR or set the DATA environment "
+                             "variable")
+    if any(k < 1 for k in args.shots):
+        raise DasslLiteError(f"--shots must be positive; got {args.shots}")
+    dataset_dir = os.path.join(args.configs_dir, "datasets")
+    pairs = directions(resolve_dataset(args.train_dataset, dataset_dir),
+                       [resolve_dataset(t, dataset_dir) for t in args.test_datasets], args.one_way)
+    trainer_dir = os.path.join(args.configs_dir, "trainers")
+    specs = [RunSpec(t, resolve_trainer_config(args.config_file, t, trainer_dir), args.root,
+                     args.output_root, list(args.imports), opts) for t in args.trainer]
+    return pairs, [(spec, plan_anomaly(spec, pairs, args.seeds, args.shots)) for spec in specs]
+
+
+def main(argv: Optional[Sequence[str]] = None, repo_root: str = ".") -> int:
+    """Exit status: 0 all jobs finished, 1 some failed, 2 bad arguments, 130 interrupted."""
+    flags, opts = split_opts(sys.argv[1:] if argv is None else argv)
+    args = build_parser(repo_root).parse_args(flags)
+    _setup_console()
+    try:
+        pairs, plans = _plan(args, opts)
+    except DasslLiteError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    launcher = (InProcessLauncher() if args.launcher == "inprocess" else
+                SubprocessLauncher(os.path.join(repo_root, "tools", "train.py"), echo=args.verbose))
+    try:
+        outcomes = run_jobs([j for _, jobs in plans for j in jobs], launcher, args.dry_run)
+    except KeyboardInterrupt:
+        print("\nInterrupted. Run the same command again to resume.", file=sys.stderr)
+        return 130
+    if args.dry_run:
+        return 0
+    for spec, _ in plans:
+        mine = [o for o in outcomes if o.job.trainer == spec.trainer]
+        summary = summarize_anomaly(spec, pairs, args.seeds, args.shots, mine)
+        stem = run_dir(spec, f"summary_{spec.trainer}_{spec.cfg_label}")
+        print(f"Summary written to {' and '.join(write_anomaly_summary(summary, stem))}")
+        print(f"\n{spec.trainer} ({spec.cfg_label}), seeds {' '.join(map(str, args.seeds))}: "
+              f"percent, macro over categories, mean ± population std over seeds\n"
+              + anomaly_table(summary, args.table_format))
+    failed = failed_outcomes(outcomes)
+    for o in failed:
+        print(f"- {o.job.name}: {o.state.replace('_', ' ')}: {o.detail}")
+    return 1 if failed else 0

@@ -1,0 +1,189 @@
+"""MVTecAD, VisA and the meta.json option on miniatures built in the exact layouts."""
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import datasets  # noqa: F401  (registers the datasets)
+from dassl_lite.config import ConfigError, get_cfg_default
+from dassl_lite.data import DataManager, DatasetLayoutError, ImageReadError
+from dassl_lite.registry import DATASET_REGISTRY
+
+
+def save(path, arr):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.fromarray(arr).save(path)
+
+
+def rgb(value, size=(20, 30)):
+    return np.full(size + (3,), value, np.uint8)
+
+
+def make_mvtec(root):
+    """bottle: 3 train good, 2 test good, broken (2) and crack (1) with 0/255 masks; wood: 1+1+1."""
+    base = os.path.join(root, "mvtec")
+    for cat, train, good, defects in (("bottle", 3, 2, {"broken": 2, "crack": 1}),
+                                      ("wood", 1, 1, {"hole": 1})):
+        for i in range(train):
+            save(f"{base}/{cat}/train/good/{i:03d}.png", rgb(10 * i))
+        for i in range(good):
+            save(f"{base}/{cat}/test/good/{i:03d}.png", rgb(50 + i))
+        for defect, n in defects.items():
+            for i in range(n):
+                save(f"{base}/{cat}/test/{defect}/{i:03d}.png", rgb(100 + i))
+                mask = np.zeros((20, 30), np.uint8)
+                mask[5:10, 10:20] = 255
+                save(f"{base}/{cat}/ground_truth/{defect}/{i:03d}_mask.png", mask)
+    return base
+
+
+def make_visa(root):
+    """candle: 2 train normal, 1 test normal, 2 anomalies whose masks hold ids 1..3."""
+    base = os.path.join(root, "visa")
+    rows = [["object", "split", "label", "image", "mask"]]
+    for i in range(3):
+        img = f"candle/Data/Images/Normal/{i:04d}.JPG"
+        Image.fromarray(rgb(30 * i)).save(_mk(base, img), format="JPEG")
+        rows.append(["candle", "train" if i < 2 else "test", "normal", img, ""])
+    for i in range(2):
+        img, mask = f"candle/Data/Images/Anomaly/{i:03d}.JPG", f"candle/Data/Masks/Anomaly/{i:03d}.png"
+        Image.fromarray(rgb(200)).save(_mk(base, img), format="JPEG")
+        ids = np.zeros((20, 30), np.uint8)
+        ids[2:6, 2:6], ids[10:14, 20:24], ids[15:18, 5:8] = 1, 2, 3
+        save(os.path.join(base, mask), ids)
+        rows.append(["candle", "test", "anomaly", img, mask])
+    os.makedirs(os.path.join(base, "split_csv"))
+    with open(os.path.join(base, "split_csv", "1cls.csv"), "w") as f:
+        f.write("\n".join(",".join(r) for r in rows) + "\n")
+    return base
+
+
+def _mk(base, rel):
+    path = os.path.join(base, rel)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    return path
+
+
+def cfg_for(name, root, *opts):
+    cfg = get_cfg_default()
+    cfg.DATASET.NAME, cfg.DATASET.ROOT = name, str(root)
+    cfg.INPUT.SIZE = (16, 24)
+    cfg.INPUT.TRANSFORMS = ()
+    cfg.DATALOADER.NUM_WORKERS = 0
+    cfg.VERBOSE = False
+    cfg.merge_from_list(list(opts))
+    return cfg
+
+
+def build(name, root, *opts):
+    return DATASET_REGISTRY.get(name)(cfg_for(name, root, *opts))
+
+
+def test_mvtec_layout(tmp_path):
+    make_mvtec(tmp_path)
+    ds = build("MVTecAD", tmp_path)
+    assert ds.task == "anomaly" and ds.categories == ["bottle", "wood"]
+    assert len(ds.train_x) == 4 and all(d.label == 0 for d in ds.train_x)
+    assert [(d.category, d.defect, d.label) for d in ds.test] == [
+        ("bottle", "broken", 1), ("bottle", "broken", 1), ("bottle", "crack", 1),
+        ("bottle", "", 0), ("bottle", "", 0), ("wood", "", 0), ("wood", "hole", 1)]
+    crack = ds.test[2]
+    assert crack.mask_path == str(tmp_path / "mvtec/bottle/ground_truth/crack/000_mask.png")
+    assert ds.classnames == ["normal", "anomalous"] and ds.num_classes == 2
+
+
+def test_mvtec_missing_mask_and_wrong_layout_name_the_path(tmp_path):
+    base = make_mvtec(tmp_path)
+    os.remove(f"{base}/bottle/ground_truth/broken/001_mask.png")
+    with pytest.raises(DatasetLayoutError, match=r"MVTecAD: mask file not found: .*/mvtec/bottle/"
+                       r"ground_truth/broken/001_mask.png \(for test image bottle/test/broken/"
+                       r"001.png\)\. Expected layout under DATASET.ROOT: mvtec/<category>/train/good"):
+        build("MVTecAD", tmp_path)
+    save(f"{base}/bottle/ground_truth/broken/001_mask.png", np.zeros((20, 30), np.uint8))
+    os.makedirs(f"{base}/cable")
+    with pytest.raises(DatasetLayoutError, match=r"category 'cable' has no train/ folder: .*/mvtec/cable/train"):
+        build("MVTecAD", tmp_path)
+    with pytest.raises(DatasetLayoutError, match=r"MVTecAD: dataset folder not found: .*/nowhere/mvtec"):
+        build("MVTecAD", tmp_path / "nowhere")
+
+
+def test_visa_layout_binarises_multi_id_masks(tmp_path):
+    make_visa(tmp_path)
+    cfg = cfg_for("VisA", tmp_path)
+    dm = DataManager(cfg)
+    ds = dm.dataset
+    assert len(ds.train_x) == 2 and [d.label for d in ds.test] == [0, 1, 1]
+    item = dm.test_loader.dataset[1]
+    assert item["img"].shape == (3, 16, 24) and item["mask"].shape == (1, 16, 24)
+    assert item["category"] == "candle" and item["label"] == 1
+    assert set(item["mask"].unique().tolist()) == {0.0, 1.0}
+    full = torch.zeros(20, 30)  # ids 1, 2 and 3 all count as defect
+    full[2:6, 2:6] = full[10:14, 20:24] = full[15:18, 5:8] = 1
+    expected = torch.nn.functional.interpolate(full[None, None], size=(16, 24), mode="bilinear",
+                                               align_corners=False)[0] >= 0.5
+    assert torch.equal(item["mask"].bool(), expected)
+    assert dm.test_loader.dataset[0]["mask"].sum() == 0  # a normal image: empty mask
+
+
+def test_visa_missing_mask_file_is_a_clear_error(tmp_path):
+    base = make_visa(tmp_path)
+    os.remove(os.path.join(base, "candle/Data/Masks/Anomaly/001.png"))
+    dm = DataManager(cfg_for("VisA", tmp_path))
+    with pytest.raises(ImageReadError, match=r"Cannot read mask .*/visa/candle/Data/Masks/Anomaly/001.png "
+                       r"\(the mask of image .*/Images/Anomaly/001.JPG\): file not found"):
+        dm.test_loader.dataset[2]
+
+
+def test_visa_bad_csv(tmp_path):
+    base = make_visa(tmp_path)
+    with open(os.path.join(base, "split_csv", "1cls.csv"), "a") as f:
+        f.write("candle,val,normal,x.JPG,\n")
+    with pytest.raises(DatasetLayoutError, match=r"1cls.csv line 7: expected object,train\|test,normal\|anomaly,image,mask; got \['candle', 'val'"):
+        build("VisA", tmp_path)
+    os.remove(os.path.join(base, "split_csv", "1cls.csv"))
+    with pytest.raises(DatasetLayoutError, match=r"VisA: split file not found: .*/visa/split_csv/1cls.csv\. Expected layout"):
+        build("VisA", tmp_path)
+
+
+def test_meta_json_option(tmp_path):
+    base = make_mvtec(tmp_path)
+    meta = {"train": {"bottle": [{"img_path": "bottle/train/good/000.png", "mask_path": "",
+                                  "cls_name": "bottle", "specie_name": "good", "anomaly": 0}]},
+            "test": {"bottle": [
+                {"img_path": "bottle/test/good/000.png", "mask_path": "", "cls_name": "bottle",
+                 "specie_name": "good", "anomaly": 0},
+                {"img_path": "bottle/test/broken/000.png", "cls_name": "bottle",
+                 "mask_path": "bottle/ground_truth/broken/000_mask.png",
+                 "specie_name": "broken", "anomaly": 1}]}}
+    with open(os.path.join(base, "meta.json"), "w") as f:
+        json.dump(meta, f)
+    ds = build("MVTecAD", tmp_path, "DATASET.ANOMALY.META_FILE", "meta.json")
+    assert len(ds.train_x) == 1 and [d.label for d in ds.test] == [0, 1]
+    assert ds.test[1].mask_path == os.path.join(base, "bottle/ground_truth/broken/000_mask.png")
+    assert ds.test[1].defect == "broken" and os.path.isfile(ds.test[1].impath)
+    del meta["test"]["bottle"][1]["anomaly"]
+    with open(os.path.join(base, "meta.json"), "w") as f:
+        json.dump(meta, f)
+    with pytest.raises(DatasetLayoutError, match=r"meta.json: test/bottle\[1\] lacks \['anomaly'\]"):
+        build("MVTecAD", tmp_path, "DATASET.ANOMALY.META_FILE", "meta.json")
+
+
+def test_train_split_categories_and_shots(tmp_path):
+    make_mvtec(tmp_path)
+    on_test = build("MVTecAD", tmp_path, "DATASET.ANOMALY.TRAIN_SPLIT", "test")
+    assert on_test.train_x == on_test.test
+    bottle = build("MVTecAD", tmp_path, "DATASET.ANOMALY.CATEGORIES", "('bottle',)")
+    assert bottle.categories == ["bottle"] and len(bottle.train_x) == 3
+    shots = [build("MVTecAD", tmp_path, "DATASET.NUM_SHOTS", "2", "SEED", str(s)) for s in (1, 1, 2)]
+    assert shots[0].train_x == shots[1].train_x
+    assert [len(s.references(c)) for s in shots[:1] for c in ("bottle", "wood")] == [2, 1]
+    draws = {tuple(d.impath for d in build("MVTecAD", tmp_path, "DATASET.NUM_SHOTS", "1",
+                                           "SEED", str(s)).references("bottle")) for s in range(8)}
+    assert len(draws) > 1  # the seed picks the references
+    with pytest.raises(ConfigError, match=r"DATASET.ANOMALY.CATEGORIES \['cable'\] not found; categories: \['bottle', 'wood'\]"):
+        build("MVTecAD", tmp_path, "DATASET.ANOMALY.CATEGORIES", "('cable',)")
+    with pytest.raises(ConfigError, match="TRAIN_SPLIT must be one of train, test; got 'val'"):
+        build("MVTecAD", tmp_path, "DATASET.ANOMALY.TRAIN_SPLIT", "val")

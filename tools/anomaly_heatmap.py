@@ -1,0 +1,117 @@
+#!/usr/bin/env python
+r"""Run an anomaly trainer on one image or a folder and write heatmap overlays.
+
+    python tools/anomaly_heatmap.py --trainer ZeroshotAD --config-file toy \
+        --input photo.png --category bottle --output heatmaps/
+    python tools/anomaly_heatmap.py --trainer AFCLIP --config-file vit_l14_336_518 \
+        --model-dir output/anomaly/train/mvtec/AFCLIP/vit_l14_336_518/seed1 \
+        --input my_images/ --category "metal nut" --output heatmaps/ TEST.ANOMALY.MAP_SIGMA 4
+
+Per image: ``<output>/<stem>.png`` (the image with its anomaly map overlaid, at the trainer's
+input size; one colour scale, the joint range of all the maps), ``grid.png`` of all of them,
+and one line ``<score> <image>`` in ``scores.txt`` (and on stdout), highest score first.
+"""
+import argparse
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import datasets  # noqa: E402,F401  (registers the datasets, AnomalyImages among them)
+import trainers  # noqa: E402,F401  (registers the trainers)
+from dassl_lite.errors import DasslLiteError  # noqa: E402
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--trainer", required=True)
+    p.add_argument("--config-file", required=True,
+                   help="trainer YAML, or a name under configs/trainers/<TRAINER>/ (toy)")
+    p.add_argument("--model-dir", default="", help="run directory with the trained weights")
+    p.add_argument("--load-epoch", type=int, default=None)
+    p.add_argument("--input", required=True, help="an image file or a folder of images")
+    p.add_argument("--category", default="object", help="object name used by the prompts")
+    p.add_argument("--output", required=True, help="folder for the overlays")
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config options")
+    return p
+
+
+def build_trainer(args):
+    """The trainer on the AnomalyImages dataset of ``args.input``."""
+    from dassl_lite.cli import build_parser as train_parser, setup_cfg
+    from dassl_lite.engine import build_trainer as build
+    from dassl_lite.protocols.resolve import resolve_trainer_config
+
+    config = resolve_trainer_config(args.config_file, args.trainer,
+                                    os.path.join(ROOT, "configs", "trainers"))
+    argv = ["--trainer", args.trainer, "--config-file", config, "--root", args.input,
+            "--output-dir", args.output, "DATASET.NAME", "AnomalyImages",
+            "TEST.EVALUATOR", "AnomalyDetection", "DATALOADER.NUM_WORKERS", "0",
+            "DATASET.ANOMALY.CATEGORIES", f"('{args.category.replace(' ', '_')}',)",
+            *(args.opts or [])]
+    trainer = build(setup_cfg(train_parser().parse_args(argv)))
+    if trainer.get_model_names():
+        if not args.model_dir:
+            raise DasslLiteError(f"{args.trainer} has learned weights: pass --model-dir")
+        trainer.load_model(args.model_dir, epoch=args.load_epoch)
+    return trainer
+
+
+def score_images(trainer):
+    """(impaths, image scores, maps resized to the input size and smoothed)."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from dassl_lite.evaluation.anomaly import smooth_maps
+
+    trainer.set_model_mode("eval")
+    paths, scores, maps = [], [], []
+    with torch.no_grad():
+        for batch in trainer.test_loader:
+            images = batch["img"].to(trainer.device)
+            trainer.batch_categories = list(batch["category"])
+            with trainer.precision.autocast():
+                out = trainer.model_inference(images)
+            amap = out["anomaly_map"].float()
+            amap = amap[:, None] if amap.dim() == 3 else amap
+            amap = F.interpolate(amap, size=images.shape[-2:], mode="bilinear",
+                                 align_corners=False)[:, 0].cpu().numpy()
+            maps.append(smooth_maps(amap, trainer.cfg.TEST.ANOMALY.MAP_SIGMA))
+            scores += out["image_score"].float().cpu().tolist()
+            paths += list(batch["impath"])
+    return paths, scores, np.concatenate(maps)
+
+
+def main(argv=None) -> int:
+    from dassl_lite.data import read_image
+    from dassl_lite.evaluation.anomaly_maps import make_grid, overlay, save_png
+    from dassl_lite.utils import setup_logger
+
+    args = build_parser().parse_args(argv)
+    try:
+        setup_logger(args.output)
+        trainer = build_trainer(args)
+        paths, scores, maps = score_images(trainer)
+    except DasslLiteError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    lo, hi = float(maps.min()), float(maps.max())  # one colour scale for all the images
+    tiles, lines = [], []
+    for i in sorted(range(len(paths)), key=lambda i: -scores[i]):
+        img = overlay(read_image(paths[i]), maps[i], vmin=lo, vmax=hi)
+        save_png(img, os.path.join(args.output, os.path.splitext(os.path.basename(paths[i]))[0] + ".png"))
+        tiles.append(img)
+        lines.append(f"{scores[i]:.4f} {paths[i]}")
+    save_png(make_grid(tiles), os.path.join(args.output, "grid.png"))
+    with open(os.path.join(args.output, "scores.txt"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
