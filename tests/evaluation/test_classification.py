@@ -150,6 +150,7 @@ def test_reset_clears_everything(tmp_path, caplog):
         "evaluate() needs at least one processed sample; got none since the last reset()"
     )
     caplog.set_level(logging.INFO, logger=LOGGER)
+    caplog.clear()  # only this evaluation's lines (earlier tests may leave the logger at INFO)
     feed(evaluator, [3, 3], [3, 1])
     results = evaluator.evaluate()
     # only label 3 is true: F1 = 2 * 1 / (2 + 1)

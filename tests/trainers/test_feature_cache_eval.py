@@ -39,6 +39,7 @@ def test_warm_cache_gives_bit_identical_logits(toy_trainer, toy_shapes_root, tmp
     plain = toy_trainer(name, toy_shapes_root, tmp_path / "plain", "base",
                         "DATALOADER.FEATURE_CACHE.ENABLED", "False")
     reference = all_logits(plain, batches)
+    caplog.clear()
     with caplog.at_level(logging.INFO):
         cold = all_logits(cached(toy_trainer, toy_shapes_root, tmp_path / "cold", cache, name),
                           batches)
@@ -62,6 +63,7 @@ def test_changed_image_or_transform_is_encoded_again(toy_trainer, toy_shapes_roo
     img = Image.open(path).convert("RGB")
     img.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(path)  # new bytes, new mtime
     n = len(first.test_loader.items)
+    caplog.clear()  # the first run's fill may have been captured (logger level left at INFO)
     with caplog.at_level(logging.INFO):
         cached(toy_trainer, toy_shapes_root, tmp_path / "b", cache).test()
         cached(toy_trainer, toy_shapes_root, tmp_path / "c", cache,
