@@ -147,11 +147,10 @@ class ClipPromptTrainer(TrainerX):
 
         workers = self.cfg.DATALOADER.NUM_WORKERS
         logger.info(f"Feature cache: {cache.root} ({dtype}; image encoder sha256 {digest[:12]})")
-        self.test_loader = CachedEvalLoader("test", self.test_loader, bucket(self.dm.tfm_test),
-                                            encode, workers)
+        test_bucket = bucket(self.dm.tfm_test)
+        self.test_loader = CachedEvalLoader("test", self.test_loader, test_bucket, encode, workers)
         if self.val_loader is not None:
-            self.val_loader = CachedEvalLoader("val", self.val_loader, bucket(self.dm.tfm_test),
-                                               encode, workers)
+            self.val_loader = CachedEvalLoader("val", self.val_loader, test_bucket, encode, workers)
         if fc.TRAIN_VIEWS > 0:
             self.train_loader_x = cached_train_loader(
                 self.cfg, self.dm.dataset.train_x, bucket(self.dm.tfm_train), self.dm.tfm_train,

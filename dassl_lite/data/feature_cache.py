@@ -137,8 +137,10 @@ class FeatureBucket:
             os.utime(os.path.join(self.dir, seg + KEYS_SUFFIX))  # recently used
         return out, missing
 
-    def write(self, keys: Sequence[str], features: torch.Tensor) -> None:
-        """Add a segment holding ``features`` [n, E] under ``keys`` (atomic, see the docstring)."""
+    def write(self, keys: Sequence[str], features: torch.Tensor) -> torch.Tensor:
+        """Add a segment holding ``features`` [n, E] under ``keys`` (atomic, see the docstring);
+        returns the values as stored (float32 after the storage dtype), as :meth:`read` gives
+        them back."""
         if len(keys) != features.shape[0]:
             raise ValueError(f"{len(keys)} keys for {features.shape[0]} feature rows")
         seg = f"seg-{uuid.uuid4().hex}"
@@ -146,6 +148,7 @@ class FeatureBucket:
         atomic_write(os.path.join(self.dir, seg + ".npy"), lambda f: np.save(f, arr))
         atomic_write_json(os.path.join(self.dir, seg + KEYS_SUFFIX), list(keys))
         self.cache.enforce_bound(keep=os.path.join(self.dir, seg))
+        return torch.from_numpy(arr.astype(np.float32))
 
 
 class FeatureCache:

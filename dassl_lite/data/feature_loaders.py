@@ -16,6 +16,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from .data_manager import read_image
 from .datum import Datum
 from .feature_cache import CacheStats, FeatureBucket, image_identity, stable_seed
 from .samplers import build_sampler
@@ -23,12 +24,6 @@ from .samplers import build_sampler
 logger = logging.getLogger(__name__)
 
 Encoder = Callable[[torch.Tensor], torch.Tensor]  # images [B, 3, H, W] -> features [B, E]
-
-
-def _read(path: str):
-    from .data_manager import read_image  # local: data_manager imports this module's users
-
-    return read_image(path)
 
 
 class _ImageSubset(Dataset):
@@ -42,7 +37,7 @@ class _ImageSubset(Dataset):
         return len(self.items)
 
     def __getitem__(self, i: int):
-        img = _read(self.items[i].impath)
+        img = read_image(self.items[i].impath)
         if self.views[i] < 0:
             return self.tfm(img), i
         with torch.random.fork_rng(devices=[]):
@@ -65,8 +60,7 @@ def fill_features(bucket: FeatureBucket, items: Sequence[Datum], keys: Sequence[
             for images, _ in loader:
                 rows.append(encode(images).float().cpu())
         new = torch.cat(rows)
-        bucket.write([keys[i] for i in missing], new)
-        new, _ = bucket.read([keys[i] for i in missing])  # the stored values (storage dtype)
+        new = bucket.write([keys[i] for i in missing], new)  # the values as stored
         if features is None:
             features = torch.zeros(len(keys), new.shape[1])
         features[missing] = new
