@@ -123,8 +123,9 @@ class ClipPromptTrainer(TrainerX):
         return ""
 
     def setup_feature_cache(self) -> None:
-        """Serve val/test images (and, with ``TRAIN_VIEWS`` K, training images) as cached frozen
-        features when this trainer's image encoder takes no prompt; logs the decision."""
+        """Serve val/test images, and training images (see :meth:`setup_train_features`), as
+        cached frozen features when this trainer's image encoder takes no prompt; logs the
+        decision."""
         fc = self.cfg.DATALOADER.FEATURE_CACHE
         self.train_views = False
         reason = self._feature_cache_blocker()
@@ -132,7 +133,7 @@ class ClipPromptTrainer(TrainerX):
             logger.info(f"Feature cache: not used ({reason})")
             return
         from dassl_lite.data.feature_cache import FeatureCache, module_digest, store_dtype_name
-        from dassl_lite.data.feature_loaders import CachedEvalLoader, cached_train_loader
+        from dassl_lite.data.feature_loaders import CachedEvalLoader
 
         cache = FeatureCache(fc.DIR, int(fc.MAX_GB * 2**30))
         digest = module_digest(self.model.clip.visual)
@@ -151,11 +152,38 @@ class ClipPromptTrainer(TrainerX):
         self.test_loader = CachedEvalLoader("test", self.test_loader, test_bucket, encode, workers)
         if self.val_loader is not None:
             self.val_loader = CachedEvalLoader("val", self.val_loader, test_bucket, encode, workers)
+        if self.trains_on_images:
+            self.setup_train_features(bucket(self.dm.tfm_train), encode)
+
+    trains_on_images = True  # False: no training loop (zero-shot), no training features
+
+    def setup_train_features(self, bucket, encode) -> None:
+        """Train on cached features: K views (``TRAIN_VIEWS``, approximate), or every flip
+        outcome (``TRAIN_EXACT``, when flips are the transform's only randomness); logs which."""
+        from dassl_lite.data.feature_loaders import (cached_train_loader, exact_train_loader,
+                                                     flip_probabilities)
+
+        fc = self.cfg.DATALOADER.FEATURE_CACHE
+        loader = self.train_loader_x
+        flips = flip_probabilities(loader.dataset.transform)
         if fc.TRAIN_VIEWS > 0:
-            self.train_loader_x = cached_train_loader(
-                self.cfg, self.dm.dataset.train_x, bucket(self.dm.tfm_train), self.dm.tfm_train,
-                encode, fc.TRAIN_VIEWS, self.cfg.DATALOADER.TRAIN_X)
+            self.train_loader_x = cached_train_loader(loader, bucket, encode, fc.TRAIN_VIEWS)
             self.train_views = True
+            mode = (f"{fc.TRAIN_VIEWS} cached views per image, one drawn per epoch (an "
+                    f"approximation of fresh augmentation)")
+            if flips is not None:
+                mode += (f"; the transform's only randomness is {len(flips)} flip(s), which "
+                         f"TRAIN_VIEWS 0 caches exactly")
+        elif not fc.TRAIN_EXACT:
+            mode = "fresh images (DATALOADER.FEATURE_CACHE.TRAIN_EXACT is False)"
+        elif flips is None:
+            mode = ("fresh images (the transform draws more than flips; "
+                    "DATALOADER.FEATURE_CACHE.TRAIN_VIEWS K trains on K cached views)")
+        else:
+            self.train_loader_x = exact_train_loader(loader, bucket, encode)
+            mode = (f"cached features of all {2 ** len(flips)} flip outcomes, flips drawn as "
+                    f"with images (exact)")
+        logger.info(f"Feature cache: training on {mode}")
 
     def before_epoch(self) -> None:
         if getattr(self, "train_views", False):

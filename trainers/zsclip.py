@@ -96,6 +96,7 @@ class ZeroshotCLIP(ClipPromptTrainer):
     """Zero-shot CLIP with the dataset's hand-written prompt (upstream ``CUSTOM_TEMPLATES``)."""
 
     prompted_image_encoder = False  # image features come from the feature cache
+    trains_on_images = False
 
     precision_key = "TRAINER.COOP.PREC"
     cache_text_in_eval = False  # the text features are fixed at build time

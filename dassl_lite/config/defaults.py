@@ -99,6 +99,9 @@ _C.DATALOADER.FEATURE_CACHE.MAX_GB = 20.0  # size bound; least recently used seg
 # K > 0: train on K augmented views per image encoded once, one drawn per epoch with the run's
 # seed (an approximation of fresh augmentation; opt-in)
 _C.DATALOADER.FEATURE_CACHE.TRAIN_VIEWS = 0
+# With TRAIN_VIEWS 0: train on cached features when the training transform's only randomness is
+# random flips (every outcome encoded once; the same flips drawn as with images: exact)
+_C.DATALOADER.FEATURE_CACHE.TRAIN_EXACT = True
 
 # ---------------------------------------------------------------- Model
 _C.MODEL = CN()

@@ -7,6 +7,11 @@
 - :func:`cached_train_loader` trains on K augmented views per image (``TRAIN_VIEWS``), computed
   once with a per-image, per-view seed that does not depend on the run (so every run and trainer
   shares them); each epoch, every image uses one view drawn with the run's seed.
+- :func:`exact_train_loader` trains on cached features when the training transform's only
+  randomness is random flips (:func:`flip_probabilities`): every outcome (2 for one flip) is
+  encoded once, and each item draws its flips from the global RNG exactly as torchvision's
+  ``RandomHorizontalFlip`` would, so a run takes the same flips as with fresh images
+  (``NUM_WORKERS 0``) and the same random stream; nothing is approximated.
 """
 from __future__ import annotations
 
@@ -14,12 +19,14 @@ import logging
 from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
+import torchvision.transforms as T
+import torchvision.transforms.functional as TF
 from torch.utils.data import DataLoader, Dataset
 
 from .data_manager import read_image
 from .datum import Datum
 from .feature_cache import CacheStats, FeatureBucket, image_identity, stable_seed
-from .samplers import build_sampler
+from .transforms import InstanceNormalization
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +48,9 @@ class _ImageSubset(Dataset):
         if self.views[i] < 0:
             return self.tfm(img), i
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(stable_seed(self.keys[i]))
+            # the CPU generator only: torch.manual_seed also queues seeds for CUDA/XPU/MTIA,
+            # recording a stack trace each time (1.5 ms per image)
+            torch.default_generator.manual_seed(stable_seed(self.keys[i]))
             return self.tfm(img), i
 
 
@@ -52,19 +61,28 @@ def fill_features(bucket: FeatureBucket, items: Sequence[Datum], keys: Sequence[
     features, missing = bucket.read(keys)
     stats = CacheStats(hits=len(keys) - len(missing), encoded=len(missing))
     if missing:
-        subset = _ImageSubset([items[i] for i in missing], [keys[i] for i in missing],
-                              [views[i] for i in missing], tfm)
-        loader = DataLoader(subset, batch_size=batch_size, num_workers=num_workers)
-        rows: List[torch.Tensor] = []
-        with torch.no_grad():
-            for images, _ in loader:
-                rows.append(encode(images).float().cpu())
-        new = torch.cat(rows)
-        new = bucket.write([keys[i] for i in missing], new)  # the values as stored
-        if features is None:
-            features = torch.zeros(len(keys), new.shape[1])
-        features[missing] = new
+        with torch.random.fork_rng(devices=[]):  # a fill leaves the run's random stream as it was
+            features = _encode_missing(bucket, items, keys, views, tfm, encode, batch_size,
+                                       num_workers, features, missing)
     return features, stats
+
+
+def _encode_missing(bucket: FeatureBucket, items: Sequence[Datum], keys: Sequence[str],
+                    views: Sequence[int], tfm, encode: Encoder, batch_size: int, num_workers: int,
+                    features: Optional[torch.Tensor], missing: List[int]) -> torch.Tensor:
+    """Encode and store the ``missing`` rows; return ``features`` with them filled in."""
+    subset = _ImageSubset([items[i] for i in missing], [keys[i] for i in missing],
+                          [views[i] for i in missing], tfm)
+    loader = DataLoader(subset, batch_size=batch_size, num_workers=num_workers)
+    rows: List[torch.Tensor] = []
+    with torch.no_grad():
+        for images, _ in loader:
+            rows.append(encode(images).float().cpu())
+    new = bucket.write([keys[i] for i in missing], torch.cat(rows))  # the values as stored
+    if features is None:
+        features = torch.zeros(len(keys), new.shape[1])
+    features[missing] = new
+    return features
 
 
 class _FeatureDataset(Dataset):
@@ -143,30 +161,122 @@ class CachedEvalLoader:
         return self.loader.sampler
 
 
-def cached_train_loader(cfg, items: Sequence[Datum], bucket: FeatureBucket, tfm, encode: Encoder,
-                        n_views: int, section) -> DataLoader:
-    """A training loader over ``n_views`` cached augmented views per image (same sampler,
-    batch size and ``drop_last`` as the image loader; views are read or encoded on the first
-    batch); call ``loader.dataset.set_epoch`` every epoch."""
+class _FlipFeatureDataset(_FeatureDataset):
+    """Items of :func:`exact_train_loader`: ``features`` is [N, 2**F, E], one row per outcome of
+    F random flips (bit i set: flip i applied); each item draws ``torch.rand(1) < p`` per flip
+    from the global RNG, in the pipeline's order, as the flips themselves would."""
+
+    def __init__(self, features, labels: Sequence[int], flip_ps: Sequence[float]):
+        super().__init__(features, labels)
+        self.flip_ps = list(flip_ps)
+
+    def __getitem__(self, idx: int) -> Dict:
+        outcome = 0
+        for bit, p in enumerate(self.flip_ps):
+            if torch.rand(1) < p:
+                outcome |= 1 << bit
+        return {"img": self.features[idx][outcome], "label": self.labels[idx], "index": idx}
+
+
+# Transforms that draw no random numbers, and the random flips whose outcomes can be enumerated.
+DETERMINISTIC_TRANSFORMS = (T.Resize, T.CenterCrop, T.ToTensor, T.Normalize, InstanceNormalization)
+FLIP_TRANSFORMS = {T.RandomHorizontalFlip: TF.hflip, T.RandomVerticalFlip: TF.vflip}
+
+
+def _steps(tfm) -> list:
+    return list(tfm.transforms) if isinstance(tfm, T.Compose) else [tfm]
+
+
+def flip_probabilities(tfm) -> Optional[List[float]]:
+    """The flip probabilities of ``tfm``, in order, when its only randomness is random flips
+    (``[]``: deterministic); ``None`` when it draws anything else (crops, colour jitter, ...)."""
+    probs = []
+    for step in _steps(tfm):
+        if type(step) in FLIP_TRANSFORMS:
+            probs.append(float(step.p))
+        elif type(step) not in DETERMINISTIC_TRANSFORMS:
+            return None
+    return probs
+
+
+class _Apply:
+    """A deterministic flip (``repr`` names it, so bucket keys stay readable)."""
+
+    def __init__(self, fn: Callable):
+        self.fn = fn
+
+    def __call__(self, img):
+        return self.fn(img)
+
+    def __repr__(self) -> str:
+        return f"Apply({self.fn.__name__})"
+
+
+def outcome_transform(tfm, outcome: int) -> T.Compose:
+    """``tfm`` with its random flips fixed: flip i applied when bit i of ``outcome`` is set."""
+    steps, bit = [], 0
+    for step in _steps(tfm):
+        if type(step) in FLIP_TRANSFORMS:
+            if outcome >> bit & 1:
+                steps.append(_Apply(FLIP_TRANSFORMS[type(step)]))
+            bit += 1
+        else:
+            steps.append(step)
+    return T.Compose(steps)
+
+
+def _like(loader: DataLoader, dataset: Dataset) -> DataLoader:
+    """A main-process loader over ``dataset`` with ``loader``'s sampler (under torchrun: this
+    rank's shard), batch size and ``drop_last``."""
+    return DataLoader(dataset, batch_size=loader.batch_size, sampler=loader.sampler,
+                      drop_last=loader.drop_last)
+
+
+def cached_train_loader(loader: DataLoader, bucket: FeatureBucket, encode: Encoder,
+                        n_views: int) -> DataLoader:
+    """A training loader over ``n_views`` cached augmented views per image of the image loader
+    ``loader`` (same sampler, batch size and ``drop_last``; views are read or encoded on the
+    first batch); call ``loader.dataset.set_epoch`` every epoch."""
+    cfg, items, tfm = loader.dataset.cfg, loader.dataset.data_source, loader.dataset.transform
 
     def views() -> torch.Tensor:
         keys = [f"{image_identity(d.impath)}|view{v}" for d in items for v in range(n_views)]
         view_ids = [v for _ in items for v in range(n_views)]
         expanded = [d for d in items for _ in range(n_views)]
         feats, stats = fill_features(bucket, expanded, keys, view_ids, tfm, encode,
-                                     section.BATCH_SIZE, cfg.DATALOADER.NUM_WORKERS)
+                                     loader.batch_size, cfg.DATALOADER.NUM_WORKERS)
         logger.info(f"Feature cache (train_x, {len(items):,} images x {n_views} views): "
                     f"{stats.hits:,} hit, {stats.encoded:,} encoded and stored in {bucket.dir}")
         return feats.view(len(items), n_views, -1)
 
     dataset = _FeatureDataset(views, [d.label for d in items], n_views)
     dataset.set_epoch(cfg.SEED, 0)
-    from ..engine.distributed import sampler_seed, shard_sampler  # torchrun: this rank's shard
+    return _like(loader, dataset)
 
-    sampler = build_sampler(section.SAMPLER, cfg=cfg, data_source=items,
-                            batch_size=section.BATCH_SIZE, n_domain=section.get("N_DOMAIN", 0),
-                            n_ins=section.get("N_INS", 2))
-    shard = shard_sampler(sampler, items, section.BATCH_SIZE, True, sampler_seed(cfg.SEED),
-                          "train_x")
-    drop_last = len(items if shard is sampler else shard) >= section.BATCH_SIZE
-    return DataLoader(dataset, batch_size=section.BATCH_SIZE, sampler=shard, drop_last=drop_last)
+
+def exact_train_loader(loader: DataLoader, bucket: FeatureBucket, encode: Encoder) -> DataLoader:
+    """A training loader over cached features of every flip outcome of the image loader's
+    transform (see :func:`flip_probabilities`; it must not be ``None``), read or encoded on the
+    first batch; same sampler, batch size and ``drop_last`` as ``loader``."""
+    cfg, items, tfm = loader.dataset.cfg, loader.dataset.data_source, loader.dataset.transform
+    flip_ps = flip_probabilities(tfm)
+    if flip_ps is None:
+        raise ValueError(f"the training transform draws more than flips; it cannot be cached "
+                         f"exactly: {tfm!r}")
+    n_out = 2 ** len(flip_ps)
+
+    def outcomes() -> torch.Tensor:
+        per_outcome = []
+        hits = encoded = 0
+        for outcome in range(n_out):
+            keys = [f"{image_identity(d.impath)}|flips{outcome}" for d in items]
+            feats, stats = fill_features(bucket, items, keys, [-1] * len(items),
+                                         outcome_transform(tfm, outcome), encode,
+                                         loader.batch_size, cfg.DATALOADER.NUM_WORKERS)
+            per_outcome.append(feats)
+            hits, encoded = hits + stats.hits, encoded + stats.encoded
+        logger.info(f"Feature cache (train_x, {len(items):,} images x {n_out} flip outcomes, "
+                    f"exact): {hits:,} hit, {encoded:,} encoded and stored in {bucket.dir}")
+        return torch.stack(per_outcome, dim=1)
+
+    return _like(loader, _FlipFeatureDataset(outcomes, [d.label for d in items], flip_ps))

@@ -30,7 +30,7 @@ def test_kg_distance_by_hand():
 
 
 def test_step_loss_is_ce_plus_w_times_the_distance(kg):
-    trainer = kg("TRAINER.KGCOOP.W", "8.0")
+    trainer = kg("TRAINER.KGCOOP.W", "8.0", "DATALOADER.FEATURE_CACHE.ENABLED", "False")
     model = trainer.model
     names = [n.replace("_", " ") for n in trainer.dm.dataset.classnames]
     batch = next(iter(trainer.train_loader_x))
