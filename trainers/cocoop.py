@@ -76,7 +76,8 @@ class CoCoOpCLIP(PromptedCLIP):
         prompts = self.prompt_learner(image_features)  # [B, C, L, width]
         batch, n_cls = prompts.shape[:2]
         eot_idx = self.prompt_learner.eot_idx.repeat(batch)
-        text = self.encode_text(prompts.flatten(0, 1), eot_idx).view(batch, n_cls, -1)
+        text = self.encode_text(prompts.flatten(0, 1), eot_idx, group_size=n_cls)
+        text = text.view(batch, n_cls, -1)  # each image's prompts share SOT and its context
         return self.logits(image_features, text)
 
 

@@ -19,14 +19,14 @@ The LoRA tensors are named as upstream's (``q_proj.w_lora_A``, ``q_proj.w_lora_B
 from __future__ import annotations
 
 import math
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from dassl_lite.clip.transformer import MultiheadSelfAttention, Transformer
+from dassl_lite.clip.transformer import MultiheadSelfAttention, SelfAttentionBase, Transformer
 from dassl_lite.config import ConfigError
 
 LORA_PARAMS = ("q", "k", "v", "o")
@@ -69,7 +69,7 @@ class LoRAFactors(nn.Module):
         return F.linear(F.linear(self.dropout(x), a), b) * self.scaling
 
 
-class LoRASelfAttention(nn.Module):
+class LoRASelfAttention(SelfAttentionBase):
     """An existing self-attention module with LoRA on the projections named in ``params``."""
 
     def __init__(self, attn: MultiheadSelfAttention, params: Sequence[str], r: int, alpha: float,
@@ -91,13 +91,14 @@ class LoRASelfAttention(nn.Module):
     def _add(self, y: Tensor, factors: Optional[LoRAFactors], x: Tensor) -> Tensor:
         return y if factors is None else y + factors(x)
 
-    def forward(self, x: Tensor, causal: bool = False) -> Tensor:
+    def qkv(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         n, length, width = x.shape
         q, k, v = F.linear(x, self.in_proj_weight, self.in_proj_bias).split(width, dim=-1)
         q, k, v = (self._add(t, f, x).view(n, length, self.heads, width // self.heads).transpose(1, 2)
                    for t, f in ((q, self.q_proj), (k, self.k_proj), (v, self.v_proj)))
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
-        out = out.transpose(1, 2).reshape(n, length, width)
+        return q, k, v
+
+    def project_out(self, out: Tensor) -> Tensor:
         return self._add(self.out_proj(out), self.proj, out)
 
 

@@ -258,15 +258,20 @@ class PromptedCLIP(nn.Module):
         return x if x.dim() == 2 else self.encode_image(x)
 
     def encode_text(self, prompts: Tensor, eot_idx: Tensor,
-                    deep_prompts: Optional[Sequence[Tensor]] = None) -> Tensor:
+                    deep_prompts: Optional[Sequence[Tensor]] = None,
+                    group_size: Optional[int] = None) -> Tensor:
         """Normalised text features [N, E] of prompt embeddings [N, L, width], encoded in
-        chunks of ``TEXT_CHUNK`` prompts. Deep prompts are [n_ctx, width] or [N, n_ctx, width]."""
+        chunks of about ``TEXT_CHUNK`` prompts (whole groups of ``group_size`` consecutive rows
+        that share their leading positions, see ``CLIP.encode_text_embeddings``; default: all
+        rows). Deep prompts are [n_ctx, width] or [N, n_ctx, width]."""
+        chunk = TEXT_CHUNK if group_size is None else max(1, TEXT_CHUNK // group_size) * group_size
         out = []
-        for start in range(0, prompts.shape[0], TEXT_CHUNK):
-            stop = start + TEXT_CHUNK
+        for start in range(0, prompts.shape[0], chunk):
+            stop = start + chunk
             deep = None if deep_prompts is None else [
                 p[start:stop] if p.dim() == 3 else p for p in deep_prompts]
-            out.append(self.clip.encode_text_embeddings(prompts[start:stop], eot_idx[start:stop], deep))
+            out.append(self.clip.encode_text_embeddings(prompts[start:stop], eot_idx[start:stop],
+                                                        deep, group_size=group_size))
         features = torch.cat(out) if len(out) > 1 else out[0]
         return features / features.norm(dim=-1, keepdim=True)
 

@@ -91,7 +91,8 @@ class CLIP(nn.Module):
         return self.encode_text_embeddings(self.token_embedding(text), text.argmax(dim=-1))
 
     def encode_text_embeddings(self, x: Tensor, eot_idx: Tensor,
-                               deep_prompts: Optional[Sequence[Tensor]] = None) -> Tensor:
+                               deep_prompts: Optional[Sequence[Tensor]] = None,
+                               group_size: Optional[int] = None) -> Tensor:
         """Encode token embeddings ``x`` [N, L, width] (before the positional embedding).
 
         ``eot_idx`` [N] gives each row's EOT position; its feature after ``ln_final`` is projected
@@ -100,13 +101,25 @@ class CLIP(nn.Module):
         upstream MaPLe/IVLP do (no positional embedding is added to deep prompts there either).
         The sequence is cut after ``max(eot_idx) + 1`` first: under the causal mask no EOT
         feature depends on later positions, so the result is unchanged and cheaper.
+        For the same reason, leading positions that are equal in every row of a group of
+        ``group_size`` consecutive rows (default: all rows; e.g. SOT and CoOp's context, shared
+        by every class) are computed once per group (:meth:`Transformer.forward_shared_prefix`).
         Upstream casts deep prompts with ``.half()`` even in fp32 models; here they are cast to
         the model's dtype.
         """
-        length = self._check_text_inputs(x, eot_idx) + 1
+        low, high = self._check_text_inputs(x, eot_idx)
+        length = high + 1
         x = x[:, :length].to(self.dtype) + self.positional_embedding[:length].to(self.dtype)
-        x = self.transformer(x, deep_prompts, prompt_start=1)
-        x = x[torch.arange(x.shape[0], device=x.device), eot_idx]
+        group_size = x.shape[0] if group_size is None else group_size
+        shared = (shared_prefix_length(x, group_size, low, deep_prompts)
+                  if self.transformer.can_share_prefix() else 0)
+        rows = torch.arange(x.shape[0], device=x.device)
+        if shared:
+            _, rest = self.transformer.forward_shared_prefix(x, shared, group_size, deep_prompts,
+                                                             prompt_start=1)
+            x = rest[rows, eot_idx - shared]
+        else:
+            x = self.transformer(x, deep_prompts, prompt_start=1)[rows, eot_idx]
         return self.ln_final(x) @ self.text_projection
 
     def encode_text_prefixed(self, prefix: Tensor, text: Tensor) -> Tensor:
@@ -133,8 +146,8 @@ class CLIP(nn.Module):
         x = torch.cat([prefix.to(tokens.dtype), tokens], dim=1)
         return self.encode_text_embeddings(x, eot_idx)
 
-    def _check_text_inputs(self, x: Tensor, eot_idx: Tensor) -> int:
-        """Validate the shapes; return the largest EOT position."""
+    def _check_text_inputs(self, x: Tensor, eot_idx: Tensor) -> Tuple[int, int]:
+        """Validate the shapes; return the smallest and largest EOT positions."""
         width = self.transformer.width
         if x.dim() != 3 or x.shape[-1] != width or not 0 < x.shape[1] <= self.context_length:
             raise ValueError(f"text embeddings must have shape [N, L<={self.context_length}, "
@@ -146,7 +159,7 @@ class CLIP(nn.Module):
         if low < 0 or high >= x.shape[1]:
             raise ValueError(f"eot_idx must lie in [0, {x.shape[1] - 1}] (the sequence length); "
                              f"got values {low} to {high}")
-        return high
+        return low, high
 
     def forward(self, image: Tensor, text: Tensor) -> Tuple[Tensor, Tensor]:
         """OpenAI's contrastive logits: (logits_per_image, logits_per_text)."""
@@ -156,6 +169,27 @@ class CLIP(nn.Module):
         text_features = text_features / text_features.norm(dim=-1, keepdim=True)
         logits_per_image = self.logit_scale.exp() * image_features @ text_features.t()
         return logits_per_image, logits_per_image.t()
+
+
+def shared_prefix_length(x: Tensor, group_size: int, last: int,
+                         deep_prompts: Optional[Sequence[Tensor]] = None) -> int:
+    """How many leading positions of ``x`` [N, L, width] are equal in every row of each group of
+    ``group_size`` consecutive rows, at most ``last`` (the first EOT stays per row); 0 when
+    sharing does not apply (one row per group, per-row deep prompts, deep prompts reaching past
+    the shared positions)."""
+    n, length = x.shape[:2]
+    if group_size < 2 or n % group_size:
+        return 0
+    deep = list(deep_prompts or [])
+    if any(p.dim() != 2 for p in deep):
+        return 0
+    with torch.no_grad():
+        groups = x.view(n // group_size, group_size, length, -1)
+        same = (groups == groups[:, :1]).flatten(0, 1).all(dim=-1).all(dim=0)  # [L]
+        shared = min(int(same.long().cumprod(0).sum()), last)
+    if any(1 + p.shape[0] > shared for p in deep):
+        return 0
+    return shared
 
 
 def _build_visual(config: CLIPConfig) -> nn.Module:

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["LayerNorm", "QuickGELU", "MultiheadSelfAttention", "ResidualAttentionBlock",
+__all__ = ["LayerNorm", "QuickGELU", "SelfAttentionBase", "MultiheadSelfAttention", "ResidualAttentionBlock",
            "Transformer", "as_batched_tokens", "check_block_numbers", "replace_tokens"]
 
 
@@ -34,9 +34,50 @@ class QuickGELU(nn.Module):
         return x * torch.sigmoid(1.702 * x)
 
 
-class MultiheadSelfAttention(nn.Module):
-    """Self-attention with ``nn.MultiheadAttention``'s parameter layout, computed by
-    ``F.scaled_dot_product_attention`` on batch-first input."""
+class SelfAttentionBase(nn.Module):
+    """Self-attention computed by ``F.scaled_dot_product_attention`` on batch-first input, from
+    a subclass's projections: :meth:`qkv` (``[N, L, width]`` -> q, k, v ``[N, heads, L, d]``) and
+    :meth:`project_out`. Attributes ``width`` and ``heads``."""
+
+    def qkv(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        raise NotImplementedError
+
+    def project_out(self, out: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: Tensor, causal: bool = False) -> Tensor:
+        n, length, width = x.shape
+        q, k, v = self.qkv(x)
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        return self.project_out(out.transpose(1, 2).reshape(n, length, width))
+
+    def forward_shared_prefix(self, prefix: Tensor, rest: Tensor,
+                              group_size: int) -> Tuple[Tensor, Tensor]:
+        """Causal self-attention over rows whose first P positions are shared.
+
+        ``prefix`` [G, P, width] holds each group's shared positions once; ``rest`` [G * M, S,
+        width] holds every row's remaining positions (rows of group g are ``g*M .. g*M+M-1``,
+        M = ``group_size``). Equals causal attention over the full rows ``[prefix; rest]``, with
+        the prefix's projections computed once per group instead of once per row.
+        """
+        (groups, p, width), (n, s, _) = prefix.shape, rest.shape
+        qp, kp, vp = self.qkv(prefix)
+        qs, ks, vs = self.qkv(rest)
+        out_p = F.scaled_dot_product_attention(qp, kp, vp, is_causal=True)
+
+        def per_row(t: Tensor) -> Tensor:  # [G, h, P, d] -> [G * M, h, P, d]
+            return t.unsqueeze(1).expand(groups, group_size, *t.shape[1:]).flatten(0, 1)
+
+        k = torch.cat([per_row(kp), ks], dim=2)
+        v = torch.cat([per_row(vp), vs], dim=2)
+        mask = torch.ones(s, p + s, dtype=torch.bool, device=rest.device).tril(diagonal=p)
+        out_s = F.scaled_dot_product_attention(qs, k, v, attn_mask=mask)
+        return (self.project_out(out_p.transpose(1, 2).reshape(groups, p, width)),
+                self.project_out(out_s.transpose(1, 2).reshape(n, s, width)))
+
+
+class MultiheadSelfAttention(SelfAttentionBase):
+    """Self-attention with ``nn.MultiheadAttention``'s parameter layout."""
 
     def __init__(self, width: int, heads: int):
         super().__init__()
@@ -51,12 +92,14 @@ class MultiheadSelfAttention(nn.Module):
         nn.init.xavier_uniform_(self.in_proj_weight)
         nn.init.zeros_(self.out_proj.bias)
 
-    def forward(self, x: Tensor, causal: bool = False) -> Tensor:
+    def qkv(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         n, length, width = x.shape
         qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
         q, k, v = qkv.view(n, length, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
-        return self.out_proj(out.transpose(1, 2).reshape(n, length, width))
+        return q, k, v
+
+    def project_out(self, out: Tensor) -> Tensor:
+        return self.out_proj(out)
 
 
 class ResidualAttentionBlock(nn.Module):
@@ -77,6 +120,15 @@ class ResidualAttentionBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = x + self.attn(self.ln_1(x), causal=self.causal)
         return x + self.mlp(self.ln_2(x))
+
+    def forward_shared_prefix(self, prefix: Tensor, rest: Tensor,
+                              group_size: int) -> Tuple[Tensor, Tensor]:
+        """:meth:`forward` of causal rows split as in
+        :meth:`MultiheadSelfAttention.forward_shared_prefix`."""
+        a_prefix, a_rest = self.attn.forward_shared_prefix(self.ln_1(prefix), self.ln_1(rest),
+                                                           group_size)
+        prefix, rest = prefix + a_prefix, rest + a_rest
+        return prefix + self.mlp(self.ln_2(prefix)), rest + self.mlp(self.ln_2(rest))
 
 
 def as_batched_tokens(tokens: Tensor, batch: int, width: int, what: str) -> Tensor:
@@ -154,6 +206,39 @@ class Transformer(nn.Module):
             if i + 1 in wanted:
                 outputs[i + 1] = x
         return x, [outputs[k] for k in collect]
+
+    def can_share_prefix(self) -> bool:
+        """Whether :meth:`forward_shared_prefix` computes exactly what :meth:`forward` does:
+        causal blocks of this module's kinds, and no active dropout (a shared position would get
+        one dropout mask for its whole group instead of one per row)."""
+        return (all(type(b) is ResidualAttentionBlock and b.causal
+                    and isinstance(b.attn, SelfAttentionBase) for b in self.resblocks)
+                and not any(isinstance(m, nn.Dropout) and m.p > 0 and m.training
+                            for m in self.modules()))
+
+    def forward_shared_prefix(self, x: Tensor, shared: int, group_size: int,
+                              deep_prompts: Optional[Sequence[Tensor]] = None,
+                              prompt_start: int = 1) -> Tuple[Tensor, Tensor]:
+        """As :meth:`forward` for causal rows ``x`` [G * M, L, width] whose first ``shared``
+        positions are equal within each group of ``group_size`` (M) consecutive rows, computing
+        those positions once per group. Deep prompts ([n_ctx, width], shared by every row) must
+        lie within the shared positions. Returns (shared positions [G, P, width], the other
+        positions [G * M, L - P, width]); position P + j of row r is ``rest[r, j]``.
+        """
+        deep = [] if deep_prompts is None else list(deep_prompts)
+        if not self.resblocks[0].causal:
+            raise ValueError("a shared prefix needs causal attention (a text transformer)")
+        if any(p.dim() != 2 or prompt_start + p.shape[0] > shared for p in deep):
+            raise ValueError(f"deep prompts must be [n_ctx, width] within the {shared} shared "
+                             f"positions (from {prompt_start})")
+        n, length, width = x.shape
+        prefix = x.view(n // group_size, group_size, length, width)[:, 0, :shared]
+        rest = x[:, shared:]
+        for i, block in enumerate(self.resblocks):
+            if 0 < i <= len(deep):
+                prefix = replace_tokens(prefix, deep[i - 1], prompt_start, f"deep_prompts[{i - 1}]")
+            prefix, rest = block.forward_shared_prefix(prefix, rest, group_size)
+        return prefix, rest
 
     def initialize_parameters(self) -> None:
         """OpenAI's initialisation of the text transformer (std scaled by width and depth)."""

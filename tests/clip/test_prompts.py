@@ -78,7 +78,8 @@ def test_eot_truncation_changes_nothing(kind, dtype, atol, request, text_tokens)
     model = copy.deepcopy(request.getfixturevalue(f"{kind}_model")).to(dtype)
     eot = text_tokens.argmax(dim=-1)
     inputs, handles = record_block_inputs(model.transformer)
-    truncated = model.encode_text(text_tokens)
+    # group_size 1: no shared prefix, so every block runs its plain forward on the cut rows
+    truncated = model.encode_text_embeddings(model.token_embedding(text_tokens), eot, group_size=1)
     for handle in handles:
         handle.remove()
     assert inputs[0].shape[1] == int(eot.max()) + 1 < 77
@@ -98,8 +99,9 @@ def test_text_deep_prompts_match_upstream(vit_model, reference):
     deep = [prompt(2, width, seed=2), prompt(2, width, seed=3)]
     ours = vit_model.encode_text_embeddings(embeddings, eot, deep_prompts=deep)
     torch.testing.assert_close(ours, upstream_text(reference, embeddings, eot, deep), rtol=0, atol=1e-5)
-    per_row = [d.expand(3, -1, -1).clone() for d in deep]
-    assert torch.equal(vit_model.encode_text_embeddings(embeddings, eot, per_row), ours)
+    per_row = [d.expand(3, -1, -1).clone() for d in deep]  # per-row prompts: no shared prefix
+    torch.testing.assert_close(vit_model.encode_text_embeddings(embeddings, eot, per_row), ours,
+                               rtol=0, atol=1e-5)
     shallow_only = vit_model.encode_text_embeddings(embeddings, eot)
     assert not torch.allclose(shallow_only, ours)
 
@@ -213,3 +215,73 @@ def test_resnet_rejects_vision_prompts(rn_model, make_images):
         rn_model.visual(images, deep_prompts=[torch.zeros(2, 64)])
     with torch.no_grad():
         assert torch.equal(rn_model.visual(images, prompts=torch.empty(0, 64)), rn_model.encode_image(images))
+
+
+def _rows_with_shared_prefix(model, n_groups, per_group, shared, length, dtype, seed=0):
+    """Embeddings [G * M, length, width]: the first ``shared`` positions equal within each group
+    (drawn once per group, as a leaf to differentiate), the others per row."""
+    g = torch.Generator().manual_seed(seed)
+    width = model.transformer.width
+    prefix = (0.1 * torch.randn(n_groups, shared, width, generator=g, dtype=dtype)).requires_grad_()
+    rest = 0.1 * torch.randn(n_groups * per_group, length - shared, width, generator=g, dtype=dtype)
+    rows = prefix.repeat_interleave(per_group, dim=0)
+    eot = torch.randint(shared, length, (n_groups * per_group,), generator=g)
+    eot[0] = length - 1
+    return torch.cat([rows, rest], dim=1), prefix, eot
+
+
+@pytest.mark.parametrize("n_groups, deep", [(1, False), (1, True), (3, False)])
+def test_shared_prefix_equals_whole_rows_values_and_gradients(vit_model, n_groups, deep):
+    """SOT + context shared by every class (CoOp; per image for CoCoOp: 3 groups): computed
+    once per group, the features and the context's gradient equal those of the whole rows."""
+    from dassl_lite.clip.model import shared_prefix_length
+
+    model = copy.deepcopy(vit_model).double()
+    x, prefix, eot = _rows_with_shared_prefix(model, n_groups, 5, 4, 11, torch.float64)
+    width = model.transformer.width
+    prompts = [prompt(3, width, seed=s).double() for s in (4, 5)] if deep else None
+    assert shared_prefix_length(x, 5, int(eot.min()), prompts) == 4
+    shared = model.encode_text_embeddings(x, eot, prompts, group_size=5)
+    whole = model.encode_text_embeddings(x, eot, prompts, group_size=1)
+    torch.testing.assert_close(shared, whole, rtol=0, atol=1e-12)
+    (g_shared,) = torch.autograd.grad(shared.square().sum(), prefix)
+    (g_whole,) = torch.autograd.grad(whole.square().sum(), prefix)
+    assert g_whole.abs().max() > 1e-3
+    torch.testing.assert_close(g_shared, g_whole, rtol=0, atol=1e-12)
+
+
+def test_shared_prefix_length_and_when_it_does_not_apply(vit_model):
+    from dassl_lite.clip.model import shared_prefix_length
+
+    x, _, eot = _rows_with_shared_prefix(vit_model, 2, 4, 5, 9, torch.float32)
+    x = x.detach()
+    width = vit_model.transformer.width
+    assert shared_prefix_length(x, 4, 8) == 5
+    assert shared_prefix_length(x, 8, 8) == 0  # the two groups differ from position 0
+    assert shared_prefix_length(x, 4, 3) == 3  # never past the first EOT
+    assert shared_prefix_length(x, 1, 8) == 0  # one row per group: nothing to share
+    assert shared_prefix_length(x, 3, 8) == 0  # 8 rows are not groups of 3
+    assert shared_prefix_length(x, 4, 8, [prompt(4, width, 1)]) == 5  # positions 1..4: inside
+    assert shared_prefix_length(x, 4, 8, [prompt(5, width, 1)]) == 0  # 1..5 reaches past it
+    assert shared_prefix_length(x, 4, 8, [prompt(2, width, 1).expand(8, -1, -1)]) == 0  # per row
+    with pytest.raises(ValueError, match="causal"):
+        vit_model.visual.transformer.forward_shared_prefix(torch.zeros(4, 3, 128), 1, 4)
+
+
+def test_shared_prefix_is_off_under_active_dropout_and_on_with_lora(vit_model):
+    """LoRA's attention shares the prefix too; while its dropout is active the rows are encoded
+    whole (one mask per row, as upstream), in eval mode they are shared again."""
+    from trainers.lora import add_lora
+
+    model = copy.deepcopy(vit_model)
+    x, _, eot = _rows_with_shared_prefix(model, 1, 4, 5, 9, torch.float32)
+    x = x.detach()
+    add_lora(model.transformer, [0, 1], ["q", "v"], r=2, alpha=1.0, dropout=0.5)
+    model.eval()
+    assert model.transformer.can_share_prefix()
+    model.train()
+    assert not model.transformer.can_share_prefix()
+    model.eval()
+    torch.testing.assert_close(model.encode_text_embeddings(x, eot),
+                               model.encode_text_embeddings(x, eot, group_size=1), rtol=0, atol=1e-5)
+    assert not vit_model.visual.transformer.can_share_prefix()  # not causal

@@ -80,9 +80,11 @@ def test_maple_equals_reference(build, images):
 
 
 @torch.no_grad()
-def test_maple_prompts_replace_previous_layer_tokens(build, images):
+def test_maple_prompts_replace_previous_layer_tokens(build, images, monkeypatch):
     """Layer k (1 <= k < J) gets compound prompt k-1 in place of the previous layer's prompt
-    outputs, in both towers; from layer J on, the prompt tokens flow on."""
+    outputs, in both towers; from layer J on, the prompt tokens flow on (text rows encoded
+    whole, without the shared-prefix path, so that every block's forward sees them)."""
+    monkeypatch.setattr("dassl_lite.clip.model.shared_prefix_length", lambda *a, **k: 0)
     model = eval_model(build("MaPLe"))
     pl, clip = model.prompt_learner, model.clip
     seen = {}
