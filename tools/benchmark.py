@@ -42,10 +42,13 @@ Examples:
   python tools/benchmark.py --only clip --reps 1 --text-prompts 200 --image-batch 4
 
 Section ``sweep``: the toy-world base-to-novel sweep (``tools/base2new.py``, in process) of
-``--sweep-trainers`` over ``--sweep-seeds`` on the toy datasets, four times: without the feature
-cache, with an empty cache (filling it), with the warm cache, and with the warm cache plus
-``TRAIN_VIEWS`` cached training views. Reports wall time, images through the image encoder and
-the averaged Base / New / HM of each trainer.
+``--sweep-trainers`` over ``--sweep-seeds`` on the toy datasets, once per mode (``--sweep-modes``,
+in order, sharing one cache folder): ``cold`` (no cache), ``filling`` (an empty cache), ``warm``
+(test features and the training images' flip outcomes read from the cache; exact), ``warm, eval
+only`` (``TRAIN_EXACT False``: training on images, as for augmentations with random crops),
+``views filling`` and ``views`` (``TRAIN_VIEWS --sweep-views``: encoding the views, then reading
+them). Per trainer and mode: wall time, training time (the sum of training epochs), images
+through the image encoder and the averaged Base / New / HM.
 
   python tools/benchmark.py --only sweep
   python tools/benchmark.py --only sweep --sweep-trainers CoOp --sweep-seeds 1
@@ -256,48 +259,86 @@ def bench_clip(args: argparse.Namespace) -> List[Row]:
 
 
 # --------------------------------------------------------------------------- sweep
+SWEEP_MODES = OrderedDict([
+    ("cold", ["DATALOADER.FEATURE_CACHE.ENABLED", "False"]),  # no cache: images every time
+    ("filling", []),  # an empty cache: fills test features and training flip outcomes
+    ("warm", []),  # every frozen feature read from the cache (training exact: flips enumerated)
+    ("warm, eval only", ["DATALOADER.FEATURE_CACHE.TRAIN_EXACT", "False"]),  # training on images
+    ("views filling", ["DATALOADER.FEATURE_CACHE.TRAIN_VIEWS"]),  # + K: encodes K views per image
+    ("views", ["DATALOADER.FEATURE_CACHE.TRAIN_VIEWS"]),  # + K: training on warm cached views
+])
+
+
 def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("sweep", "toy base-to-novel sweep with the feature cache")
     group.add_argument("--sweep-trainers", nargs="+", default=["ZeroshotCLIP", "CoOp", "CoCoOp"])
     group.add_argument("--sweep-seeds", nargs="+", type=int, default=[1, 2, 3])
     group.add_argument("--sweep-datasets", nargs="+", default=["all"], help="toy datasets")
-    group.add_argument("--sweep-views", type=int, default=10, help="TRAIN_VIEWS of the last mode")
+    group.add_argument("--sweep-views", type=int, default=10, help="TRAIN_VIEWS of the views modes")
+    group.add_argument("--sweep-modes", nargs="+", default=list(SWEEP_MODES),
+                       choices=list(SWEEP_MODES), metavar="MODE",
+                       help=f"modes to run, in order (default: all: {', '.join(SWEEP_MODES)})")
     group.add_argument("--sweep-dir", default="", help="workspace (default: a new temp folder)")
 
 
-def _sweep_once(args, work: str, label: str, opts: List[str]) -> List[Row]:
-    """One in-process tools/base2new.py sweep into its own output folder; rows per trainer."""
+class _EpochTimer:
+    """Adds up the wall time of every training epoch (``TrainerX.run_epoch``) while active."""
+
+    def __init__(self):
+        from dassl_lite.engine.trainer import TrainerX
+
+        self.owner, self.seconds = TrainerX, 0.0
+
+    def __enter__(self):
+        original, timer = self.owner.run_epoch, self
+
+        def timed(trainer):
+            start = time.perf_counter()
+            try:
+                return original(trainer)
+            finally:
+                timer.seconds += time.perf_counter() - start
+
+        self.original, self.owner.run_epoch = original, timed
+        return self
+
+    def __exit__(self, *exc):
+        self.owner.run_epoch = self.original
+
+
+def _sweep_once(args, work: str, mode: str, trainer: str) -> Row:
+    """One in-process tools/base2new.py sweep of ``trainer`` into the mode's output folder."""
     import json
     import shutil
 
     from dassl_lite.protocols.cli import main as protocol_main
     from trainers.prompting import IMAGES_ENCODED
 
-    out = os.path.join(work, "output")
+    opts = list(SWEEP_MODES[mode])
+    if opts[-1:] == ["DATALOADER.FEATURE_CACHE.TRAIN_VIEWS"]:
+        opts.append(str(args.sweep_views))
+    out = os.path.join(work, "output", mode.replace(" ", "_").replace(",", ""))
     shutil.rmtree(out, ignore_errors=True)  # every mode reruns every job
     before, start = IMAGES_ENCODED.count, time.perf_counter()
-    code = protocol_main("base2new", [
-        "--trainer", *args.sweep_trainers, "--config-file", "toy", "--benchmark", "toy",
-        "--datasets", *args.sweep_datasets, "--seeds", *map(str, args.sweep_seeds),
-        "--root", os.path.join(work, "data"), "--output-root", out, "--launcher", "inprocess",
-        *opts], repo_root=REPO_ROOT)
+    with _EpochTimer() as epochs:
+        code = protocol_main("base2new", [
+            "--trainer", trainer, "--config-file", "toy", "--benchmark", "toy",
+            "--datasets", *args.sweep_datasets, "--seeds", *map(str, args.sweep_seeds),
+            "--root", os.path.join(work, "data"), "--output-root", out, "--launcher", "inprocess",
+            "DATALOADER.FEATURE_CACHE.DIR", os.path.join(work, "cache"), *opts],
+            repo_root=REPO_ROOT)
     seconds, encoded = time.perf_counter() - start, IMAGES_ENCODED.count - before
     if code != 0:
-        raise RuntimeError(f"sweep {label!r} failed (exit {code}); see {out}")
-    rows = []
-    for trainer in args.sweep_trainers:
-        path = os.path.join(out, "base2new", f"summary_{trainer}_toy_shots16.json")
-        with open(path) as f:
-            avg = json.load(f)["average"]
-        rows.append({"section": "sweep", "case": label, "trainer": trainer,
-                     "base": round(avg["base"], 2), "new": round(avg["new"], 2),
-                     "hm": round(avg["hm"], 2)})
-    rows[0].update({"sweep wall s": round(seconds, 1), "images encoded": encoded})
-    return rows
+        raise RuntimeError(f"sweep {mode!r} of {trainer} failed (exit {code}); see {out}")
+    with open(os.path.join(out, "base2new", f"summary_{trainer}_toy_shots16.json")) as f:
+        avg = json.load(f)["average"]
+    return {"section": "sweep", "case": mode, "trainer": trainer, "wall s": round(seconds, 1),
+            "training s": round(epochs.seconds, 1), "images encoded": encoded,
+            "base": round(avg["base"], 2), "new": round(avg["new"], 2), "hm": round(avg["hm"], 2)}
 
 
 @register("sweep", add_sweep_arguments,
-          "toy base-to-novel sweep: no cache, filling, warm cache, warm + training views")
+          "toy base-to-novel sweep: cold, filling, warm, warm eval only, training views")
 def bench_sweep(args: argparse.Namespace) -> List[Row]:
     import tempfile
 
@@ -309,12 +350,14 @@ def bench_sweep(args: argparse.Namespace) -> List[Row]:
 
     work = args.sweep_dir or tempfile.mkdtemp(prefix="dassl_sweep_")
     make_toy_world(os.path.join(work, "data"))  # generated once, outside the timings
-    cache = ["DATALOADER.FEATURE_CACHE.DIR", os.path.join(work, "cache")]
-    modes = [("no cache", ["DATALOADER.FEATURE_CACHE.ENABLED", "False"]),
-             ("cache filling", cache), ("warm cache", cache),
-             (f"warm + TRAIN_VIEWS {args.sweep_views}",
-              cache + ["DATALOADER.FEATURE_CACHE.TRAIN_VIEWS", str(args.sweep_views)])]
-    return [row for label, opts in modes for row in _sweep_once(args, work, label, opts)]
+    rows = []
+    for mode in args.sweep_modes:
+        mode_rows = [_sweep_once(args, work, mode, trainer) for trainer in args.sweep_trainers]
+        rows += mode_rows
+        rows.append({"section": "sweep", "case": mode, "trainer": "all",
+                     **{k: round(sum(r[k] for r in mode_rows), 1)
+                        for k in ("wall s", "training s", "images encoded")}})
+    return rows
 
 # --------------------------------------------------------------------------- afclip section
 AFCLIP_PRESETS = {
