@@ -9,7 +9,9 @@ Section ``clip``: our CLIP encoders against a straightforward OpenAI-style refer
 built from the same random weights; outputs are asserted allclose before anything is timed.
 
   (a) text: encode ``--text-prompts`` class prompts ("a photo of a <classname>.") in one batch;
-  (b) image: encode ``--image-batch`` images with a ViT.
+  (b) image: encode ``--image-batch`` images with a ViT;
+  (c) coop text step: forward + backward of the class prompts with ``--coop-ctx`` learned
+      context vectors after SOT, our shared-prefix encoding against whole rows.
 
 Presets (``--clip-preset``):
   cpu      (default) ViT-B/16 shapes (vision 768 wide, 12 layers, 224 px, patch 16; text 512
@@ -95,11 +97,13 @@ def register(name: str, add_arguments: Callable[[argparse.ArgumentParser], None]
     return wrap
 
 
-def time_ms(fn: Callable[[], object], reps: int, warmup: int, device: torch.device) -> float:
-    """Median wall time of ``fn()`` in milliseconds under ``torch.inference_mode``."""
+def time_ms(fn: Callable[[], object], reps: int, warmup: int, device: torch.device,
+            grad: bool = False) -> float:
+    """Median wall time of ``fn()`` in milliseconds under ``torch.inference_mode`` (``grad``:
+    with autograd enabled, for steps that call ``backward``)."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     times = []
-    with torch.inference_mode():
+    with torch.enable_grad() if grad else torch.inference_mode():
         for i in range(warmup + reps):
             sync()
             start = time.perf_counter()
@@ -214,6 +218,8 @@ def class_prompts(n: int, seed: int = 0) -> List[str]:
 def add_clip_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("clip", "CLIP text/image encoders vs the reference")
     group.add_argument("--clip-preset", choices=sorted(CLIP_PRESETS), default="cpu")
+    group.add_argument("--coop-ctx", type=int, default=16,
+                       help="learned context vectors of the CoOp text-step case (upstream: 16)")
     for key in CLIP_PRESETS["cpu"]:
         group.add_argument(f"--{key.replace('_', '-')}", type=int, default=None,
                            help=f"overrides the preset (cpu: {CLIP_PRESETS['cpu'][key]}, "
@@ -255,7 +261,37 @@ def bench_clip(args: argparse.Namespace) -> List[Row]:
         ours_ms = time_ms(lambda: ours_fn(inputs), args.reps, args.warmup, device)
         rows.append({"section": "clip", "case": name, "shape": shape, "reference ms": round(ref_ms, 1),
                      "ours ms": round(ours_ms, 1), "speedup": f"{ref_ms / ours_ms:.2f}x"})
-    return rows
+    return rows + [bench_coop_text_step(args, ours, device)]
+
+
+def bench_coop_text_step(args: argparse.Namespace, model: CLIP, device: torch.device) -> Row:
+    """(c) CoOp's text side of one training step (forward + backward to ``--coop-ctx`` learned
+    context vectors placed after SOT, shared by every class prompt): our encoder computing the
+    shared positions once against the same encoder on whole rows (``group_size=1``); features
+    and gradients asserted allclose first."""
+    n_ctx = args.coop_ctx
+    names = [p[len("a photo of a "):] for p in class_prompts(args.text_prompts)]
+    tokens = tokenize([" ".join(["X"] * n_ctx) + f" {name}" for name in names]).to(device)
+    eot = tokens.argmax(dim=-1)
+    embedded = model.token_embedding(tokens).detach()
+    ctx = (0.02 * torch.randn(n_ctx, model.transformer.width, device=device)).requires_grad_()
+
+    def step(group_size):
+        x = torch.cat([embedded[:, :1], ctx.expand(len(tokens), -1, -1), embedded[:, 1 + n_ctx:]], 1)
+        out = model.encode_text_embeddings(x, eot, group_size=group_size)
+        (grad,) = torch.autograd.grad(out.square().sum(), ctx)
+        return out, grad
+
+    with torch.enable_grad():
+        for a, b in zip(step(None), step(1)):  # fp32 sums in another order
+            torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4 * float(b.abs().max()))
+    ref_ms = time_ms(lambda: step(1), args.reps, args.warmup, device, grad=True)
+    ours_ms = time_ms(lambda: step(None), args.reps, args.warmup, device, grad=True)
+    return {"section": "clip", "case": "coop text step",
+            "shape": f"{len(tokens)} prompts, {n_ctx} ctx, width {args.text_width}, "
+                     f"{args.text_layers} layers, forward + backward; reference: whole rows",
+            "reference ms": round(ref_ms, 1), "ours ms": round(ours_ms, 1),
+            "speedup": f"{ref_ms / ours_ms:.2f}x"}
 
 
 # --------------------------------------------------------------------------- sweep
