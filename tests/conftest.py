@@ -194,3 +194,15 @@ def anomaly_trainer():
         return seeded_trainer(setup_cfg(args))
 
     return _make
+
+
+@pytest.fixture(scope="session")
+def benchmark():
+    """tools/benchmark.py loaded as a module (it is a script, not part of the package)."""
+    import importlib.util
+
+    path = os.path.join(REPO, "tools", "benchmark.py")
+    spec = importlib.util.spec_from_file_location("dassl_lite_tools_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

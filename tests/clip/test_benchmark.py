@@ -1,7 +1,4 @@
 """tools/benchmark.py: the clip section runs at tiny shapes and its reference agrees with ours."""
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -9,15 +6,6 @@ from dassl_lite.clip import tokenize
 
 TINY_ARGS = ["--text-prompts", "30", "--text-width", "64", "--text-layers", "2", "--image-batch", "2",
              "--image-size", "32", "--patch-size", "8", "--vision-width", "128", "--vision-layers", "2"]
-
-
-@pytest.fixture(scope="module")
-def benchmark():
-    path = Path(__file__).resolve().parents[2] / "tools" / "benchmark.py"
-    spec = importlib.util.spec_from_file_location("dassl_lite_tools_benchmark", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_clip_section_prints_table(benchmark, capsys):

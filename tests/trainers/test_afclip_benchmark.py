@@ -1,20 +1,7 @@
 """tools/benchmark.py, section afclip: runs at tiny shapes; the softmax reference agrees with ours."""
-import importlib.util
-from pathlib import Path
-
-import pytest
 import torch
 
 TINY = ["--afclip-layers", "1", "--afclip-size", "42", "--afclip-batch", "2"]
-
-
-@pytest.fixture(scope="module")
-def benchmark():
-    path = Path(__file__).resolve().parents[2] / "tools" / "benchmark.py"
-    spec = importlib.util.spec_from_file_location("dassl_lite_tools_benchmark_afclip", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_afclip_section_prints_table(benchmark, capsys):

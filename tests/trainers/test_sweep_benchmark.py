@@ -1,18 +1,5 @@
 """tools/benchmark.py --only sweep on a tiny sweep: the warm cache encodes nothing and changes no
 accuracy; training time is counted."""
-import importlib.util
-from pathlib import Path
-
-import pytest
-
-
-@pytest.fixture(scope="module")
-def benchmark():
-    path = Path(__file__).resolve().parents[2] / "tools" / "benchmark.py"
-    spec = importlib.util.spec_from_file_location("dassl_lite_tools_benchmark_sweep", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_sweep_rows_per_trainer_and_mode(benchmark, tmp_path, toy_shapes_root):
