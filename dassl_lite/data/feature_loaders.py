@@ -134,12 +134,22 @@ class CachedEvalLoader:
         self.stats = CacheStats()
 
     def _build(self) -> DataLoader:
-        keys = _keys(self.items, "test")
-        feats, self.stats = fill_features(self.bucket, self.items, keys, [-1] * len(keys),
-                                          self.tfm, self.encode, self.loader.batch_size,
-                                          self.num_workers)
-        logger.info(f"Feature cache ({self.split}, {len(keys):,} images): {self.stats.hits:,} "
-                    f"hit, {self.stats.encoded:,} encoded and stored in {self.bucket.dir}")
+        # the images this process evaluates, in its order (under torchrun: its shard only)
+        wanted = list(dict.fromkeys(self.loader.sampler))
+        items = [self.items[i] for i in wanted]
+        keys = _keys(items, "test")
+        feats, self.stats = fill_features(self.bucket, items, keys, [-1] * len(keys), self.tfm,
+                                          self.encode, self.loader.batch_size, self.num_workers)
+        shard = "" if len(wanted) == len(self.items) else f" of {len(self.items):,} (this shard)"
+        logger.info(f"Feature cache ({self.split}, {len(keys):,} images{shard}): "
+                    f"{self.stats.hits:,} hit, {self.stats.encoded:,} encoded and stored in "
+                    f"{self.bucket.dir}")
+        if len(wanted) < len(self.items):
+            full = feats.new_zeros(len(self.items), feats.shape[1])
+            full[torch.tensor(wanted)] = feats
+            feats = full
+        elif wanted != list(range(len(self.items))):
+            feats = feats[torch.argsort(torch.tensor(wanted))]
         return DataLoader(_FeatureDataset(feats, [d.label for d in self.items]),
                           batch_size=self.loader.batch_size, sampler=self.loader.sampler)
 

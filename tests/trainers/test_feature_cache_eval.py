@@ -108,3 +108,36 @@ def test_training_on_cached_views(toy_trainer, toy_shapes_root, tmp_path, caplog
                    "DATALOADER.FEATURE_CACHE.TRAIN_VIEWS", "3")
     assert torch.equal(again.train_loader_x.dataset.features, data.features)  # shared, as stored
     assert torch.equal(again.train_loader_x.dataset.choice, first)  # same seed, same draw
+
+
+def test_a_shard_fills_only_its_own_images(toy_trainer, toy_shapes_root, tmp_path, caplog):
+    """Under torchrun each process evaluates a DistributedSampler shard: it encodes only those
+    images (padding repeats once), and its batches are those of the image loader."""
+    from torch.utils.data import DataLoader, DistributedSampler
+
+    from dassl_lite.data.feature_loaders import CachedEvalLoader
+
+    trainer = cached(toy_trainer, toy_shapes_root, tmp_path / "o", tmp_path / "cache", "CoOp",
+                     "DATALOADER.FEATURE_CACHE.ENABLED", "False")
+    images = trainer.test_loader
+    data = images.dataset
+    n = len(data)
+    shard = DistributedSampler(data, num_replicas=3, rank=2, shuffle=False)
+    image_loader = DataLoader(data, batch_size=images.batch_size, sampler=shard)
+    bucket_owner = cached(toy_trainer, toy_shapes_root, tmp_path / "p", tmp_path / "cache")
+    bucket = bucket_owner.test_loader.bucket
+    loader = CachedEvalLoader("test", image_loader, bucket, bucket_owner.test_loader.encode)
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        batches = list(loader)
+    per_rank = len(shard)
+    unique = len(set(shard))
+    assert unique == per_rank < n  # (640 = 3 x 213 + 1: padded with image 1, another rank's)
+    assert (f"Feature cache (test, {unique:,} images of {n:,} (this shard)): 0 hit, "
+            f"{unique:,} encoded") in caplog.text
+    expected = list(image_loader)
+    assert [b["index"].tolist() for b in batches] == [b["index"].tolist() for b in expected]
+    assert [b["label"].tolist() for b in batches] == [b["label"].tolist() for b in expected]
+    with torch.no_grad():
+        direct = trainer.model.encode_image(expected[0]["img"])
+    torch.testing.assert_close(batches[0]["img"], direct, rtol=0, atol=1e-6)
