@@ -25,7 +25,7 @@ import os
 import sys
 import tempfile
 from collections import OrderedDict
-from typing import Callable, Dict, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, Tuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
@@ -34,6 +34,9 @@ if ROOT not in sys.path:
 import datasets  # noqa: E402,F401  (registers the datasets)
 import trainers  # noqa: E402,F401  (registers the trainers and their config sections)
 from dassl_lite.errors import DasslLiteError  # noqa: E402
+
+if TYPE_CHECKING:  # for the annotations; the functions import torch where they use it
+    import torch
 
 State = Dict[str, "torch.Tensor"]
 

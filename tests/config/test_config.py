@@ -1,5 +1,3 @@
-import os
-
 import pytest
 from yacs.config import CfgNode as CN
 
