@@ -8,6 +8,13 @@ cross-dataset zero-shot (train on one, test on the other) means something:
 - ``ToyVisA``: objects yellow_star, purple_cross, orange_heart, pink_moon and the texture mesh;
   defects crack, missing, spot and stain (the one type both share).
 
+Normal images are aligned per category, as MVTec AD's and VisA's are (one product, one pose,
+one background): a category's look (background colours and gradient, object colour, size,
+rotation and position, or a texture's colours, angle, period and phase) is drawn once per
+(seed, dataset, category), and each image jitters it a little (``NORMAL_JITTER``: up to 2 px
+shift, 2 degrees, 2 % scale, 0.02 per colour channel, plus pixel noise). So a few-shot memory
+bank of one normal image matches the normal patches of the others; defects stay random.
+
 Defects (sizes at 128 px, where a 16 px ViT patch is one grid cell; all from about one patch up):
 hole (a dark ellipse, 16-34 px), scratch (a light or dark polyline, 4-6 px wide, 32-64 px
 long), stain (a translucent blob of a saturated colour, 2-3 overlapping ellipses of 16-28 px),
@@ -18,7 +25,9 @@ defects sit on the object. About one defective image in five has two defects.
 
 Masks are exact: a pixel is in the mask when the defect was drawn on it and the drawing changed
 its 8-bit value. Determinism: one sample is a pure function of (seed, dataset, category, index,
-defects, size) through a SHA-256-seeded numpy Generator, as in ``datasets.toy_generator``.
+defects, size) through SHA-256-seeded numpy Generators (the category's look, the image's jitter,
+each defect), as in ``datasets.toy_generator``. Version 3 (aligned normals) replaced version 2,
+where every normal image drew its own background, placement and colours.
 """
 from __future__ import annotations
 
@@ -29,13 +38,15 @@ from typing import Callable, Dict, List, Sequence, Tuple
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .toy_generator import (COLOURS, _composite, _gradient, _jitter_colour, _mask, _muted_colour,
-                            _placed_outline)
+from .toy_generator import _OUTLINES, COLOURS, _composite, _jitter_colour, _mask, _muted_colour
 
 __all__ = ["ToyCategory", "TOY_ANOMALY_DATASETS", "DEFECTS", "ANOMALY_GENERATOR_VERSION",
            "ToySample", "render_sample", "anomaly_rng"]
 
-ANOMALY_GENERATOR_VERSION = 2
+ANOMALY_GENERATOR_VERSION = 3
+# How much one normal image differs from its category's look: object/pattern shift (px),
+# rotation (degrees), object scale (fraction), colour offset per channel (of 1).
+NORMAL_JITTER = {"shift": 2.0, "angle": 2.0, "scale": 0.02, "colour": 0.02}
 
 
 @dataclass(frozen=True)
@@ -91,14 +102,14 @@ def anomaly_rng(seed: int, dataset: str, category: str, index: int, size: int,
 
 
 # ---------------------------------------------------------------- normal images
-def _texture_pattern(kind: str, rng: np.random.Generator, size: int) -> np.ndarray:
-    """A {0, 1} pattern of ``kind`` with random angle, period and phase."""
+def _texture_pattern(kind: str, size: int, angle: float, period: float,
+                     phase: Tuple[float, float]) -> np.ndarray:
+    """A {0, 1} pattern of ``kind`` at ``angle`` (radians), ``period`` and ``phase`` (px)."""
     ax = np.arange(size, dtype=np.float32) + 0.5
     xx, yy = np.meshgrid(ax, ax)
-    a = rng.uniform(-0.3, 0.3) + (np.pi / 4 if kind == "mesh" else 0.0)
-    u = xx * np.cos(a) + yy * np.sin(a) + rng.uniform(0, 64)
-    v = -xx * np.sin(a) + yy * np.cos(a) + rng.uniform(0, 64)
-    period = rng.uniform(9.0, 13.0)
+    a = angle + (np.pi / 4 if kind == "mesh" else 0.0)
+    u = xx * np.cos(a) + yy * np.sin(a) + phase[0]
+    v = -xx * np.sin(a) + yy * np.cos(a) + phase[1]
     if kind == "stripes":
         return (np.floor(u / period) % 2).astype(np.float32)
     if kind == "checks":
@@ -111,21 +122,62 @@ def _texture_pattern(kind: str, rng: np.random.Generator, size: int) -> np.ndarr
     raise ValueError(f"unknown texture {kind!r}")
 
 
-def _render_normal(cat: ToyCategory, rng: np.random.Generator, size: int):
-    """(image [H, W, 3] float, what lies behind the object, object coverage [H, W])."""
+def _outline(shape: str, size: int, radius: float, angle: float, aspect: float,
+             centre: np.ndarray) -> np.ndarray:
+    """The shape's vertices in pixels: ``radius`` (fraction of ``size``), ``angle`` (degrees),
+    ``aspect`` and ``centre`` (px)."""
+    pts = _OUTLINES[shape] * np.array([aspect, 1 / aspect])
+    c, s = np.cos(np.deg2rad(angle)), np.sin(np.deg2rad(angle))
+    pts = np.stack([c * pts[:, 0] - s * pts[:, 1], -(s * pts[:, 0] + c * pts[:, 1])], axis=1)
+    return pts * radius * size + centre  # the minus above: y points down in images
+
+
+def _linear_gradient(c0: np.ndarray, c1: np.ndarray, angle: float, size: int) -> np.ndarray:
+    ax = np.arange(size, dtype=np.float32) + 0.5
+    xx, yy = np.meshgrid(ax, ax)
+    t = xx * np.cos(angle) + yy * np.sin(angle)
+    t = ((t - t.min()) / max(float(np.ptp(t)), 1e-6))[..., None]
+    return c0 * (1 - t) + c1 * t
+
+
+def _category_look(cat: ToyCategory, rng: np.random.Generator) -> Dict[str, object]:
+    """What every normal image of a category shares (as a real product line: one object, one
+    pose, one background, or one fabric): colours, gradient, placement or pattern geometry."""
     if cat.kind == "texture":
-        c0, c1 = _muted_colour(rng, 0.35), _muted_colour(rng, 0.35)
+        c0 = _muted_colour(rng, 0.35)
         c1 = np.clip(c0 + np.sign(0.5 - c0.mean()) * rng.uniform(0.3, 0.45), 0, 1)
-        img = _composite(np.broadcast_to(c0, (size, size, 3)), c1,
-                         _texture_pattern(cat.shape, rng, size))
+        return {"c0": c0, "c1": c1, "angle": rng.uniform(-0.3, 0.3),
+                "period": rng.uniform(9.0, 13.0), "phase": rng.uniform(0, 64, 2)}
+    return {"bg0": _muted_colour(rng), "bg1": _muted_colour(rng),
+            "gradient": rng.uniform(0, 2 * np.pi), "fg": _jitter_colour(COLOURS[cat.colour], rng),
+            "radius": rng.uniform(0.27, 0.33), "angle": rng.uniform(-20, 20),
+            "aspect": rng.uniform(0.92, 1.08), "centre": rng.uniform(-4, 4, 2)}
+
+
+def _render_normal(cat: ToyCategory, look: Dict[str, object], rng: np.random.Generator,
+                   size: int):
+    """(image [H, W, 3] float, what lies behind the object, object coverage [H, W]): the
+    category's look with a little per-image jitter (NORMAL_JITTER)."""
+    j = NORMAL_JITTER
+    tint = lambda: rng.uniform(-j["colour"], j["colour"], 3)  # noqa: E731
+    if cat.kind == "texture":
+        c0, c1 = np.clip(look["c0"] + tint(), 0, 1), np.clip(look["c1"] + tint(), 0, 1)
+        pattern = _texture_pattern(cat.shape, size, look["angle"] + rng.uniform(-j["angle"],
+                                   j["angle"]) * np.pi / 180, look["period"],
+                                   look["phase"] + rng.uniform(-j["shift"], j["shift"], 2))
+        img = _composite(np.broadcast_to(c0, (size, size, 3)), c1, pattern)
         background = np.broadcast_to((c0 + c1) / 2, (size, size, 3)).copy()
         coverage = np.ones((size, size), np.float32)
     else:
-        background = _gradient(_muted_colour(rng), _muted_colour(rng), rng, size)
-        fg = _jitter_colour(COLOURS[cat.colour], rng)
-        coverage = _mask(_placed_outline(cat.shape, rng, size), size)
+        background = _linear_gradient(np.clip(look["bg0"] + tint(), 0, 1),
+                                      np.clip(look["bg1"] + tint(), 0, 1), look["gradient"], size)
+        fg = np.clip(look["fg"] + tint(), 0, 1)
+        centre = size / 2 + look["centre"] + rng.uniform(-j["shift"], j["shift"], 2)
+        pts = _outline(cat.shape, size, look["radius"] * (1 + rng.uniform(-j["scale"], j["scale"])),
+                       look["angle"] + rng.uniform(-j["angle"], j["angle"]), look["aspect"], centre)
+        coverage = _mask(pts, size)
         img = _composite(background, fg, coverage)
-    noise = rng.normal(0, rng.uniform(0.005, 0.02), (size, size, 1))
+    noise = rng.normal(0, rng.uniform(0.005, 0.015), (size, size, 1))
     return img + noise, background + noise, coverage
 
 
@@ -240,7 +292,8 @@ def render_sample(dataset: str, category: str, index: int, defects: Sequence[str
     if unknown or size < 64:
         raise ValueError(f"defects must be among {DEFECTS} and size >= 64; got {list(defects)}, "
                          f"{size}")
-    img, behind, coverage = _render_normal(cats[category], anomaly_rng(
+    look = _category_look(cats[category], anomaly_rng(seed, dataset, category, 0, size, "look"))
+    img, behind, coverage = _render_normal(cats[category], look, anomaly_rng(
         seed, dataset, category, index, size, "normal"), size)
     normal = _to_uint8(img)
     out, ids = img.copy(), np.zeros((size, size), np.uint8)

@@ -65,7 +65,10 @@ def test_generation_is_byte_identical_and_in_the_real_layouts(tmp_path):
     for name in a:
         assert file_digests(a[name]) == file_digests(b[name])
     mv, vi = a["ToyMVTec"], a["ToyVisA"]
-    assert sorted(os.listdir(os.path.join(mv, "red_circle", "test"))) == ["good", "hole", "scratch", "stain"]
+    plans = [defect_plan("ToyMVTec", i, category="red_circle") for i in range(SMALL.test_defective)]
+    folders = {"good"} | {"combined" if len(p) > 1 else p[0] for p in plans}
+    assert sorted(os.listdir(os.path.join(mv, "red_circle", "test"))) == sorted(folders)
+    assert folders - {"good", "combined"}  # single-defect folders are named after the defect
     mask = np.asarray(Image.open(os.path.join(mv, "red_circle", "ground_truth", "hole", "000_mask.png")))
     assert set(np.unique(mask)) == {0, 255}
     with open(os.path.join(vi, "split_csv", "1cls.csv")) as f:
@@ -81,3 +84,18 @@ def test_generation_is_byte_identical_and_in_the_real_layouts(tmp_path):
     assert Image.open(os.path.join(vi, "mesh", "Data", "Images", "Normal", "0000.JPG")).format == "JPEG"
     assert os.path.isfile(os.path.join(mv, "meta.json")) and os.path.isfile(os.path.join(vi, "meta.json"))
     assert make_toy_anomaly_world(str(tmp_path / "a"), counts=SMALL) == a  # idempotent
+
+
+def test_normal_images_are_aligned_per_category():
+    """As MVTec AD's and VisA's: a category's normal images share its look (an object's
+    background, placement and colour; a texture's colours) up to a small jitter, and another
+    seed draws another look."""
+    for ds, info in TOY_ANOMALY_DATASETS.items():
+        for cat in info["categories"]:
+            imgs = [np.asarray(render_sample(ds, cat.name, i).image, dtype=float) for i in range(4)]
+            other = np.asarray(render_sample(ds, cat.name, 0, seed=1).image, dtype=float)
+            if cat.kind == "object":
+                diffs = [np.abs(imgs[0] - x).mean() for x in imgs[1:]]
+                assert max(diffs) < 10 < np.abs(imgs[0] - other).mean(), (ds, cat.name, diffs)
+            means = [x.mean(axis=(0, 1)) for x in imgs]
+            assert max(np.abs(means[0] - m).max() for m in means[1:]) < 8, (ds, cat.name)
