@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
@@ -34,30 +35,31 @@ Encoder = Callable[[torch.Tensor], torch.Tensor]  # images [B, 3, H, W] -> featu
 
 
 class _ImageSubset(Dataset):
-    """Items ``(image tensor, position)`` of (datum, view) pairs; a view >= 0 is drawn under its
-    own seed so that it is the same in every process."""
+    """Items ``(image tensor, position)``; an item with a view name is transformed under the
+    seed of that name (so a view is the same in every process), one without it as it comes."""
 
-    def __init__(self, items: Sequence[Datum], keys: Sequence[str], views: Sequence[int], tfm):
-        self.items, self.keys, self.views, self.tfm = items, keys, views, tfm
+    def __init__(self, items: Sequence[Datum], views: Sequence[Optional[str]], tfm):
+        self.items, self.views, self.tfm = items, views, tfm
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, i: int):
         img = read_image(self.items[i].impath)
-        if self.views[i] < 0:
+        if self.views[i] is None:
             return self.tfm(img), i
         with torch.random.fork_rng(devices=[]):
             # the CPU generator only: torch.manual_seed also queues seeds for CUDA/XPU/MTIA,
             # recording a stack trace each time (1.5 ms per image)
-            torch.default_generator.manual_seed(stable_seed(self.keys[i]))
+            torch.default_generator.manual_seed(stable_seed(self.views[i]))
             return self.tfm(img), i
 
 
 def fill_features(bucket: FeatureBucket, items: Sequence[Datum], keys: Sequence[str],
-                  views: Sequence[int], tfm, encode: Encoder, batch_size: int,
+                  views: Sequence[Optional[str]], tfm, encode: Encoder, batch_size: int,
                   num_workers: int = 0) -> tuple:
-    """Features [n, E] for ``keys`` (float32, as stored), encoding and storing the missing ones."""
+    """Features [n, E] for ``keys`` (float32, as stored), encoding and storing the missing ones;
+    ``views[i]`` names the seed of item i's random transform (None: ``tfm`` draws nothing)."""
     features, missing = bucket.read(keys)
     stats = CacheStats(hits=len(keys) - len(missing), encoded=len(missing))
     if missing:
@@ -68,11 +70,11 @@ def fill_features(bucket: FeatureBucket, items: Sequence[Datum], keys: Sequence[
 
 
 def _encode_missing(bucket: FeatureBucket, items: Sequence[Datum], keys: Sequence[str],
-                    views: Sequence[int], tfm, encode: Encoder, batch_size: int, num_workers: int,
+                    views: Sequence[Optional[str]], tfm, encode: Encoder, batch_size: int,
+                    num_workers: int,
                     features: Optional[torch.Tensor], missing: List[int]) -> torch.Tensor:
     """Encode and store the ``missing`` rows; return ``features`` with them filled in."""
-    subset = _ImageSubset([items[i] for i in missing], [keys[i] for i in missing],
-                          [views[i] for i in missing], tfm)
+    subset = _ImageSubset([items[i] for i in missing], [views[i] for i in missing], tfm)
     loader = DataLoader(subset, batch_size=batch_size, num_workers=num_workers)
     rows: List[torch.Tensor] = []
     with torch.no_grad():
@@ -117,6 +119,16 @@ class _FeatureDataset(Dataset):
         return {"img": feat, "label": self.labels[idx], "index": idx}
 
 
+def portable_name(path: str, root: str) -> str:
+    """``path`` relative to the dataset root ``root`` (``/``-separated), so that names agree
+    between machines and copies of a dataset; the absolute path when it lies outside."""
+    root = os.path.abspath(os.path.expanduser(root)) if root else ""
+    path = os.path.abspath(path)
+    if root and os.path.commonpath([root, path]) == root:
+        return os.path.relpath(path, root).replace(os.sep, "/")
+    return path
+
+
 def _keys(items: Sequence[Datum], tag: str) -> List[str]:
     return [f"{image_identity(d.impath)}|{tag}" for d in items]
 
@@ -138,7 +150,7 @@ class CachedEvalLoader:
         wanted = list(dict.fromkeys(self.loader.sampler))
         items = [self.items[i] for i in wanted]
         keys = _keys(items, "test")
-        feats, self.stats = fill_features(self.bucket, items, keys, [-1] * len(keys), self.tfm,
+        feats, self.stats = fill_features(self.bucket, items, keys, [None] * len(keys), self.tfm,
                                           self.encode, self.loader.batch_size, self.num_workers)
         shard = "" if len(wanted) == len(self.items) else f" of {len(self.items):,} (this shard)"
         logger.info(f"Feature cache ({self.split}, {len(keys):,} images{shard}): "
@@ -250,10 +262,12 @@ def cached_train_loader(loader: DataLoader, bucket: FeatureBucket, encode: Encod
     cfg, items, tfm = loader.dataset.cfg, loader.dataset.data_source, loader.dataset.transform
 
     def views() -> torch.Tensor:
-        keys = [f"{image_identity(d.impath)}|view{v}" for d in items for v in range(n_views)]
-        view_ids = [v for _ in items for v in range(n_views)]
         expanded = [d for d in items for _ in range(n_views)]
-        feats, stats = fill_features(bucket, expanded, keys, view_ids, tfm, encode,
+        # seeded by the image's path under the dataset root: the same views on every machine
+        names = [f"{portable_name(d.impath, cfg.DATASET.ROOT)}|view{v}"
+                 for d in items for v in range(n_views)]
+        keys = [f"{image_identity(d.impath)}|{name}" for d, name in zip(expanded, names)]
+        feats, stats = fill_features(bucket, expanded, keys, names, tfm, encode,
                                      loader.batch_size, cfg.DATALOADER.NUM_WORKERS)
         logger.info(f"Feature cache (train_x, {len(items):,} images x {n_views} views): "
                     f"{stats.hits:,} hit, {stats.encoded:,} encoded and stored in {bucket.dir}")
@@ -280,7 +294,7 @@ def exact_train_loader(loader: DataLoader, bucket: FeatureBucket, encode: Encode
         hits = encoded = 0
         for outcome in range(n_out):
             keys = [f"{image_identity(d.impath)}|flips{outcome}" for d in items]
-            feats, stats = fill_features(bucket, items, keys, [-1] * len(items),
+            feats, stats = fill_features(bucket, items, keys, [None] * len(items),
                                          outcome_transform(tfm, outcome), encode,
                                          loader.batch_size, cfg.DATALOADER.NUM_WORKERS)
             per_outcome.append(feats)

@@ -105,3 +105,23 @@ def test_other_augmentations_train_on_images(toy_trainer, toy_shapes_root, tmp_p
                               "INPUT.TRANSFORMS", str(transforms))
     assert f"Feature cache: training on {expected}" in caplog.text
     assert trainer.train_loader_x.dataset.__class__.__name__ == "DatasetWrapper"
+
+
+def test_views_are_the_same_for_a_copy_of_the_dataset(toy_trainer, toy_shapes_root, tmp_path):
+    """A view's seed comes from the image's path under DATASET.ROOT, not from where the copy
+    lies or its file times: two copies (other paths, other mtimes) give the same views."""
+    import shutil
+
+    from dassl_lite.data.feature_loaders import portable_name
+
+    copy = tmp_path / "copy"
+    shutil.copytree(toy_shapes_root, copy, copy_function=shutil.copy)  # new mtimes
+    features = []
+    for root, name in ((toy_shapes_root, "a"), (str(copy), "b")):
+        trainer = toy_trainer("CoOp", root, tmp_path / name, "base",
+                              "DATALOADER.FEATURE_CACHE.DIR", str(tmp_path / f"cache_{name}"),
+                              "DATALOADER.FEATURE_CACHE.TRAIN_VIEWS", "2")
+        features.append(trainer.train_loader_x.dataset.features[:64])
+    assert torch.equal(features[0], features[1])
+    assert portable_name(str(copy / "x" / "y.png"), str(copy)) == "x/y.png"
+    assert portable_name("/elsewhere/y.png", str(copy)) == "/elsewhere/y.png"
