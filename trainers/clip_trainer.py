@@ -34,6 +34,7 @@ class ClipPromptTrainer(TrainerX):
     # image features are fixed, so val/test features come from the on-disk feature cache and
     # DATALOADER.FEATURE_CACHE.TRAIN_VIEWS may train on cached views. Conservative default.
     prompted_image_encoder = True
+    trains_on_images = True  # False: no training loop (zero-shot), no training features
     cache_text_in_eval = True  # compute class text features once per evaluation
     # Keys of upstream checkpoints rebuilt from the class names here (not learned; dropped).
     fixed_checkpoint_keys: Sequence[str] = ("token_prefix", "token_suffix")
@@ -154,8 +155,6 @@ class ClipPromptTrainer(TrainerX):
             self.val_loader = CachedEvalLoader("val", self.val_loader, test_bucket, encode, workers)
         if self.trains_on_images:
             self.setup_train_features(bucket(self.dm.tfm_train), encode)
-
-    trains_on_images = True  # False: no training loop (zero-shot), no training features
 
     def setup_train_features(self, bucket, encode) -> None:
         """Train on cached features: K views (``TRAIN_VIEWS``, approximate), or every flip

@@ -146,8 +146,10 @@ class CachedEvalLoader:
         self.stats = CacheStats()
 
     def _build(self) -> DataLoader:
-        # the images this process evaluates, in its order (under torchrun: its shard only)
-        wanted = list(dict.fromkeys(self.loader.sampler))
+        # the images this process evaluates, in its order (under torchrun: its shard only); a
+        # random sampler draws its order here without moving the run's random stream
+        with torch.random.fork_rng(devices=[]):
+            wanted = list(dict.fromkeys(self.loader.sampler))
         items = [self.items[i] for i in wanted]
         keys = _keys(items, "test")
         feats, self.stats = fill_features(self.bucket, items, keys, [None] * len(keys), self.tfm,
@@ -221,26 +223,13 @@ def flip_probabilities(tfm) -> Optional[List[float]]:
     return probs
 
 
-class _Apply:
-    """A deterministic flip (``repr`` names it, so bucket keys stay readable)."""
-
-    def __init__(self, fn: Callable):
-        self.fn = fn
-
-    def __call__(self, img):
-        return self.fn(img)
-
-    def __repr__(self) -> str:
-        return f"Apply({self.fn.__name__})"
-
-
 def outcome_transform(tfm, outcome: int) -> T.Compose:
     """``tfm`` with its random flips fixed: flip i applied when bit i of ``outcome`` is set."""
     steps, bit = [], 0
     for step in _steps(tfm):
         if type(step) in FLIP_TRANSFORMS:
             if outcome >> bit & 1:
-                steps.append(_Apply(FLIP_TRANSFORMS[type(step)]))
+                steps.append(T.Lambda(FLIP_TRANSFORMS[type(step)]))
             bit += 1
         else:
             steps.append(step)
