@@ -43,6 +43,7 @@ from yacs.config import CfgNode as CN
 
 from dassl_lite.backbones import PromptableViT, ViTArch, load_supervised_vit
 from dassl_lite.config import ConfigError, register_config_extender
+from dassl_lite.config.validate import check_choice
 from dassl_lite.engine import TrainerX
 from dassl_lite.optim import build_lr_scheduler, build_optimizer
 from dassl_lite.registry import TRAINER_REGISTRY
@@ -165,11 +166,6 @@ def class_weights(labels: Sequence[int], num_classes: int, kind: str) -> Optiona
     return (w / w.sum() * num_classes).float()
 
 
-def _check_choice(key: str, value, choices) -> None:
-    if value not in choices:
-        raise ConfigError(f"{key} must be one of {', '.join(map(str, choices))}; got {value!r}")
-
-
 @TRAINER_REGISTRY.register()
 class VPTSupervised(TrainerX):
     """VPT on a frozen supervised ViT with a head on the class token (module docstring);
@@ -180,12 +176,12 @@ class VPTSupervised(TrainerX):
 
     def check_cfg(self, cfg) -> None:
         p = cfg.MODEL.PROMPT
-        _check_choice("MODEL.TRANSFER_TYPE", cfg.MODEL.TRANSFER_TYPE, TRANSFER_TYPES)
-        _check_choice("MODEL.PROMPT.LOCATION", p.LOCATION, ("prepend",))
-        _check_choice("MODEL.PROMPT.INITIATION", p.INITIATION, ("random",))
-        _check_choice("MODEL.HEAD.NAME", cfg.MODEL.HEAD.NAME or "linear", HEADS)
-        _check_choice("MODEL.HEAD.ACTIVATION", cfg.MODEL.HEAD.ACTIVATION, tuple(ACTIVATIONS))
-        _check_choice("TRAINER.VPTSUPERVISED.CLASS_WEIGHTS_TYPE",
+        check_choice("MODEL.TRANSFER_TYPE", cfg.MODEL.TRANSFER_TYPE, TRANSFER_TYPES)
+        check_choice("MODEL.PROMPT.LOCATION", p.LOCATION, ("prepend",))
+        check_choice("MODEL.PROMPT.INITIATION", p.INITIATION, ("random",))
+        check_choice("MODEL.HEAD.NAME", cfg.MODEL.HEAD.NAME or "linear", HEADS)
+        check_choice("MODEL.HEAD.ACTIVATION", cfg.MODEL.HEAD.ACTIVATION, tuple(ACTIVATIONS))
+        check_choice("TRAINER.VPTSUPERVISED.CLASS_WEIGHTS_TYPE",
                       cfg.TRAINER.VPTSUPERVISED.CLASS_WEIGHTS_TYPE, tuple(CLASS_WEIGHTS))
         if p.NUM_TOKENS < 1:
             raise ConfigError(f"MODEL.PROMPT.NUM_TOKENS must be >= 1; got {p.NUM_TOKENS}")
