@@ -26,6 +26,7 @@ from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from typing import IO, Callable, Dict, List, Optional, Sequence
 
+from ..utils.logger import restored_root_logger
 from .jobs import JOB_LOG, Job, RunDirMismatch, command_argv, job_status
 
 logger = logging.getLogger(__name__)
@@ -80,25 +81,18 @@ class InProcessLauncher:
 
         log.write(f"$ tools/train.py {shlex.join(argv)}  (in-process)\n")
         log.flush()
-        root = logging.getLogger()
-        saved_handlers, saved_level = list(root.handlers), root.level
-        try:
-            with redirect_stdout(log), redirect_stderr(log):
-                code = main(argv)
-            if code == 130:  # Ctrl-C stopped the job at a safe point: stop the whole run too
-                raise KeyboardInterrupt
-            return code
-        except SystemExit as e:
-            return e.code if isinstance(e.code, int) else 1
-        except Exception:
-            traceback.print_exc(file=log)
-            return 1
-        finally:
-            for handler in [h for h in root.handlers if h not in saved_handlers]:
-                root.removeHandler(handler)
-                handler.close()
-            root.handlers[:] = saved_handlers
-            root.setLevel(saved_level)
+        with restored_root_logger():
+            try:
+                with redirect_stdout(log), redirect_stderr(log):
+                    code = main(argv)
+                if code == 130:  # Ctrl-C stopped the job at a safe point: stop the whole run too
+                    raise KeyboardInterrupt
+                return code
+            except SystemExit as e:
+                return e.code if isinstance(e.code, int) else 1
+            except Exception:
+                traceback.print_exc(file=log)
+                return 1
 
 
 @dataclass

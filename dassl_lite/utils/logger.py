@@ -5,11 +5,12 @@ upstream's lines (``* accuracy: 73.4%``) unchanged and upstream parsers keep wor
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
 import time
-from typing import Optional
+from typing import Iterator, Optional
 
 _HANDLER_TAG = "_dassl_lite_handler"
 
@@ -74,3 +75,19 @@ def setup_logger(output: Optional[str] = None, level: int = logging.INFO) -> Opt
         setattr(h, _HANDLER_TAG, True)
         root.addHandler(h)
     return path
+
+
+@contextlib.contextmanager
+def restored_root_logger() -> Iterator[None]:
+    """Run the body (an in-process run that calls :func:`setup_logger`), then close the handlers
+    it added to the root logger and restore the root's handlers and level."""
+    root = logging.getLogger()
+    saved_handlers, saved_level = list(root.handlers), root.level
+    try:
+        yield
+    finally:
+        for handler in [h for h in root.handlers if h not in saved_handlers]:
+            root.removeHandler(handler)
+            handler.close()
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)

@@ -1,7 +1,6 @@
 """In-process runs of ``tools/train.py``'s main (no subprocess per case)."""
 import contextlib
 import io
-import logging
 import os
 import shutil
 from dataclasses import dataclass
@@ -24,22 +23,14 @@ def run_main(argv) -> Result:
     import datasets  # noqa: F401  (registers the datasets, as tools/train.py does)
     import trainers  # noqa: F401
     from dassl_lite.cli import main
+    from dassl_lite.utils.logger import restored_root_logger
 
-    root = logging.getLogger()
-    saved_handlers, saved_level = list(root.handlers), root.level
     out, err = io.StringIO(), io.StringIO()
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                code = main([str(a) for a in argv])
-            except SystemExit as e:  # argparse
-                code = e.code
-    finally:
-        for h in [h for h in root.handlers if h not in saved_handlers]:
-            root.removeHandler(h)
-            h.close()
-        root.handlers[:] = saved_handlers
-        root.setLevel(saved_level)
+    with restored_root_logger(), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([str(a) for a in argv])
+        except SystemExit as e:  # argparse
+            code = e.code
     return Result(code, out.getvalue(), err.getvalue())
 
 
