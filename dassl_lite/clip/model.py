@@ -103,7 +103,8 @@ class CLIP(nn.Module):
         feature depends on later positions, so the result is unchanged and cheaper.
         For the same reason, leading positions that are equal in every row of a group of
         ``group_size`` consecutive rows (default: all rows; e.g. SOT and CoOp's context, shared
-        by every class) are computed once per group (:meth:`Transformer.forward_shared_prefix`).
+        by every class) are computed once per group (:meth:`Transformer.forward_shared_prefix`),
+        and the last layer computes EOT's query and MLP only (:meth:`Transformer.forward_at`).
         Upstream casts deep prompts with ``.half()`` even in fp32 models; here they are cast to
         the model's dtype.
         """
@@ -111,14 +112,12 @@ class CLIP(nn.Module):
         length = high + 1
         x = x[:, :length].to(self.dtype) + self.positional_embedding[:length].to(self.dtype)
         group_size = x.shape[0] if group_size is None else group_size
-        shared = (shared_prefix_length(x, group_size, low, deep_prompts)
-                  if self.transformer.can_share_prefix() else 0)
-        rows = torch.arange(x.shape[0], device=x.device)
-        if shared:
-            _, rest = self.transformer.forward_shared_prefix(x, shared, group_size, deep_prompts,
-                                                             prompt_start=1)
-            x = rest[rows, eot_idx - shared]
+        if self.transformer.can_share_prefix():
+            shared = shared_prefix_length(x, group_size, low, deep_prompts)
+            x = self.transformer.forward_at(x, eot_idx, shared, group_size if shared else 1,
+                                            deep_prompts, prompt_start=1)
         else:
+            rows = torch.arange(x.shape[0], device=x.device)
             x = self.transformer(x, deep_prompts, prompt_start=1)[rows, eot_idx]
         return self.ln_final(x) @ self.text_projection
 

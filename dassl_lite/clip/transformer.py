@@ -64,16 +64,46 @@ class SelfAttentionBase(nn.Module):
         qp, kp, vp = self.qkv(prefix)
         qs, ks, vs = self.qkv(rest)
         out_p = F.scaled_dot_product_attention(qp, kp, vp, is_causal=True)
-
-        def per_row(t: Tensor) -> Tensor:  # [G, h, P, d] -> [G * M, h, P, d]
-            return t.unsqueeze(1).expand(groups, group_size, *t.shape[1:]).flatten(0, 1)
-
-        k = torch.cat([per_row(kp), ks], dim=2)
-        v = torch.cat([per_row(vp), vs], dim=2)
+        k = torch.cat([_per_row(kp, group_size), ks], dim=2)
+        v = torch.cat([_per_row(vp, group_size), vs], dim=2)
         mask = torch.ones(s, p + s, dtype=torch.bool, device=rest.device).tril(diagonal=p)
         out_s = F.scaled_dot_product_attention(qs, k, v, attn_mask=mask)
         return (self.project_out(out_p.transpose(1, 2).reshape(groups, p, width)),
                 self.project_out(out_s.transpose(1, 2).reshape(n, s, width)))
+
+    def forward_at(self, prefix: Optional[Tensor], rest: Tensor, group_size: int,
+                   idx: Tensor) -> Tensor:
+        """Causal self-attention output [N, width] at one position per row only: position
+        ``idx[r]`` of ``rest[r]`` (rows split as in :meth:`forward_shared_prefix`; ``prefix``
+        ``None`` when nothing is shared). Keys and values are projected at every position the
+        query may see, the query only there (the last text layer, where only EOT is read)."""
+        n, s, width = rest.shape
+        qs, k, v = self.qkv(rest)
+        q = qs[torch.arange(n, device=rest.device), :, idx].unsqueeze(2)  # [N, heads, 1, d]
+        p = 0
+        if prefix is not None:
+            p = prefix.shape[1]
+            _, kp, vp = self.qkv(prefix)
+            k = torch.cat([_per_row(kp, group_size), k], dim=2)
+            v = torch.cat([_per_row(vp, group_size), v], dim=2)
+        mask = torch.arange(p + s, device=rest.device) <= (p + idx).unsqueeze(1)  # [N, P + S]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])
+        return self.project_out(out.reshape(n, width))
+
+
+def _has_forward_hooks(modules: nn.Module) -> bool:
+    """Whether forward (pre-)hooks are registered on ``modules`` or any module inside, or
+    globally (``torch.nn.modules.module.register_module_forward_hook``)."""
+    from torch.nn.modules import module as torch_module
+
+    if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks:
+        return True
+    return any(m._forward_hooks or m._forward_pre_hooks for m in modules.modules())
+
+
+def _per_row(t: Tensor, group_size: int) -> Tensor:
+    """A group's tensor [G, ...] repeated for each of its rows: [G * group_size, ...] (a view)."""
+    return t.unsqueeze(1).expand(t.shape[0], group_size, *t.shape[1:]).flatten(0, 1)
 
 
 class MultiheadSelfAttention(SelfAttentionBase):
@@ -129,6 +159,15 @@ class ResidualAttentionBlock(nn.Module):
                                                            group_size)
         prefix, rest = prefix + a_prefix, rest + a_rest
         return prefix + self.mlp(self.ln_2(prefix)), rest + self.mlp(self.ln_2(rest))
+
+    def forward_at(self, prefix: Optional[Tensor], rest: Tensor, group_size: int,
+                   idx: Tensor) -> Tensor:
+        """This causal block's output [N, width] at position ``idx[r]`` of ``rest[r]`` only
+        (see :meth:`SelfAttentionBase.forward_at`): the MLP runs on those positions alone."""
+        attn = self.attn.forward_at(None if prefix is None else self.ln_1(prefix),
+                                    self.ln_1(rest), group_size, idx)
+        x = rest[torch.arange(rest.shape[0], device=rest.device), idx] + attn
+        return x + self.mlp(self.ln_2(x))
 
 
 def as_batched_tokens(tokens: Tensor, batch: int, width: int, what: str) -> Tensor:
@@ -208,13 +247,16 @@ class Transformer(nn.Module):
         return x, [outputs[k] for k in collect]
 
     def can_share_prefix(self) -> bool:
-        """Whether :meth:`forward_shared_prefix` computes exactly what :meth:`forward` does:
-        causal blocks of this module's kinds, and no active dropout (a shared position would get
-        one dropout mask for its whole group instead of one per row)."""
+        """Whether :meth:`forward_shared_prefix` and :meth:`forward_at` compute exactly what
+        :meth:`forward` does: causal blocks of this module's kinds, and no active dropout (a
+        shared position would get one dropout mask for its whole group instead of one per row,
+        and a row computed at one position draws other masks than a whole row), and no forward
+        hooks on the blocks (they run whole, so hooks see every block's whole input and output)."""
         return (all(type(b) is ResidualAttentionBlock and b.causal
                     and isinstance(b.attn, SelfAttentionBase) for b in self.resblocks)
                 and not any(isinstance(m, nn.Dropout) and m.p > 0 and m.training
-                            for m in self.modules()))
+                            for m in self.modules())
+                and not _has_forward_hooks(self.resblocks))
 
     def forward_shared_prefix(self, x: Tensor, shared: int, group_size: int,
                               deep_prompts: Optional[Sequence[Tensor]] = None,
@@ -225,19 +267,53 @@ class Transformer(nn.Module):
         lie within the shared positions. Returns (shared positions [G, P, width], the other
         positions [G * M, L - P, width]); position P + j of row r is ``rest[r, j]``.
         """
+        if shared < 1:
+            raise ValueError(f"a shared prefix needs at least one shared position; got {shared}")
+        return self._run_causal(x, shared, group_size, deep_prompts, prompt_start, self.layers)
+
+    def forward_at(self, x: Tensor, idx: Tensor, shared: int = 0, group_size: int = 1,
+                   deep_prompts: Optional[Sequence[Tensor]] = None,
+                   prompt_start: int = 1) -> Tensor:
+        """``forward(x, deep_prompts, prompt_start)[rows, idx]`` [N, width] for causal rows: the
+        output of the last block at position ``idx[r]`` of each row r, which must lie at or past
+        the ``shared`` leading positions shared per group (see :meth:`forward_shared_prefix`;
+        0: none). The last block attends from those positions only and runs its MLP on them
+        alone (CLIP reads the text feature at EOT only); exact, like the shared prefix."""
+        prefix, rest = self._run_causal(x, shared, group_size, deep_prompts, prompt_start,
+                                        self.layers - 1)
+        last = self.resblocks[-1]
+        return last.forward_at(prefix, rest, group_size, idx - shared)
+
+    def _run_causal(self, x: Tensor, shared: int, group_size: int,
+                    deep_prompts: Optional[Sequence[Tensor]], prompt_start: int,
+                    n_blocks: int) -> Tuple[Optional[Tensor], Tensor]:
+        """Run the first ``n_blocks`` causal blocks on ``x`` split into (shared prefix or
+        ``None``, rest), and insert the deep prompt entering block ``n_blocks`` too."""
         deep = [] if deep_prompts is None else list(deep_prompts)
         if not self.resblocks[0].causal:
             raise ValueError("a shared prefix needs causal attention (a text transformer)")
-        if any(p.dim() != 2 or prompt_start + p.shape[0] > shared for p in deep):
+        if len(deep) > self.layers - 1:
+            raise ValueError(f"at most {self.layers - 1} deep prompts fit a {self.layers}-layer "
+                             f"transformer (entry k enters layer k+1); got {len(deep)}")
+        if shared and any(p.dim() != 2 or prompt_start + p.shape[0] > shared for p in deep):
             raise ValueError(f"deep prompts must be [n_ctx, width] within the {shared} shared "
                              f"positions (from {prompt_start})")
         n, length, width = x.shape
-        prefix = x.view(n // group_size, group_size, length, width)[:, 0, :shared]
+        prefix = x.view(n // group_size, group_size, length, width)[:, 0, :shared] if shared else None
         rest = x[:, shared:]
-        for i, block in enumerate(self.resblocks):
+        for i in range(n_blocks + 1):
             if 0 < i <= len(deep):
-                prefix = replace_tokens(prefix, deep[i - 1], prompt_start, f"deep_prompts[{i - 1}]")
-            prefix, rest = block.forward_shared_prefix(prefix, rest, group_size)
+                name = f"deep_prompts[{i - 1}]"
+                if shared:
+                    prefix = replace_tokens(prefix, deep[i - 1], prompt_start, name)
+                else:
+                    rest = replace_tokens(rest, deep[i - 1], prompt_start, name)
+            if i == n_blocks:
+                break
+            if shared:
+                prefix, rest = self.resblocks[i].forward_shared_prefix(prefix, rest, group_size)
+            else:
+                rest = self.resblocks[i](rest)
         return prefix, rest
 
     def initialize_parameters(self) -> None:

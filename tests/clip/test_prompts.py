@@ -285,3 +285,54 @@ def test_shared_prefix_is_off_under_active_dropout_and_on_with_lora(vit_model):
     torch.testing.assert_close(model.encode_text_embeddings(x, eot),
                                model.encode_text_embeddings(x, eot, group_size=1), rtol=0, atol=1e-5)
     assert not vit_model.visual.transformer.can_share_prefix()  # not causal
+
+
+def _whole_rows_reference(model, x, eot, deep):
+    """Every block on every position (Transformer.forward), then the feature read at EOT."""
+    length = int(eot.max()) + 1
+    h = x[:, :length] + model.positional_embedding[:length]
+    h = model.transformer(h, deep, prompt_start=1)[torch.arange(x.shape[0]), eot]
+    return model.ln_final(h) @ model.text_projection
+
+
+@pytest.mark.parametrize("n_groups, group_size, deep", [(1, 5, False), (1, 5, True), (3, 5, False),
+                                                        (1, 1, False), (1, 1, True)])
+def test_last_layer_at_eot_only_equals_whole_rows_values_and_gradients(vit_model, n_groups,
+                                                                       group_size, deep):
+    """The last block attends from EOT and runs its MLP there only (with and without a shared
+    prefix, with deep prompts entering every later layer, the last included): features and the
+    gradients of the prefix and of the deep prompts equal those of every block on whole rows."""
+    model = copy.deepcopy(vit_model).double()
+    x, prefix, eot = _rows_with_shared_prefix(model, n_groups, 5, 4, 11, torch.float64, seed=3)
+    width, layers = model.transformer.width, model.transformer.layers
+    prompts = ([prompt(3, width, seed=s).double().requires_grad_() for s in range(layers - 1)]
+               if deep else None)
+    leaves = [prefix] + (prompts or [])
+    ours = model.encode_text_embeddings(x, eot, prompts, group_size=group_size)
+    whole = _whole_rows_reference(model, x, eot, prompts)
+    torch.testing.assert_close(ours, whole, rtol=0, atol=1e-12)
+    g_ours = torch.autograd.grad(ours.square().sum(), leaves)
+    g_whole = torch.autograd.grad(whole.square().sum(), leaves)
+    for a, b in zip(g_ours, g_whole):
+        assert b.abs().max() > 1e-4
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
+def test_blocks_with_forward_hooks_run_whole(vit_model):
+    """A forward hook on a text block sees that block's whole input, the last block's included:
+    while any hook is registered, no position is skipped or shared."""
+    model = copy.deepcopy(vit_model)
+    x, _, eot = _rows_with_shared_prefix(model, 1, 4, 5, 9, torch.float32)
+    x = x.detach()
+    assert model.transformer.can_share_prefix()
+    expected = model.encode_text_embeddings(x, eot)
+    seen = []
+    handle = model.transformer.resblocks[-1].register_forward_hook(
+        lambda _m, args, out: seen.append((args[0].shape, out.shape)))
+    assert not model.transformer.can_share_prefix()
+    with torch.no_grad():
+        got = model.encode_text_embeddings(x, eot)
+    handle.remove()
+    assert seen == [(torch.Size([4, 9, 128]), torch.Size([4, 9, 128]))]
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+    assert model.transformer.can_share_prefix()
