@@ -81,6 +81,10 @@ class CacheStats:
     encoded: int = 0
 
 
+# keys file path -> its keys, for committed (hence immutable) segments read by this process
+_SEGMENT_KEYS: Dict[str, List[str]] = {}
+
+
 class FeatureBucket:
     """The features of one (encoder, dtype, transform) triple; see the module docstring."""
 
@@ -103,14 +107,26 @@ class FeatureBucket:
         return sorted(n[:-len(KEYS_SUFFIX)] for n in names if n.endswith(KEYS_SUFFIX))
 
     def index(self) -> Dict[str, Tuple[str, int]]:
-        """Entry key -> (segment id, row) over every committed segment."""
+        """Entry key -> (segment id, row) over every committed segment. Segments are immutable,
+        so each one's keys file is parsed once per process (remembered while it is listed)."""
         out: Dict[str, Tuple[str, int]] = {}
-        for seg in self._segments():
-            try:
-                with open(os.path.join(self.dir, seg + KEYS_SUFFIX)) as f:
-                    keys = json.load(f)
-            except (OSError, ValueError):
-                continue  # evicted meanwhile, or not ours: treated as absent
+        segments = self._segments()
+        listed = {os.path.join(self.dir, seg + KEYS_SUFFIX) for seg in segments}
+        for path in [p for p in _SEGMENT_KEYS if os.path.dirname(p) == self.dir]:
+            if path not in listed:
+                del _SEGMENT_KEYS[path]  # evicted or cleared
+        for seg in segments:
+            path = os.path.join(self.dir, seg + KEYS_SUFFIX)
+            keys = _SEGMENT_KEYS.get(path)
+            if keys is None:
+                try:
+                    with open(path) as f:
+                        keys = json.load(f)
+                except (OSError, ValueError):
+                    continue  # evicted meanwhile, or not ours: treated as absent
+                if not isinstance(keys, list):
+                    continue  # not ours
+                _SEGMENT_KEYS[path] = keys
             for row, key in enumerate(keys):
                 out.setdefault(key, (seg, row))
         return out
@@ -146,7 +162,9 @@ class FeatureBucket:
         seg = f"seg-{uuid.uuid4().hex}"
         arr = features.detach().float().cpu().numpy().astype(_STORE_DTYPES[self.dtype_name])
         atomic_write(os.path.join(self.dir, seg + ".npy"), lambda f: np.save(f, arr))
-        atomic_write_json(os.path.join(self.dir, seg + KEYS_SUFFIX), list(keys))
+        keys_path = os.path.join(self.dir, seg + KEYS_SUFFIX)
+        atomic_write_json(keys_path, list(keys))
+        _SEGMENT_KEYS[keys_path] = list(keys)
         self.cache.enforce_bound(keep=os.path.join(self.dir, seg))
         return torch.from_numpy(arr.astype(np.float32))
 

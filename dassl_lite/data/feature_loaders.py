@@ -252,10 +252,12 @@ def cached_train_loader(loader: DataLoader, bucket: FeatureBucket, encode: Encod
 
     def views() -> torch.Tensor:
         expanded = [d for d in items for _ in range(n_views)]
-        # seeded by the image's path under the dataset root: the same views on every machine
-        names = [f"{portable_name(d.impath, cfg.DATASET.ROOT)}|view{v}"
-                 for d in items for v in range(n_views)]
-        keys = [f"{image_identity(d.impath)}|{name}" for d, name in zip(expanded, names)]
+        # seeded by the image's path under the dataset root: the same views on every machine;
+        # each file's identity and name are looked up once, not once per view
+        per_image = [(image_identity(d.impath), portable_name(d.impath, cfg.DATASET.ROOT))
+                     for d in items]
+        names = [f"{name}|view{v}" for _, name in per_image for v in range(n_views)]
+        keys = [f"{ident}|{name}|view{v}" for ident, name in per_image for v in range(n_views)]
         feats, stats = fill_features(bucket, expanded, keys, names, tfm, encode,
                                      loader.batch_size, cfg.DATALOADER.NUM_WORKERS)
         logger.info(f"Feature cache (train_x, {len(items):,} images x {n_views} views): "

@@ -49,6 +49,33 @@ def test_fp16_storage_rounds_and_auto_keeps_the_model_dtype(tmp_path):
     assert torch.equal(got, x.half().float())
 
 
+def test_keys_files_are_parsed_once_and_forgotten_when_evicted(tmp_path, monkeypatch):
+    """Committed segments are immutable: a process parses each keys file once. A segment removed
+    by another process (eviction, clear) drops out of the index and of that memory."""
+    import dassl_lite.data.feature_cache as fc
+
+    bucket = FeatureCache(str(tmp_path)).bucket("abc", "fp32", "T", "fp32")
+    bucket.write(["a|test"], feats_for(["a|test"]))
+    bucket.write(["b|test"], feats_for(["b|test"]))
+    loads = []
+    real_load = json.load
+    monkeypatch.setattr(fc.json, "load", lambda f: loads.append(f.name) or real_load(f))
+    for _ in range(3):
+        got, missing = bucket.read(["a|test", "b|test"])
+        assert missing == [] and torch.equal(got, feats_for(["a|test", "b|test"]))
+    assert len(loads) == 0  # both written by this process: known since their write
+    fc._SEGMENT_KEYS.clear()  # as a fresh process
+    bucket.read(["a|test"])
+    bucket.read(["a|test"])
+    assert len(loads) == 2  # two segments, each parsed once
+    seg_a = fc.FeatureBucket.index(bucket)["a|test"][0]
+    for suffix in (".npy", fc.KEYS_SUFFIX):
+        os.remove(os.path.join(bucket.dir, seg_a + suffix))
+    got, missing = bucket.read(["a|test", "b|test"])
+    assert missing == [0] and torch.equal(got[1], feats_for(["b|test"])[0])
+    assert not any(seg_a in p for p in fc._SEGMENT_KEYS)
+
+
 def test_buckets_differ_by_encoder_dtype_transform_and_precision(tmp_path):
     cache = FeatureCache(str(tmp_path))
     base = cache.bucket("enc", "fp32", "Resize(64)", "fp32").dir
