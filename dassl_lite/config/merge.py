@@ -9,6 +9,7 @@ from yacs.config import CfgNode as CN
 
 from ..errors import DasslLiteError
 from ..registry import CONFIG_EXTENDER_REGISTRY, closest_name
+from ..utils.io import load_yaml
 from .defaults import _C
 
 
@@ -91,13 +92,13 @@ def merge_from_file(cfg: CN, path: str) -> CN:
         raise ConfigError(f"Config file not found: {path!r}")
     with open(path) as f:
         try:
-            data = yaml.safe_load(f) or {}
+            data = load_yaml(f) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"Config file {path!r} is not valid YAML: {e}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"Config file {path!r} must hold a mapping; got {type(data).__name__}")
     _check_keys(cfg, cfg, data, f"config file {path!r}")
-    _merge(cfg, cfg.load_cfg(yaml.safe_dump(data)), f"config file {path!r}")
+    _merge(cfg, type(cfg)(data), f"config file {path!r}")
     return cfg
 
 

@@ -23,6 +23,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from ..engine.checkpoint import POINTER_FILE
 from ..errors import DasslLiteError
+from ..utils.io import load_yaml, plain_config
 
 logger = logging.getLogger(__name__)
 
@@ -109,14 +110,12 @@ def _flatten(node: Any, prefix: str = "") -> Dict[str, Any]:
 def config_differences(cfg, run_dir: str) -> List[Tuple[str, Any, Any]]:
     """``(key, value in run_dir/config.yaml, expected value)`` for every differing key that both
     configs have (except ``IGNORED_KEYS``); empty when the run has no config.yaml."""
-    import yaml
-
     path = os.path.join(run_dir, "config.yaml")
     if not os.path.isfile(path):
         return []
     with open(path) as f:
-        found = _flatten(yaml.safe_load(f) or {})
-    expected = _flatten(yaml.safe_load(cfg.dump()))
+        found = _flatten(load_yaml(f) or {})
+    expected = _flatten(plain_config(cfg))
     return [(k, found[k], v) for k, v in expected.items()
             if k in found and k not in IGNORED_KEYS and found[k] != v]
 

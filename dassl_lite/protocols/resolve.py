@@ -34,10 +34,10 @@ class DatasetConfig:
 
 
 def _read_dataset_name(path: str) -> str:
-    import yaml
+    from ..utils.io import load_yaml
 
     with open(path) as f:
-        data = yaml.safe_load(f) or {}
+        data = load_yaml(f) or {}
     return str((data.get("DATASET") or {}).get("NAME", ""))
 
 

@@ -100,3 +100,21 @@ def atomic_write_text(path: str, text: str) -> None:
 
 def atomic_write_json(path: str, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def load_yaml(stream: Any) -> Any:
+    """``yaml.safe_load`` through libyaml's C parser when PyYAML has it (the same safe YAML 1.1
+    types, about ten times faster on config files), else the pure-Python one."""
+    import yaml
+
+    return yaml.load(stream, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
+def plain_config(cfg: Any) -> Any:
+    """A yacs config as plain data, as ``yaml.safe_load(cfg.dump())`` gives it back (nested
+    dicts; tuples as lists), without the YAML round trip."""
+    if isinstance(cfg, dict):
+        return {k: plain_config(v) for k, v in cfg.items()}
+    if isinstance(cfg, (list, tuple)):
+        return [plain_config(v) for v in cfg]
+    return cfg
