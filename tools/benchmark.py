@@ -54,6 +54,9 @@ through the image encoder and the averaged Base / New / HM.
 
   python tools/benchmark.py --only sweep
   python tools/benchmark.py --only sweep --sweep-trainers CoOp --sweep-seeds 1
+  python tools/benchmark.py --only sweep --sweep-trainers CoOp --sweep-backbone vit-b16-random \
+      --sweep-datasets toy_shapes --sweep-seeds 1 --sweep-shots 2 --sweep-test-images 2 \
+      --sweep-modes cold "views filling" views --sweep-opts OPTIM.MAX_EPOCH 4
 """
 import argparse
 import os
@@ -305,6 +308,29 @@ SWEEP_MODES = OrderedDict([
 ])
 
 
+# the ViT-B/16 shapes of OpenAI's checkpoint (embed 512; vision 768 x 12 at 224 px, patch 16;
+# text 512 x 12, 8 heads)
+VIT_B16 = dict(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768,
+               vision_patch_size=16, vision_heads=12, context_length=77, vocab_size=49408,
+               transformer_width=512, transformer_heads=8, transformer_layers=12)
+SWEEP_BACKBONES = ("ToyCLIP", "vit-b16-random")
+
+
+def sweep_backbone_opts(name: str, work: str) -> List[str]:
+    """Config options selecting the sweep's backbone (none for ToyCLIP, the configs' own)."""
+    if name == "ToyCLIP":
+        return []
+    from dassl_lite.utils.io import atomic_torch_save
+
+    path = os.path.join(work, "backbones", "vit_b16_random.pt")
+    if not os.path.isfile(path):
+        torch.manual_seed(0)
+        model = CLIP(CLIPConfig(**VIT_B16))  # OpenAI's initialisation
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        atomic_torch_save(model.state_dict(), path)
+    return ["MODEL.BACKBONE.NAME", path, "INPUT.SIZE", "(224, 224)"]
+
+
 def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("sweep", "toy base-to-novel sweep with the feature cache")
     group.add_argument("--sweep-trainers", nargs="+", default=["ZeroshotCLIP", "CoOp", "CoCoOp"])
@@ -315,6 +341,16 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
                        choices=list(SWEEP_MODES), metavar="MODE",
                        help=f"modes to run, in order (default: all: {', '.join(SWEEP_MODES)})")
     group.add_argument("--sweep-dir", default="", help="workspace (default: a new temp folder)")
+    group.add_argument("--sweep-shots", type=int, default=16, help="training shots per class")
+    group.add_argument("--sweep-test-images", type=int, default=0,
+                       help="test images per class of the generated toy world (default: the "
+                            "toy world's own 20; fewer make big backbones affordable on a CPU)")
+    group.add_argument("--sweep-backbone", choices=list(SWEEP_BACKBONES), default="ToyCLIP",
+                       help="ToyCLIP (the configs' own), or a random-weight CLIP of ViT-B/16's "
+                            "shapes at 224 px (written to the workspace): the speed of a real "
+                            "backbone, where image encoding dominates; its accuracies mean nothing")
+    group.add_argument("--sweep-opts", nargs="+", default=[], metavar="KEY VALUE",
+                       help="extra config options for every job, e.g. OPTIM.MAX_EPOCH 4")
 
 
 class _EpochTimer:
@@ -342,7 +378,7 @@ class _EpochTimer:
         self.owner.run_epoch = self.original
 
 
-def _sweep_once(args, work: str, mode: str, trainer: str) -> Row:
+def _sweep_once(args, work: str, data: str, mode: str, trainer: str) -> Row:
     """One in-process tools/base2new.py sweep of ``trainer`` into the mode's output folder."""
     import json
     import shutil
@@ -353,6 +389,7 @@ def _sweep_once(args, work: str, mode: str, trainer: str) -> Row:
     opts = list(SWEEP_MODES[mode])
     if opts[-1:] == ["DATALOADER.FEATURE_CACHE.TRAIN_VIEWS"]:
         opts.append(str(args.sweep_views))
+    opts += sweep_backbone_opts(args.sweep_backbone, work) + list(args.sweep_opts)
     out = os.path.join(work, "output", mode.replace(" ", "_").replace(",", ""))
     shutil.rmtree(out, ignore_errors=True)  # every mode reruns every job
     before, start = IMAGES_ENCODED.count, time.perf_counter()
@@ -360,13 +397,15 @@ def _sweep_once(args, work: str, mode: str, trainer: str) -> Row:
         code = protocol_main("base2new", [
             "--trainer", trainer, "--config-file", "toy", "--benchmark", "toy",
             "--datasets", *args.sweep_datasets, "--seeds", *map(str, args.sweep_seeds),
-            "--root", os.path.join(work, "data"), "--output-root", out, "--launcher", "inprocess",
+            "--shots", str(args.sweep_shots),
+            "--root", data, "--output-root", out, "--launcher", "inprocess",
             "DATALOADER.FEATURE_CACHE.DIR", os.path.join(work, "cache"), *opts],
             repo_root=REPO_ROOT)
     seconds, encoded = time.perf_counter() - start, IMAGES_ENCODED.count - before
     if code != 0:
         raise RuntimeError(f"sweep {mode!r} of {trainer} failed (exit {code}); see {out}")
-    with open(os.path.join(out, "base2new", f"summary_{trainer}_toy_shots16.json")) as f:
+    with open(os.path.join(out, "base2new",
+                           f"summary_{trainer}_toy_shots{args.sweep_shots}.json")) as f:
         avg = json.load(f)["average"]
     return {"section": "sweep", "case": mode, "trainer": trainer, "wall s": round(seconds, 1),
             "training s": round(epochs.seconds, 1), "images encoded": encoded,
@@ -382,13 +421,21 @@ def bench_sweep(args: argparse.Namespace) -> List[Row]:
         sys.path.insert(0, REPO_ROOT)
     import datasets  # noqa: F401  (registers the toy datasets)
     import trainers  # noqa: F401
-    from datasets.toy_world import make_toy_world
+    from datasets.toy_world import SplitCounts, make_toy_world
 
+    if len(args.sweep_opts) % 2:
+        raise SystemExit(f"--sweep-opts takes KEY VALUE pairs; got {args.sweep_opts}")
     work = args.sweep_dir or tempfile.mkdtemp(prefix="dassl_sweep_")
-    make_toy_world(os.path.join(work, "data"))  # generated once, outside the timings
+    counts, data = SplitCounts(), os.path.join(work, "data")
+    if args.sweep_test_images:
+        counts = SplitCounts(test=args.sweep_test_images)
+        data = os.path.join(work, f"data_test{args.sweep_test_images}")
+    make_toy_world(data, counts=counts)  # generated once, outside the timings
+    sweep_backbone_opts(args.sweep_backbone, work)  # written once, outside the timings
     rows = []
     for mode in args.sweep_modes:
-        mode_rows = [_sweep_once(args, work, mode, trainer) for trainer in args.sweep_trainers]
+        mode_rows = [_sweep_once(args, work, data, mode, trainer)
+                     for trainer in args.sweep_trainers]
         rows += mode_rows
         rows.append({"section": "sweep", "case": mode, "trainer": "all",
                      **{k: round(sum(r[k] for r in mode_rows), 1)
