@@ -57,15 +57,31 @@ class _ImageSubset(Dataset):
 
 def fill_features(bucket: FeatureBucket, items: Sequence[Datum], keys: Sequence[str],
                   views: Sequence[Optional[str]], tfm, encode: Encoder, batch_size: int,
-                  num_workers: int = 0) -> tuple:
+                  num_workers: int = 0, split_across_ranks: bool = False) -> tuple:
     """Features [n, E] for ``keys`` (float32, as stored), encoding and storing the missing ones;
-    ``views[i]`` names the seed of item i's random transform (None: ``tfm`` draws nothing)."""
+    ``views[i]`` names the seed of item i's random transform (None: ``tfm`` draws nothing).
+
+    ``split_across_ranks`` (every process of a torchrun job needs all of ``keys``, and every one
+    calls this at the same point): each rank encodes and stores every world-size-th missing
+    image, all wait for each other, then each reads the others' shares back (and encodes itself
+    whatever it still misses, e.g. evicted meanwhile). Stats count this process's work."""
+    from ..engine.distributed import barrier, get_rank, get_world_size, is_distributed
+
     features, missing = bucket.read(keys)
-    stats = CacheStats(hits=len(keys) - len(missing), encoded=len(missing))
-    if missing:
-        with torch.random.fork_rng(devices=[]):  # a fill leaves the run's random stream as it was
+    stats = CacheStats(hits=len(keys) - len(missing))
+    with torch.random.fork_rng(devices=[]):  # a fill leaves the run's random stream as it was
+        if split_across_ranks and is_distributed():
+            mine = missing[get_rank()::get_world_size()]
+            if mine:
+                _encode_missing(bucket, items, keys, views, tfm, encode, batch_size, num_workers,
+                                None, mine)
+            stats.encoded += len(mine)
+            barrier()  # every rank's share is stored
+            features, missing = bucket.read(keys)
+        if missing:
             features = _encode_missing(bucket, items, keys, views, tfm, encode, batch_size,
                                        num_workers, features, missing)
+            stats.encoded += len(missing)
     return features, stats
 
 
@@ -259,7 +275,8 @@ def cached_train_loader(loader: DataLoader, bucket: FeatureBucket, encode: Encod
         names = [f"{name}|view{v}" for _, name in per_image for v in range(n_views)]
         keys = [f"{ident}|{name}|view{v}" for ident, name in per_image for v in range(n_views)]
         feats, stats = fill_features(bucket, expanded, keys, names, tfm, encode,
-                                     loader.batch_size, cfg.DATALOADER.NUM_WORKERS)
+                                     loader.batch_size, cfg.DATALOADER.NUM_WORKERS,
+                                     split_across_ranks=True)
         logger.info(f"Feature cache (train_x, {len(items):,} images x {n_views} views): "
                     f"{stats.hits:,} hit, {stats.encoded:,} encoded and stored in {bucket.dir}")
         return feats.view(len(items), n_views, -1)
@@ -287,7 +304,8 @@ def exact_train_loader(loader: DataLoader, bucket: FeatureBucket, encode: Encode
             keys = [f"{image_identity(d.impath)}|flips{outcome}" for d in items]
             feats, stats = fill_features(bucket, items, keys, [None] * len(items),
                                          outcome_transform(tfm, outcome), encode,
-                                         loader.batch_size, cfg.DATALOADER.NUM_WORKERS)
+                                         loader.batch_size, cfg.DATALOADER.NUM_WORKERS,
+                                         split_across_ranks=True)
             per_outcome.append(feats)
             hits, encoded = hits + stats.hits, encoded + stats.encoded
         logger.info(f"Feature cache (train_x, {len(items):,} images x {n_out} flip outcomes, "

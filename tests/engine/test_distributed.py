@@ -165,6 +165,25 @@ def _seedless_train_set(root, out):
     return sorted(d.impath for d in t.dm.dataset.train_x)
 
 
+def _train_fill(root, work, tag, *opts):
+    """Build CoOp (2 shots, random flips: exact cached training) with its own cache folder and
+    read its training features, which fills them; returns them and the images this process
+    encoded."""
+    from trainers.prompting import IMAGES_ENCODED
+
+    t = _trainer("CoOp", root, os.path.join(work, f"fill_{tag}"), "DATASET.NUM_SHOTS", "2",
+                 "DATALOADER.FEATURE_CACHE.DIR", os.path.join(work, f"cache_{tag}"), *opts)
+    before = IMAGES_ENCODED.count
+    features = t.train_loader_x.dataset.features.clone()
+    return {"features": features, "encoded": IMAGES_ENCODED.count - before}
+
+
+def _train_fills(root, work, suffix=""):
+    return {"flips": _train_fill(root, work, "flips" + suffix),
+            "views": _train_fill(root, work, "views" + suffix,
+                                 "DATALOADER.FEATURE_CACHE.TRAIN_VIEWS", "2")}
+
+
 def _worker(rank, port, root, work):
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
@@ -173,7 +192,8 @@ def _worker(rank, port, root, work):
     result = {"steps": {t: _one_step(t, root, os.path.join(work, f"step_{t}"), STEP_BATCH)
                         for t in ("CoOp", "MaPLe")},
               "gather": _gather_check(), "small": _small_split_check(),
-              "seedless": _seedless_train_set(root, os.path.join(work, "seedless"))}
+              "seedless": _seedless_train_set(root, os.path.join(work, "seedless")),
+              "fills": _train_fills(root, work)}
     recorder = _Recorder(os.path.join(work, "ddp"))
     sys.addaudithook(recorder)
     _run(root, os.path.join(work, "ddp"), RUN_EPOCHS)
@@ -259,6 +279,20 @@ def test_small_training_split_is_one_smaller_batch_per_rank(ddp):
 def test_seedless_runs_sample_one_split_for_every_rank(ddp):
     _, ranks = ddp
     assert len(ranks[0]["seedless"]) == 64 and ranks[0]["seedless"] == ranks[1]["seedless"]
+
+
+def test_ranks_split_the_training_fill_and_read_each_others_shares(ddp, toy_root, tmp_path):
+    """Under torchrun the training flip outcomes and views are encoded once in all: each rank
+    encodes half, then reads the other half back; every rank ends with all of them, equal to
+    what one process fills alone."""
+    _, ranks = ddp
+    single = _train_fills(toy_root, str(tmp_path), "_single")
+    for kind, n in (("flips", 64 * 2 * 2), ("views", 64 * 2 * 2)):  # 64 classes x 2 shots x 2
+        assert single[kind]["encoded"] == n
+        assert [r["fills"][kind]["encoded"] for r in ranks] == [n // 2, n // 2]
+        assert torch.equal(ranks[0]["fills"][kind]["features"], ranks[1]["fills"][kind]["features"])
+        torch.testing.assert_close(ranks[0]["fills"][kind]["features"], single[kind]["features"],
+                                   rtol=0, atol=1e-5)
 
 
 def test_ddp_run_matches_its_single_process_twin(ddp):
