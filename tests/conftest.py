@@ -9,6 +9,22 @@ FIXTURES = os.path.join(REPO, "tests", "fixtures")
 TINY_WORLD = os.path.join(FIXTURES, "tiny_world.py")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _session_feature_cache(tmp_path_factory):
+    """Runs that use the feature cache without naming its folder write to a folder of this test
+    session (``$DASSL_LITE_FEATURE_CACHE``, inherited by subprocesses), never to the user's
+    ~/.cache, and never start warm from an earlier session."""
+    from dassl_lite.data.feature_cache import ENV_DIR
+
+    before = os.environ.get(ENV_DIR)
+    os.environ[ENV_DIR] = str(tmp_path_factory.mktemp("feature_cache"))
+    yield
+    if before is None:
+        os.environ.pop(ENV_DIR, None)
+    else:
+        os.environ[ENV_DIR] = before
+
+
 @pytest.fixture(scope="session")
 def tiny_world():
     """The plug-in module, imported once the way ``--import`` does it."""
