@@ -14,7 +14,9 @@ ANOMALOUS_STATES`` ("a photo of a damaged {}.") of the normalised prompt feature
 Few-shot (``DATASET.NUM_SHOTS`` k > 0): the raw patch tokens of the k normal references of each
 category, per block, form a memory bank; a test patch scores ``min_bank (1 - cos) / 2``
 (mean over blocks), and the map becomes ``(1 - w) * text map + w * memory map`` with
-``w = TRAINER.ZSAD.MEMORY_WEIGHT``.
+``w = TRAINER.ZSAD.MEMORY_WEIGHT``. The default, 10/11, ranks patches as AF-CLIP's fusion
+``memory map + 0.1 * text map`` does: the memory map's values span a far narrower range than
+the text probabilities, so an even mix lets the text map decide.
 
 The input may be larger than the backbone's resolution: the ViT interpolates its positional
 embedding (``TRAINER.ZSAD.POS_INTERPOLATION``). Nothing is trained or saved.
@@ -50,7 +52,8 @@ def add_zsad_config(cfg) -> None:
     cfg.TRAINER.ZSAD.PREC = "fp32"
     cfg.TRAINER.ZSAD.LAYERS = ()  # 1-based vision blocks whose patch tokens are scored; () last
     cfg.TRAINER.ZSAD.POS_INTERPOLATION = "bicubic"  # for inputs larger than the backbone's
-    cfg.TRAINER.ZSAD.MEMORY_WEIGHT = 0.5  # few-shot: weight of the memory-bank map
+    # few-shot: weight of the memory-bank map; 10/11 = AF-CLIP's "memory + 0.1 * text", rescaled
+    cfg.TRAINER.ZSAD.MEMORY_WEIGHT = 10 / 11
 
 
 def state_prompts(category: str) -> List[List[str]]:
