@@ -33,6 +33,7 @@ from yacs.config import CfgNode as CN
 
 from dassl_lite.clip import CLIP, tokenize
 from dassl_lite.config import ConfigError, register_config_extender
+from dassl_lite.config.validate import check_number
 from dassl_lite.engine import AnomalyTrainer
 from dassl_lite.registry import TRAINER_REGISTRY
 
@@ -89,6 +90,7 @@ class ZeroshotAD(AnomalyTrainer):
 
     def build_model(self) -> None:
         cfg = self.cfg.TRAINER.ZSAD
+        check_number("TRAINER.ZSAD.MEMORY_WEIGHT", cfg.MEMORY_WEIGHT, 0.0, 1.0)
         self.clip = load_frozen_clip(self.cfg, self.precision.model_dtype, self.device,
                                      check_size=False)
         visual = self.clip.visual

@@ -86,3 +86,12 @@ def test_heatmap_tool_on_a_folder(toy_anomaly_root, tmp_path, capsys):
     assert (out / "grid.png").is_file()
     assert main(["--trainer", "ZeroshotAD", "--config-file", "toy", "--input", str(tmp_path / "none"),
                  "--output", str(out)]) == 2
+
+
+def test_memory_weight_out_of_range_is_refused(toy_anomaly_root, anomaly_trainer, tmp_path):
+    from dassl_lite.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"TRAINER.ZSAD.MEMORY_WEIGHT must be a number >= 0.0 "
+                                          r"and <= 1.0; got 1.5"):
+        anomaly_trainer("ZeroshotAD", toy_anomaly_root, tmp_path, "toy_visa",
+                        "TRAINER.ZSAD.MEMORY_WEIGHT", "1.5")
