@@ -92,13 +92,15 @@ class SelfAttentionBase(nn.Module):
 
 
 def _has_forward_hooks(modules: nn.Module) -> bool:
-    """Whether forward (pre-)hooks are registered on ``modules`` or any module inside, or
-    globally (``torch.nn.modules.module.register_module_forward_hook``)."""
+    """Whether forward (pre-)hooks or backward hooks are registered on ``modules`` or any module
+    inside, or globally (``torch.nn.modules.module.register_module_forward_hook``, ...): they
+    run only when a module is called, so the shortcuts that bypass calls must step aside."""
     from torch.nn.modules import module as torch_module
 
-    if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks:
+    kinds = ("forward_hooks", "forward_pre_hooks", "backward_hooks", "backward_pre_hooks")
+    if any(getattr(torch_module, f"_global_{k}", None) for k in kinds):
         return True
-    return any(m._forward_hooks or m._forward_pre_hooks for m in modules.modules())
+    return any(getattr(m, f"_{k}", None) for m in modules.modules() for k in kinds)
 
 
 def _per_row(t: Tensor, group_size: int) -> Tensor:
@@ -251,7 +253,8 @@ class Transformer(nn.Module):
         :meth:`forward` does: causal blocks of this module's kinds, and no active dropout (a
         shared position would get one dropout mask for its whole group instead of one per row,
         and a row computed at one position draws other masks than a whole row), and no forward
-        hooks on the blocks (they run whole, so hooks see every block's whole input and output)."""
+        or backward hooks on the blocks (they run whole, so hooks see every block's whole input
+        and output)."""
         return (all(type(b) is ResidualAttentionBlock and b.causal
                     and isinstance(b.attn, SelfAttentionBase) for b in self.resblocks)
                 and not any(isinstance(m, nn.Dropout) and m.p > 0 and m.training

@@ -336,3 +336,7 @@ def test_blocks_with_forward_hooks_run_whole(vit_model):
     assert seen == [(torch.Size([4, 9, 128]), torch.Size([4, 9, 128]))]
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
     assert model.transformer.can_share_prefix()
+    handle = model.transformer.resblocks[0].mlp.register_full_backward_hook(lambda *a: None)
+    assert not model.transformer.can_share_prefix()  # backward hooks too
+    handle.remove()
+    assert model.transformer.can_share_prefix()
