@@ -47,3 +47,36 @@ def test_sweep_rejects_odd_options(benchmark, tmp_path):
         "--only", "sweep", "--sweep-opts", "OPTIM.MAX_EPOCH", "--sweep-dir", str(tmp_path)])
     with pytest.raises(SystemExit, match="--sweep-opts takes KEY VALUE pairs"):
         benchmark.bench_sweep(args)
+
+
+def test_sweep_rounds_keep_the_fastest_and_check_the_rest(benchmark, tmp_path):
+    """Two rounds: the fill runs once, the other modes twice; the rounds must agree on images
+    encoded and accuracies, and the fastest time is reported."""
+    args = benchmark.build_parser().parse_args([
+        "--only", "sweep", "--sweep-trainers", "ZeroshotCLIP", "--sweep-seeds", "1",
+        "--sweep-datasets", "toy_shapes", "--sweep-modes", "cold", "filling", "warm",
+        "--sweep-rounds", "2", "--sweep-dir", str(tmp_path)])
+    calls = []
+    real = benchmark._sweep_once
+
+    def recording(args, work, data, mode, trainer):
+        calls.append(mode)
+        return real(args, work, data, mode, trainer)
+
+    benchmark._sweep_once = recording
+    try:
+        rows = benchmark.bench_sweep(args)
+    finally:
+        benchmark._sweep_once = real
+    assert calls == ["cold", "filling", "warm", "warm", "cold"]
+    by = {r["case"]: r for r in rows if r["trainer"] == "ZeroshotCLIP"}
+    assert by["cold"]["rounds"] == by["warm"]["rounds"] == 2 and "rounds" not in by["filling"]
+    assert by["warm"]["images encoded"] == 0 < by["cold"]["images encoded"]
+    runs = [{"wall s": 3.0, "training s": 1.0, "base": 50.0},
+            {"wall s": 2.0, "training s": 1.5, "base": 50.0}]
+    assert benchmark._fastest(runs) == {"wall s": 2.0, "training s": 1.0, "base": 50.0,
+                                        "rounds": 2}
+    import pytest
+
+    with pytest.raises(RuntimeError, match="disagree beyond timing"):
+        benchmark._fastest([runs[0], {**runs[1], "base": 49.0}])
