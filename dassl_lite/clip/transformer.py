@@ -91,7 +91,7 @@ class SelfAttentionBase(nn.Module):
         return self.project_out(out.reshape(n, width))
 
 
-def _has_forward_hooks(modules: nn.Module) -> bool:
+def _has_module_hooks(modules: nn.Module) -> bool:
     """Whether forward (pre-)hooks or backward hooks are registered on ``modules`` or any module
     inside, or globally (``torch.nn.modules.module.register_module_forward_hook``, ...): they
     run only when a module is called, so the shortcuts that bypass calls must step aside."""
@@ -259,7 +259,7 @@ class Transformer(nn.Module):
                     and isinstance(b.attn, SelfAttentionBase) for b in self.resblocks)
                 and not any(isinstance(m, nn.Dropout) and m.p > 0 and m.training
                             for m in self.modules())
-                and not _has_forward_hooks(self.resblocks))
+                and not _has_module_hooks(self.resblocks))
 
     def forward_shared_prefix(self, x: Tensor, shared: int, group_size: int,
                               deep_prompts: Optional[Sequence[Tensor]] = None,
