@@ -103,8 +103,8 @@ class CLIP(nn.Module):
         feature depends on later positions, so the result is unchanged and cheaper.
         For the same reason, leading positions that are equal in every row of a group of
         ``group_size`` consecutive rows (default: all rows; e.g. SOT and CoOp's context, shared
-        by every class) are computed once per group (:meth:`Transformer.forward_shared_prefix`),
-        and the last layer computes EOT's query and MLP only (:meth:`Transformer.forward_at`).
+        by every class) are computed once per group, and the last layer computes EOT's query and
+        MLP only (:meth:`Transformer.forward_at`).
         Upstream casts deep prompts with ``.half()`` even in fp32 models; here they are cast to
         the model's dtype.
         """
@@ -114,8 +114,8 @@ class CLIP(nn.Module):
         group_size = x.shape[0] if group_size is None else group_size
         if self.transformer.can_share_prefix():
             shared = shared_prefix_length(x, group_size, low, deep_prompts)
-            x = self.transformer.forward_at(x, eot_idx, shared, group_size if shared else 1,
-                                            deep_prompts, prompt_start=1)
+            x = self.transformer.forward_at(x, eot_idx, shared, group_size, deep_prompts,
+                                            prompt_start=1)
         else:
             rows = torch.arange(x.shape[0], device=x.device)
             x = self.transformer(x, deep_prompts, prompt_start=1)[rows, eot_idx]

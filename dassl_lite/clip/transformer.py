@@ -156,7 +156,7 @@ class ResidualAttentionBlock(nn.Module):
     def forward_shared_prefix(self, prefix: Tensor, rest: Tensor,
                               group_size: int) -> Tuple[Tensor, Tensor]:
         """:meth:`forward` of causal rows split as in
-        :meth:`MultiheadSelfAttention.forward_shared_prefix`."""
+        :meth:`SelfAttentionBase.forward_shared_prefix`."""
         a_prefix, a_rest = self.attn.forward_shared_prefix(self.ln_1(prefix), self.ln_1(rest),
                                                            group_size)
         prefix, rest = prefix + a_prefix, rest + a_rest
@@ -234,10 +234,7 @@ class Transformer(nn.Module):
         residual stream before any final norm), in any order, repeats allowed; the list follows
         that order. Returns ``(final output, [outputs of the collected blocks])``.
         """
-        deep = [] if deep_prompts is None else list(deep_prompts)
-        if len(deep) > self.layers - 1:
-            raise ValueError(f"at most {self.layers - 1} deep prompts fit a {self.layers}-layer "
-                             f"transformer (entry k enters layer k+1); got {len(deep)}")
+        deep = self._deep_prompt_list(deep_prompts)
         wanted = check_block_numbers(collect, self.layers)
         outputs = {}
         for i, block in enumerate(self.resblocks):
@@ -249,7 +246,7 @@ class Transformer(nn.Module):
         return x, [outputs[k] for k in collect]
 
     def can_share_prefix(self) -> bool:
-        """Whether :meth:`forward_shared_prefix` and :meth:`forward_at` compute exactly what
+        """Whether :meth:`forward_at` (with or without a shared prefix) computes exactly what
         :meth:`forward` does: causal blocks of this module's kinds, and no active dropout (a
         shared position would get one dropout mask for its whole group instead of one per row,
         and a row computed at one position draws other masks than a whole row), and no forward
@@ -261,63 +258,56 @@ class Transformer(nn.Module):
                             for m in self.modules())
                 and not _has_module_hooks(self.resblocks))
 
-    def forward_shared_prefix(self, x: Tensor, shared: int, group_size: int,
-                              deep_prompts: Optional[Sequence[Tensor]] = None,
-                              prompt_start: int = 1) -> Tuple[Tensor, Tensor]:
-        """As :meth:`forward` for causal rows ``x`` [G * M, L, width] whose first ``shared``
-        positions are equal within each group of ``group_size`` (M) consecutive rows, computing
-        those positions once per group. Deep prompts ([n_ctx, width], shared by every row) must
-        lie within the shared positions. Returns (shared positions [G, P, width], the other
-        positions [G * M, L - P, width]); position P + j of row r is ``rest[r, j]``.
-        """
-        if shared < 1:
-            raise ValueError(f"a shared prefix needs at least one shared position; got {shared}")
-        return self._run_causal(x, shared, group_size, deep_prompts, prompt_start, self.layers)
-
     def forward_at(self, x: Tensor, idx: Tensor, shared: int = 0, group_size: int = 1,
                    deep_prompts: Optional[Sequence[Tensor]] = None,
                    prompt_start: int = 1) -> Tensor:
         """``forward(x, deep_prompts, prompt_start)[rows, idx]`` [N, width] for causal rows: the
-        output of the last block at position ``idx[r]`` of each row r, which must lie at or past
-        the ``shared`` leading positions shared per group (see :meth:`forward_shared_prefix`;
-        0: none). The last block attends from those positions only and runs its MLP on them
-        alone (CLIP reads the text feature at EOT only); exact, like the shared prefix."""
-        prefix, rest = self._run_causal(x, shared, group_size, deep_prompts, prompt_start,
-                                        self.layers - 1)
-        last = self.resblocks[-1]
-        return last.forward_at(prefix, rest, group_size, idx - shared)
+        output of the last block at position ``idx[r]`` of each row r.
 
-    def _run_causal(self, x: Tensor, shared: int, group_size: int,
-                    deep_prompts: Optional[Sequence[Tensor]], prompt_start: int,
-                    n_blocks: int) -> Tuple[Optional[Tensor], Tensor]:
-        """Run the first ``n_blocks`` causal blocks on ``x`` split into (shared prefix or
-        ``None``, rest), and insert the deep prompt entering block ``n_blocks`` too."""
-        deep = [] if deep_prompts is None else list(deep_prompts)
+        The first ``shared`` positions (0: none) must be equal within each group of
+        ``group_size`` (M) consecutive rows; they are computed once per group, and the other
+        positions attend to them (``ResidualAttentionBlock.forward_shared_prefix``). Deep
+        prompts must then be [n_ctx, width] and lie within the shared positions, and every
+        ``idx[r]`` at or past them. The last block attends from ``idx`` only and runs its MLP
+        there alone (CLIP reads the text feature at EOT only). Exact under the causal mask.
+        """
+        deep = self._deep_prompt_list(deep_prompts)
         if not self.resblocks[0].causal:
-            raise ValueError("a shared prefix needs causal attention (a text transformer)")
-        if len(deep) > self.layers - 1:
-            raise ValueError(f"at most {self.layers - 1} deep prompts fit a {self.layers}-layer "
-                             f"transformer (entry k enters layer k+1); got {len(deep)}")
+            raise ValueError("computing selected positions or a shared prefix needs causal "
+                             "attention (a text transformer)")
         if shared and any(p.dim() != 2 or prompt_start + p.shape[0] > shared for p in deep):
             raise ValueError(f"deep prompts must be [n_ctx, width] within the {shared} shared "
                              f"positions (from {prompt_start})")
         n, length, width = x.shape
         prefix = x.view(n // group_size, group_size, length, width)[:, 0, :shared] if shared else None
         rest = x[:, shared:]
-        for i in range(n_blocks + 1):
+
+        def enter(i: int, prefix: Optional[Tensor], rest: Tensor):
+            """Insert the deep prompt entering block ``i`` (into the shared positions if any)."""
             if 0 < i <= len(deep):
                 name = f"deep_prompts[{i - 1}]"
                 if shared:
-                    prefix = replace_tokens(prefix, deep[i - 1], prompt_start, name)
-                else:
-                    rest = replace_tokens(rest, deep[i - 1], prompt_start, name)
-            if i == n_blocks:
-                break
+                    return replace_tokens(prefix, deep[i - 1], prompt_start, name), rest
+                return prefix, replace_tokens(rest, deep[i - 1], prompt_start, name)
+            return prefix, rest
+
+        *blocks, last = self.resblocks
+        for i, block in enumerate(blocks):
+            prefix, rest = enter(i, prefix, rest)
             if shared:
-                prefix, rest = self.resblocks[i].forward_shared_prefix(prefix, rest, group_size)
+                prefix, rest = block.forward_shared_prefix(prefix, rest, group_size)
             else:
-                rest = self.resblocks[i](rest)
-        return prefix, rest
+                rest = block(rest)
+        prefix, rest = enter(len(blocks), prefix, rest)
+        return last.forward_at(prefix, rest, group_size, idx - shared)
+
+    def _deep_prompt_list(self, deep_prompts: Optional[Sequence[Tensor]]) -> List[Tensor]:
+        """``deep_prompts`` as a list; at most ``layers - 1`` entries (entry k enters layer k+1)."""
+        deep = [] if deep_prompts is None else list(deep_prompts)
+        if len(deep) > self.layers - 1:
+            raise ValueError(f"at most {self.layers - 1} deep prompts fit a {self.layers}-layer "
+                             f"transformer (entry k enters layer k+1); got {len(deep)}")
+        return deep
 
     def initialize_parameters(self) -> None:
         """OpenAI's initialisation of the text transformer (std scaled by width and depth)."""

@@ -265,7 +265,7 @@ def test_shared_prefix_length_and_when_it_does_not_apply(vit_model):
     assert shared_prefix_length(x, 4, 8, [prompt(5, width, 1)]) == 0  # 1..5 reaches past it
     assert shared_prefix_length(x, 4, 8, [prompt(2, width, 1).expand(8, -1, -1)]) == 0  # per row
     with pytest.raises(ValueError, match="causal"):
-        vit_model.visual.transformer.forward_shared_prefix(torch.zeros(4, 3, 128), 1, 4)
+        vit_model.visual.transformer.forward_at(torch.zeros(4, 3, 128), torch.ones(4).long(), 1, 4)
 
 
 def test_shared_prefix_is_off_under_active_dropout_and_on_with_lora(vit_model):
