@@ -145,8 +145,9 @@ def portable_name(path: str, root: str) -> str:
     return path
 
 
-def _keys(items: Sequence[Datum], tag: str) -> List[str]:
-    return [f"{image_identity(d.impath)}|{tag}" for d in items]
+def _keys(identities: Sequence[str], tag: str) -> List[str]:
+    """Entry keys: each image file's identity (:func:`image_identity`) and the view ``tag``."""
+    return [f"{ident}|{tag}" for ident in identities]
 
 
 class CachedEvalLoader:
@@ -167,7 +168,7 @@ class CachedEvalLoader:
         with torch.random.fork_rng(devices=[]):
             wanted = list(dict.fromkeys(self.loader.sampler))
         items = [self.items[i] for i in wanted]
-        keys = _keys(items, "test")
+        keys = _keys([image_identity(d.impath) for d in items], "test")
         feats, self.stats = fill_features(self.bucket, items, keys, [None] * len(keys), self.tfm,
                                           self.encode, self.loader.batch_size, self.num_workers)
         shard = "" if len(wanted) == len(self.items) else f" of {len(self.items):,} (this shard)"
@@ -300,9 +301,10 @@ def exact_train_loader(loader: DataLoader, bucket: FeatureBucket, encode: Encode
     def outcomes() -> torch.Tensor:
         per_outcome = []
         hits = encoded = 0
+        identities = [image_identity(d.impath) for d in items]  # looked up once, not per outcome
         for outcome in range(n_out):
-            keys = [f"{image_identity(d.impath)}|flips{outcome}" for d in items]
-            feats, stats = fill_features(bucket, items, keys, [None] * len(items),
+            feats, stats = fill_features(bucket, items, _keys(identities, f"flips{outcome}"),
+                                         [None] * len(items),
                                          outcome_transform(tfm, outcome), encode,
                                          loader.batch_size, cfg.DATALOADER.NUM_WORKERS,
                                          split_across_ranks=True)
