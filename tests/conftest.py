@@ -16,13 +16,9 @@ def _session_feature_cache(tmp_path_factory):
     ~/.cache, and never start warm from an earlier session."""
     from dassl_lite.data.feature_cache import ENV_DIR
 
-    before = os.environ.get(ENV_DIR)
-    os.environ[ENV_DIR] = str(tmp_path_factory.mktemp("feature_cache"))
-    yield
-    if before is None:
-        os.environ.pop(ENV_DIR, None)
-    else:
-        os.environ[ENV_DIR] = before
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(ENV_DIR, str(tmp_path_factory.mktemp("feature_cache")))
+        yield
 
 
 @pytest.fixture(scope="session")
