@@ -17,8 +17,14 @@ from typing import Callable, List, Optional, Sequence
 
 from .config import apply_config_extenders, get_cfg_default, merge_from_file, merge_from_list
 from .config.validate import validate_cfg
+from .engine import build_trainer
+from .engine.interrupt import stop_on_interrupt
+from .engine.resume import check_resume, check_resume_models
 from .errors import DasslLiteError
 from .registry import DATASET_REGISTRY, TRAINER_REGISTRY
+from .utils import collect_env_info, set_random_seed, setup_logger
+from .utils.distributed import is_main_process
+from .utils.io import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -177,9 +183,6 @@ def _check_flags_against_opts(args) -> None:
 
 
 def write_config(cfg) -> str:
-    from .engine.distributed import is_main_process
-    from .utils.io import atomic_write_text
-
     path = os.path.join(cfg.OUTPUT_DIR, "config.yaml")
     if is_main_process():  # under torchrun, rank 0 writes files
         atomic_write_text(path, cfg.dump())
@@ -196,8 +199,6 @@ class RunInterrupted(KeyboardInterrupt):
 
 def _train(trainer, cfg) -> None:
     """``trainer.train()`` with Ctrl-C turned into a stop at the next safe point."""
-    from .engine.interrupt import stop_on_interrupt
-
     try:
         with stop_on_interrupt():
             trainer.train()
@@ -210,10 +211,6 @@ def _train(trainer, cfg) -> None:
 def run(args, notices: Sequence[str] = ()) -> None:
     """Set up config, logging and seeds, then train or evaluate as the flags say. ``notices``
     are logged as warnings once logging (console and ``log.txt``) is set up."""
-    from .engine import build_trainer
-    from .engine.resume import check_resume, check_resume_models
-    from .utils import collect_env_info, set_random_seed, setup_logger
-
     cfg = setup_cfg(args)
     setup_logger(cfg.OUTPUT_DIR)
     for notice in notices:

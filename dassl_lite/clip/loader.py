@@ -14,6 +14,8 @@ from typing import Dict, List, Mapping, Optional, Union
 import torch
 from torch import Tensor
 
+from ..utils.safe_load import safe_torch_load
+from .errors import CLIPChecksumError, CLIPWeightsNotFoundError
 from .model import CLIP, build_model, convert_weights
 from .open_clip_loader import is_open_clip_name, load_open_clip
 
@@ -45,14 +47,6 @@ ASSETS_DIR = Path(__file__).with_name("assets")
 _LOCAL_MODELS: Dict[str, tuple] = {
     "ToyCLIP": ("ToyCLIP.pt", "python tools/pretrain_toy_clip.py"),
 }
-
-
-class CLIPWeightsNotFoundError(FileNotFoundError):
-    """A CLIP checkpoint is neither on disk nor downloadable; the message says how to fix it."""
-
-
-class CLIPChecksumError(RuntimeError):
-    """A downloaded checkpoint's SHA-256 differs from the published one."""
 
 
 def available_models() -> List[str]:
@@ -172,8 +166,6 @@ def read_state_dict(path: Union[str, Path]) -> Mapping[str, Tensor]:
             warnings.filterwarnings("ignore", message=".*torch.jit.load.* is deprecated",
                                     category=FutureWarning)
             return torch.jit.load(str(path), map_location="cpu").state_dict()
-    from ..utils.safe_load import safe_torch_load
-
     obj = safe_torch_load(str(path), "CLIP checkpoint")
     if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
         obj = obj["state_dict"]

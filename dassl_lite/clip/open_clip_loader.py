@@ -30,6 +30,7 @@ from typing import Dict, List, Mapping, Optional, Tuple, Union
 import torch
 from torch import Tensor, nn
 
+from .errors import CLIPWeightsNotFoundError
 from .model import CLIP, infer_config
 from .transformer import ResidualAttentionBlock
 
@@ -156,8 +157,6 @@ def resolve_weights(model: str, pretrained: str, cache_dir: Path) -> Path:
         reason = "open_clip found no file"
     if target and Path(target).is_file():
         return Path(target)
-    from .loader import CLIPWeightsNotFoundError
-
     raise CLIPWeightsNotFoundError(
         f"open_clip weights {model}:{pretrained} are not in {local} nor in open_clip's cache, and "
         f"could not be downloaded from {source} ({reason.splitlines()[0][:300]}). Download the "

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Iterable, List, Optional, Sequence
 
-from ..registry import closest_name
+from ..registry import (EVALUATOR_REGISTRY, LR_SCHEDULER_REGISTRY, OPTIMIZER_REGISTRY,
+                        SAMPLER_REGISTRY, TRAINER_REGISTRY, TRANSFORM_REGISTRY, closest_name)
 from .merge import ConfigError
 
 FINAL_MODEL_CHOICES = ("last_step", "best_val")
@@ -19,6 +20,7 @@ INTERPOLATION_CHOICES = ("bilinear", "bicubic", "nearest")
 WARMUP_TYPE_CHOICES = ("linear", "constant")
 COUNT_ITER_CHOICES = ("train_x", "train_u", "smaller_one")
 FEATURE_CACHE_DTYPES = ("auto", "fp16", "fp32")
+PRECISIONS = ("fp16", "fp32", "amp", "bf16")  # a trainer's PREC (see engine/precision.py)
 
 
 def _is_int(v: Any) -> bool:
@@ -69,11 +71,6 @@ def _registered(registry_module: str, registry) -> List[str]:
 
 
 def _check_registry_keys(cfg) -> None:
-    from ..registry import (
-        EVALUATOR_REGISTRY, LR_SCHEDULER_REGISTRY, OPTIMIZER_REGISTRY, SAMPLER_REGISTRY,
-        TRANSFORM_REGISTRY,
-    )
-
     check_choice("OPTIM.NAME", cfg.OPTIM.NAME, _registered("dassl_lite.optim", OPTIMIZER_REGISTRY))
     check_choice("OPTIM.LR_SCHEDULER", cfg.OPTIM.LR_SCHEDULER,
                  _registered("dassl_lite.optim", LR_SCHEDULER_REGISTRY))
@@ -122,9 +119,6 @@ def _check_counts(cfg, training: bool) -> None:
 
 
 def _check_precision(cfg) -> None:
-    from ..engine.precision import PRECISIONS
-    from ..registry import TRAINER_REGISTRY
-
     key = getattr(TRAINER_REGISTRY.get(cfg.TRAINER.NAME), "precision_key", None)
     if key:
         node = cfg

@@ -4,7 +4,6 @@ from __future__ import annotations
 import logging
 from typing import Callable, Dict, List, Optional, Sequence
 
-import numpy as np
 import torch
 import torchvision.transforms as T
 from PIL import Image
@@ -13,9 +12,11 @@ from torch.utils.data import DataLoader, Dataset as TorchDataset
 
 from ..config import ConfigError
 from ..registry import DATASET_REGISTRY
+from ..utils.distributed import sampler_seed, shard_sampler
+from ..utils.image import ImageReadError, read_image, to_rgb8  # noqa: F401 (importable from here)
 from .dataset_base import DatasetBase
 from .datum import Datum
-from .errors import DatasetLayoutError, ImageReadError
+from .errors import DatasetLayoutError
 from .samplers import build_sampler
 from .transforms import build_transform, input_size, interpolation_mode
 
@@ -30,49 +31,6 @@ def build_dataset(cfg) -> DatasetBase:
             f"DATASET.NAME <name>. Registered: {', '.join(DATASET_REGISTRY.names()) or '(none)'}"
         )
     return DATASET_REGISTRY.get(cfg.DATASET.NAME)(cfg)
-
-
-def to_rgb8(img: Image.Image, path: str = "") -> Image.Image:
-    """``img`` as 8-bit RGB, with high bit depths scaled instead of clipped.
-
-    16-bit modes (``I;16*``, and ``I`` holding values in 0..65535, as 16-bit PNG/TIFF decode)
-    keep their top 8 bits (``v >> 8``, as torchvision's uint16 -> uint8 conversion); float
-    images (``F``) must lie in [0, 1] and are scaled by 255. Other values are refused by name.
-    Palette, grey, RGBA, CMYK, ... convert as Pillow does.
-    """
-    if img.mode.startswith("I") or img.mode == "F":
-        arr = np.asarray(img)
-        if img.mode == "F":
-            lo, hi = float(arr.min()), float(arr.max())
-            if not (np.isfinite(arr).all() and lo >= 0.0 and hi <= 1.0):
-                raise ImageReadError(
-                    f"Cannot read image {path}: a float image must hold values in [0, 1]; its "
-                    f"values are in [{lo:g}, {hi:g}]. Convert it to 8- or 16-bit first", path)
-            grey = np.round(arr.astype(np.float64) * 255.0).astype(np.uint8)
-        else:
-            lo, hi = int(arr.min()), int(arr.max())
-            if lo < 0 or hi > 65535:
-                raise ImageReadError(
-                    f"Cannot read image {path}: mode {img.mode} with values in [{lo}, {hi}]; "
-                    f"expected 8- or 16-bit data (0..65535)", path)
-            grey = (arr.astype(np.uint32) >> 8).astype(np.uint8)
-        return Image.fromarray(grey).convert("RGB")
-    return img.convert("RGB")
-
-
-def read_image(path: str) -> Image.Image:
-    """The image at ``path`` as 8-bit RGB (see :func:`to_rgb8`); a missing or undecodable file
-    raises ImageReadError."""
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return to_rgb8(img, path)
-    except ImageReadError:
-        raise
-    except FileNotFoundError:
-        raise ImageReadError(f"Cannot read image {path}: file not found", path) from None
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise ImageReadError(f"Cannot read image {path}: {type(e).__name__}: {e}", path) from e
 
 
 class DatasetWrapper(TorchDataset):
@@ -150,8 +108,7 @@ def build_data_loader(
         )
     sampler = build_sampler(sampler_type, cfg=cfg, data_source=data_source,
                             batch_size=batch_size, n_domain=n_domain, n_ins=n_ins)
-    from ..engine.distributed import sampler_seed, shard_sampler  # torchrun: this rank's shard
-
+    # torchrun: this rank's shard
     shard = shard_sampler(sampler, data_source, batch_size, is_train, sampler_seed(cfg.SEED),
                           split_name)
     drop_last = is_train and len(data_source if shard is sampler else shard) >= batch_size

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ..errors import DasslLiteError
+from ..utils.image import ImageReadError  # noqa: F401 (its home is utils; importable from here)
 
 
 class DatasetLayoutError(DasslLiteError, FileNotFoundError):
@@ -12,23 +13,6 @@ class DatasetLayoutError(DasslLiteError, FileNotFoundError):
 
     def __str__(self) -> str:  # a single message, not OSError's "[Errno ...]" form
         return str(self.args[0]) if self.args else ""
-
-
-class ImageReadError(DasslLiteError, OSError):
-    """An image that cannot be opened or decoded; ``filename`` is its path.
-
-    Built from one message so that a DataLoader worker can re-raise it in the main process.
-    """
-
-    def __init__(self, message: str, filename: str = "") -> None:
-        super().__init__(message)
-        self.filename = filename
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
-
-    def __reduce__(self):
-        return type(self), (str(self), self.filename)
 
 
 class SplitFileError(DasslLiteError, ValueError):

@@ -24,7 +24,8 @@ import torchvision.transforms as T
 import torchvision.transforms.functional as TF
 from torch.utils.data import DataLoader, Dataset
 
-from .data_manager import read_image
+from ..utils.distributed import barrier, get_rank, get_world_size, is_distributed
+from ..utils.image import read_image
 from .datum import Datum
 from .feature_cache import CacheStats, FeatureBucket, image_identity, stable_seed
 from .transforms import InstanceNormalization
@@ -65,8 +66,6 @@ def fill_features(bucket: FeatureBucket, items: Sequence[Datum], keys: Sequence[
     calls this at the same point): each rank encodes and stores every world-size-th missing
     image, all wait for each other, then each reads the others' shares back (and encodes itself
     whatever it still misses, e.g. evicted meanwhile). Stats count this process's work."""
-    from ..engine.distributed import barrier, get_rank, get_world_size, is_distributed
-
     features, missing = bucket.read(keys)
     stats = CacheStats(hits=len(keys) - len(missing))
     with torch.random.fork_rng(devices=[]):  # a fill leaves the run's random stream as it was

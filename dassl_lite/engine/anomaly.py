@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Mapping, Tuple
 import torch
 
 from ..errors import DasslLiteError
+from ..evaluation import ANOMALY_METRIC_KEYS, AnomalyDetection, build_evaluator
 from ..utils.io import atomic_write_json
 from .trainer import TrainerX
 
@@ -37,8 +38,6 @@ class AnomalyTrainer(TrainerX):
 
     def build_evaluator(self):
         """``TEST.EVALUATOR`` (must be ``AnomalyDetection`` or a subclass) with the categories."""
-        from ..evaluation import AnomalyDetection, build_evaluator
-
         evaluator = build_evaluator(self.cfg, categories=self.dm.dataset.categories)
         if not isinstance(evaluator, AnomalyDetection):
             raise DasslLiteError(
@@ -71,8 +70,6 @@ class AnomalyTrainer(TrainerX):
 
     def write_results(self, split: str, results: Dict[str, Any], num_samples: int) -> None:
         """``OUTPUT_DIR/results.json``: metrics (percent), per_category and the run's setup."""
-        from ..evaluation import ANOMALY_METRIC_KEYS
-
         cfg = self.cfg
         record: Dict[str, Any] = {"split": split}
         record.update({k: results[k] for k in ANOMALY_METRIC_KEYS})

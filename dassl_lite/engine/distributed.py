@@ -16,18 +16,21 @@ Without ``WORLD_SIZE > 1`` in the environment nothing here changes a run.
 from __future__ import annotations
 
 import atexit
-import contextlib
 import inspect
 import logging
 import os
-from typing import Any, Iterator, List, Optional, Sequence
+from typing import Any, List, Optional
 
 import torch
 import torch.distributed as dist
 import torch.nn as nn
-from torch.utils.data import DistributedSampler, RandomSampler, Sampler, SequentialSampler
 
 from ..errors import DasslLiteError
+# The rank helpers and the sampler sharding live in utils (data loading uses them too); they
+# stay importable from here.
+from ..utils.distributed import (barrier, get_rank, get_world_size, is_distributed,
+                                 is_main_process, main_process_first, sampler_seed, shard_sampler)
+from ..utils.seed import set_random_seed
 
 logger = logging.getLogger(__name__)
 
@@ -37,47 +40,6 @@ TORCHRUN_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"
 def env_world_size() -> int:
     """``WORLD_SIZE`` as torchrun sets it (1 when unset)."""
     return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def is_distributed() -> bool:
-    """Whether this process is one of several in an initialised process group."""
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def get_rank() -> int:
-    """This process's rank (from the process group, else from ``RANK``; 0 when alone)."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank()
-    return int(os.environ.get("RANK", "0"))
-
-
-def get_world_size() -> int:
-    """Processes in the process group (1 when not distributed)."""
-    return dist.get_world_size() if is_distributed() else 1
-
-
-def is_main_process() -> bool:
-    """Rank 0: the process that writes files."""
-    return get_rank() == 0
-
-
-def barrier() -> None:
-    """Wait for every process (a no-op when not distributed)."""
-    if is_distributed():
-        if dist.get_backend() == "nccl":  # name this process's GPU (NCCL warns otherwise)
-            dist.barrier(device_ids=[torch.cuda.current_device()])
-        else:
-            dist.barrier()
-
-
-@contextlib.contextmanager
-def main_process_first() -> Iterator[None]:
-    """Rank 0 runs the block first (e.g. generating or downloading a dataset), then the others."""
-    if not is_main_process():
-        barrier()
-    yield
-    if is_main_process():
-        barrier()
 
 
 def init_distributed(use_cuda: bool) -> Optional[torch.device]:
@@ -134,17 +96,10 @@ def agree_on_seed(seed: int) -> None:
     that all of them sample the same few-shot split (and shard the same training set)."""
     if not is_distributed() or seed >= 0:
         return
-    from ..utils.seed import set_random_seed
-
     shared = [int(torch.randint(0, 2**31 - 1, ()).item()) if is_main_process() else None]
     dist.broadcast_object_list(shared, src=0)
     set_random_seed(shared[0])
     logger.info(f"SEED < 0: every process uses the random seed {shared[0]} drawn by rank 0")
-
-
-def sampler_seed(cfg_seed: int) -> int:
-    """The DistributedSampler seed: ``SEED``, or the seed the processes agreed on."""
-    return cfg_seed if cfg_seed >= 0 else torch.initial_seed() % 2**31
 
 
 def unwrap(model: Any) -> Any:
@@ -152,45 +107,6 @@ def unwrap(model: Any) -> Any:
     if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
         return model.module
     return model
-
-
-# ---------------------------------------------------------------------- samplers
-def shard_sampler(sampler: Sampler, data_source: Sequence, batch_size: int, is_train: bool,
-                  seed: int, split_name: str) -> Sampler:
-    """Under DDP, the :class:`DistributedSampler` replacing ``sampler`` (``sampler`` otherwise).
-
-    A ``RandomSampler`` becomes a shuffling DistributedSampler seeded with ``seed`` (+ the epoch),
-    a ``SequentialSampler`` a non-shuffling one. Shards are padded to equal length by repeating
-    images (every rank must run the same number of training steps). A training split smaller
-    than ``world x batch_size`` is not emptied: each rank runs one smaller batch per epoch.
-    """
-    if not is_distributed():
-        return sampler
-    world = dist.get_world_size()
-    if not isinstance(sampler, (RandomSampler, SequentialSampler)):
-        raise DasslLiteError(
-            f"{split_name}: distributed runs support the samplers RandomSampler and "
-            f"SequentialSampler; got {type(sampler).__name__} (run it on one process)")
-    shard = DistributedSampler(data_source, num_replicas=world, rank=dist.get_rank(),
-                               shuffle=isinstance(sampler, RandomSampler), seed=seed,
-                               drop_last=False)
-    if is_train:
-        _explain_train_shards(len(data_source), len(shard), world, batch_size, split_name)
-    return shard
-
-
-def _explain_train_shards(n: int, per_rank: int, world: int, batch_size: int,
-                          split_name: str) -> None:
-    repeated = per_rank * world - n
-    logger.info(f"{split_name}: {n} images over {world} processes, {per_rank} each; effective "
-                f"batch {world} x {batch_size} = {world * batch_size}")
-    if repeated:
-        logger.warning(f"{split_name}: {repeated} image(s) repeated every epoch to give the "
-                       f"{world} processes equal shards ({n} is not a multiple of {world})")
-    if per_rank < batch_size:
-        logger.warning(f"{split_name}: {per_rank} images per process is less than the batch "
-                       f"size {batch_size}: each process runs one batch of {per_rank} per epoch "
-                       f"(nothing dropped)")
 
 
 def set_sampler_epoch(loader: Any, epoch: int) -> None:

@@ -15,11 +15,10 @@ from typing import ContextManager, Optional
 
 import torch
 
+from ..config.validate import PRECISIONS
 from ..errors import DasslLiteError
 
 logger = logging.getLogger(__name__)
-
-PRECISIONS = ("fp16", "fp32", "amp", "bf16")
 
 
 @dataclass(frozen=True)

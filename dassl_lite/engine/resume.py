@@ -13,6 +13,7 @@ import os
 import re
 from typing import Dict, Optional
 
+from ..config.differences import config_differences
 from ..errors import DasslLiteError
 from .checkpoint import POINTER_FILE, remove_stale_temp_files
 
@@ -62,8 +63,6 @@ def _check_exists(directory: str) -> None:
 
 
 def _check_same_config(cfg, directory: str) -> None:
-    from ..protocols.jobs import config_differences
-
     diffs = [(k, a, b) for k, a, b in config_differences(cfg, directory)
              if k not in RESUME_IGNORED and not k.startswith(_IGNORED_PREFIXES)]
     for k, a, b in [d for d in diffs if d[0] in RESUME_WARNED]:

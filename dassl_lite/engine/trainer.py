@@ -11,7 +11,9 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 import torch.nn as nn
 
+from ..data import DataManager
 from ..errors import DasslLiteError
+from ..evaluation import build_evaluator
 from ..utils.io import atomic_write_json
 from ..utils.meters import AverageMeter, MetricMeter
 from .base import TrainerBase
@@ -74,8 +76,6 @@ class SimpleTrainer(TrainerBase):
 
     def build_data_loader(self) -> None:
         """Build the DataManager; override to pass custom transforms or a dataset wrapper."""
-        from ..data import DataManager
-
         with main_process_first():  # rank 0 may generate or download the dataset
             dm = DataManager(self.cfg)
         self.check_task(dm.dataset)
@@ -120,8 +120,6 @@ class SimpleTrainer(TrainerBase):
 
     def build_evaluator(self):
         """The evaluator named by ``TEST.EVALUATOR``."""
-        from ..evaluation import build_evaluator
-
         return build_evaluator(self.cfg, lab2cname=self.lab2cname)
 
     # ------------------------------------------------------------------ loop

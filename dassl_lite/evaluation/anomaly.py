@@ -26,6 +26,7 @@ from tabulate import tabulate
 
 from ..config import ConfigError
 from ..registry import EVALUATOR_REGISTRY
+from .anomaly_maps import save_category_maps
 from .anomaly_metrics import AUPRO_MODES, AUPRO_NORMS, image_metrics, pixel_metrics
 from .evaluator import EvaluatorBase
 
@@ -155,8 +156,6 @@ class AnomalyDetection(EvaluatorBase):
 
     def save_maps(self, directory: str) -> List[str]:
         """Write an overlay PNG per processed image and a grid per category; returns paths."""
-        from .anomaly_maps import save_category_maps
-
         paths = []
         for category, b in self._data.items():
             paths += save_category_maps(os.path.join(directory, category), b["impaths"],

@@ -8,6 +8,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 from PIL import Image
 
+from ..utils.image import read_image
 from ..utils.io import atomic_write
 
 __all__ = ["colorize", "overlay", "save_category_maps", "make_grid", "save_png", "map_file_name"]
@@ -82,8 +83,6 @@ def save_category_maps(directory: str, impaths: Sequence[str], maps: np.ndarray,
                        labels: Sequence[int]) -> List[str]:
     """One overlay per image (maps normalised by the category's range) and ``grid.png`` of up
     to ``GRID_MAX_IMAGES`` (anomalous first); returns the written paths."""
-    from ..data.data_manager import read_image
-
     lo, hi = float(maps.min()), float(maps.max())
     paths, tiles = [], []
     order = sorted(range(len(impaths)), key=lambda i: (-int(labels[i]), -float(scores[i])))

@@ -21,6 +21,7 @@ import os
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from ..cli import import_user_module
 from ..errors import DasslLiteError
 from ..evaluation.anomaly import METRIC_KEYS
 from ..utils.io import atomic_write_json, atomic_write_text
@@ -157,8 +158,6 @@ def write_anomaly_summary(summary: Dict, stem: str) -> List[str]:
 
 
 def _plan(args, opts):
-    from ..cli import import_user_module
-
     for module in args.imports:
         import_user_module(module)
     if not args.root:

@@ -12,13 +12,16 @@ import re
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple, Type
 
+from ..cli import import_user_module
 from ..errors import DasslLiteError
 from ..registry import TRAINER_REGISTRY
 from . import report
 from .plans import RunSpec, plan_base2new, plan_crossdataset, plan_fewshot
+from .pool import device_slots, run_jobs_on_devices
 from .resolve import BENCHMARKS, benchmark_datasets, resolve_dataset, resolve_datasets
 from .resolve import resolve_trainer_config
 from .runner import InProcessLauncher, Outcome, SubprocessLauncher, run_jobs
+from .slurm import SlurmOptions, run_jobs_with_submitit
 from .summary import (METRICS, failed_outcomes, summarize_base2new, summarize_crossdataset,
                       summarize_fewshot)
 
@@ -255,8 +258,6 @@ def _specs(args, opts: List[str]) -> List[RunSpec]:
 
 
 def _plan(protocol: str, args, opts):
-    from ..cli import import_user_module
-
     for module in args.imports:
         import_user_module(module)
     proto = PROTOCOLS[protocol](args, os.path.join(args.configs_dir, "datasets"))
@@ -302,14 +303,10 @@ def _run(jobs, args, repo_root: str) -> List[Outcome]:
                     else SubprocessLauncher(train_script, echo=args.verbose))
         return run_jobs(jobs, launcher, dry_run=args.dry_run)
     if args.launcher == "slurm":
-        from .slurm import SlurmOptions, run_jobs_with_submitit
-
         folder = args.submitit_folder or os.path.join(args.output_root, "submitit", "%j")
         return run_jobs_with_submitit(jobs, SlurmOptions(
             folder, repo_root, args.partition, args.time, args.gpus_per_job, args.array_size,
             args.submitit_cluster))
-    from .pool import device_slots, run_jobs_on_devices
-
     def launcher_for(slot: str) -> SubprocessLauncher:
         return SubprocessLauncher(train_script, echo=args.verbose,
                                   env={"CUDA_VISIBLE_DEVICES": slot}, nproc=args.gpus_per_job)
@@ -326,8 +323,6 @@ def main(protocol: str, argv: Optional[Sequence[str]] = None, repo_root: str = "
         _check_launch_flags(args)
         proto, plans = _plan(protocol, args, opts)
         if args.devices:
-            from .pool import device_slots
-
             device_slots(args.devices, args.gpus_per_job)  # bad ids fail before any job
     except DasslLiteError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -21,17 +21,14 @@ import re
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
+from ..config.differences import IGNORED_KEYS, config_differences  # noqa: F401 (were here)
 from ..engine.checkpoint import POINTER_FILE
 from ..errors import DasslLiteError
-from ..utils.io import load_yaml, plain_config
 
 logger = logging.getLogger(__name__)
 
 RESULTS_FILE = "results.json"
 JOB_LOG = "job.log"
-# Config keys that may differ between invocations without changing what a run computes.
-IGNORED_KEYS = ("OUTPUT_DIR", "RESUME", "DATASET.ROOT", "MODEL.BACKBONE.CACHE_DIR",
-                "DATALOADER.NUM_WORKERS")
 _EPOCH_FILE = re.compile(r"^model\.pth\.tar-(\d+)$")
 
 
@@ -96,28 +93,6 @@ def checkpoint_epoch(run_dir: str) -> Optional[int]:
             if match:
                 epochs.append(int(match.group(1)))
     return min(epochs) if epochs else None
-
-
-def _flatten(node: Any, prefix: str = "") -> Dict[str, Any]:
-    if isinstance(node, dict):
-        out: Dict[str, Any] = {}
-        for k, v in node.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: node}
-
-
-def config_differences(cfg, run_dir: str) -> List[Tuple[str, Any, Any]]:
-    """``(key, value in run_dir/config.yaml, expected value)`` for every differing key that both
-    configs have (except ``IGNORED_KEYS``); empty when the run has no config.yaml."""
-    path = os.path.join(run_dir, "config.yaml")
-    if not os.path.isfile(path):
-        return []
-    with open(path) as f:
-        found = _flatten(load_yaml(f) or {})
-    expected = _flatten(plain_config(cfg))
-    return [(k, found[k], v) for k, v in expected.items()
-            if k in found and k not in IGNORED_KEYS and found[k] != v]
 
 
 def check_same_config(job: Job) -> None:

@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence
 
+from ..cli import build_parser, setup_cfg
 from ..errors import DasslLiteError
 from .jobs import Job
 from .resolve import DatasetConfig, config_label
@@ -54,8 +55,6 @@ class RunSpec:
 
 def expected_config(argv: Sequence[str]):
     """The frozen config ``tools/train.py argv`` will run with (raises on bad keys/values)."""
-    from ..cli import build_parser, setup_cfg
-
     cfg = setup_cfg(build_parser().parse_args(list(argv)))
     if cfg.TEST.NO_TEST:
         raise DasslLiteError("Protocols read the final test of each run; got TEST.NO_TEST True")

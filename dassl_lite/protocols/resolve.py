@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from typing import Dict, List, Sequence
 
 from ..errors import DasslLiteError
+from ..registry import TRAINER_REGISTRY
+from ..utils.io import load_yaml
 
 # Dataset config stems (configs/datasets/<stem>.yaml) of each named benchmark.
 BENCHMARKS: Dict[str, List[str]] = {
@@ -34,8 +36,6 @@ class DatasetConfig:
 
 
 def _read_dataset_name(path: str) -> str:
-    from ..utils.io import load_yaml
-
     with open(path) as f:
         data = load_yaml(f) or {}
     return str((data.get("DATASET") or {}).get("NAME", ""))
@@ -97,8 +97,6 @@ def trainer_config_folders(trainer: str, config_dir: str) -> List[str]:
     registered trainers it subclasses that read the same config section (same ``precision_key``:
     ``ZeroshotCLIP2`` uses ``ZeroshotCLIP``'s configs; ``KgCoOp`` does not use CoOp's, whose
     ``TRAINER.COOP`` values it would silently ignore)."""
-    from ..registry import TRAINER_REGISTRY
-
     names = [trainer]
     if trainer in TRAINER_REGISTRY:
         own = TRAINER_REGISTRY.get(trainer)

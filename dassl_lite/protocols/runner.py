@@ -26,6 +26,7 @@ from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from typing import IO, Callable, Dict, List, Optional, Sequence
 
+from ..cli import main as train_main
 from ..utils.logger import restored_root_logger
 from .jobs import JOB_LOG, Job, RunDirMismatch, command_argv, job_status
 
@@ -77,14 +78,12 @@ class InProcessLauncher:
     """Run :func:`dassl_lite.cli.main` here, with stdout/stderr sent to the job log."""
 
     def __call__(self, argv: List[str], log: IO[str]) -> int:
-        from ..cli import main
-
         log.write(f"$ tools/train.py {shlex.join(argv)}  (in-process)\n")
         log.flush()
         with restored_root_logger():
             try:
                 with redirect_stdout(log), redirect_stderr(log):
-                    code = main(argv)
+                    code = train_main(argv)
                 if code == 130:  # Ctrl-C stopped the job at a safe point: stop the whole run too
                     raise KeyboardInterrupt
                 return code

@@ -9,6 +9,8 @@ from typing import Dict, Optional
 
 import torch
 
+from .. import __version__
+
 
 def git_revision(path: Optional[str] = None) -> str:
     """``<sha>`` (plus ``-dirty`` with uncommitted changes) of the checkout holding ``path``."""
@@ -30,8 +32,6 @@ def git_revision(path: Optional[str] = None) -> str:
 def env_info() -> Dict[str, str]:
     """Versions and devices as a flat dict (also written into results and checkpoints)."""
     import torchvision
-
-    from .. import __version__
 
     info = {
         "dassl_lite": __version__,
