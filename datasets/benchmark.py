@@ -157,12 +157,13 @@ class BenchmarkDataset(SplitDataset):
         path = os.path.join(self.dataset_dir, relpath)
         return self.layout_error(f"line {number} of {path} should be {expected}; got {line!r}")
 
-    def read_json_file(self, relpath: str):
-        """The parsed JSON file ``dataset_dir/relpath`` (a layout error if missing or invalid)."""
+    def read_json_file(self, relpath: str, **json_kwargs):
+        """The parsed JSON file ``dataset_dir/relpath`` (a layout error if missing or invalid);
+        ``json_kwargs`` go to :func:`json.load`."""
         path = self.annotation_path(relpath)
         try:
             with open(path, "r", encoding="utf-8") as f:
-                return json.load(f)
+                return json.load(f, **json_kwargs)
         except ValueError as e:
             raise self.layout_error(f"{path} is not valid JSON ({e})") from None
 

@@ -10,8 +10,10 @@ A folder qualifies when it has ``images/`` and ``images.txt`` or ``train.json``.
 match wins:
 
 - KMnP/vpt's ``train.json`` + ``val.json`` (+ ``test.json``; without it the official test
-  images), ``{"<nnn.Class_Name>/<file>.jpg": <class id>}``, as written by ``tools/convert_cub.py``
-  or the VPT code (see ``datasets/fgvc_json.py`` for the paths accepted);
+  images, with a warning), ``{"<nnn.Class_Name>/<file>.jpg": <class id>}``, as written by
+  ``tools/convert_cub.py`` or the VPT code (see ``datasets/fgvc_json.py`` for the paths
+  accepted). Any one of the three files present means the JSON files define the split: a missing
+  ``train.json`` or ``val.json`` is then an error, never a silent fall back to the official split;
 - ``split_zhou_CUB200.json``;
 - built from the official files (``images.txt``, ``image_class_labels.txt``,
   ``train_test_split.txt``, ``classes.txt``): the official train/test split, with 10% of each
@@ -102,6 +104,10 @@ class CUB200(VPTJsonSplits):
               "image_class_labels,train_test_split,classes}.txt or CUB_200_2011/{train,val}.json "
               "(CUB_200_2011/CUB_200_2011/... and DATASET.ROOT at the CUB folder are found too)")
     instructions = "see DATASETS.md#cub200"
+    json_hint = ("add the missing file (`python tools/convert_cub.py --root DATASET.ROOT --out "
+                 "NEW_FOLDER` writes all three from the official files), or remove the JSON "
+                 "files to use the official split")
+    fallback_test_source = "the official test split (train_test_split.txt)"
 
     def find_dataset_dir(self, root: str) -> str:
         return find_cub_dir(root)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections import Counter
 from typing import Dict, List, Optional, Tuple
 
 from dassl_lite.data import Datum
@@ -31,48 +32,88 @@ __all__ = ["VPTJsonSplits", "VPT_SPLIT_FILES", "has_vpt_json", "NABirds", "Stanf
            "OxfordFlowersVPT", "StanfordCarsVPT"]
 
 VPT_SPLIT_FILES = ("train.json", "val.json", "test.json")
+SHOWN = 3  # shared or repeated images a message lists
+
+
+def vpt_json_files(folder: str) -> List[str]:
+    """The VPT split files (:data:`VPT_SPLIT_FILES`) present in ``folder``."""
+    return [f for f in VPT_SPLIT_FILES if os.path.isfile(os.path.join(folder, f))]
 
 
 def has_vpt_json(folder: str) -> bool:
-    """True when ``folder`` holds VPT's ``train.json`` and ``val.json``."""
-    return all(os.path.isfile(os.path.join(folder, f)) for f in VPT_SPLIT_FILES[:2])
+    """True when ``folder`` holds any of VPT's split files (then they define the split, and
+    ``train.json`` and ``val.json`` must both be there)."""
+    return bool(vpt_json_files(folder))
 
 
 class VPTJsonSplits(BenchmarkDataset):
     """A dataset whose split comes from VPT's ``train.json`` / ``val.json`` / ``test.json``.
 
+    ``train.json`` and ``val.json`` are required; an image may not be in both ``train.json`` and
+    the test split (an error naming both files and a few shared images); ``train.json`` sharing
+    images with ``val.json`` is allowed with a warning (val then measures training images).
     Subclasses may override :meth:`classname_for` (default: the image's folder name) and
     :meth:`fallback_test` (default: none; ``test.json`` is then required)."""
 
     split_file = ""  # no split_zhou file: the JSON files are the split
+    json_hint = ""  # how to fix a partial set of JSON files (appended to the error)
 
     def load_split(self):
-        if not has_vpt_json(self.dataset_dir):
-            missing = [f for f in VPT_SPLIT_FILES[:2]
-                       if not os.path.isfile(os.path.join(self.dataset_dir, f))]
-            raise self.layout_error(f"split files not found in {self.dataset_dir}: "
-                                    f"{', '.join(missing)} (KMnP/vpt's format)")
         return self.read_vpt_json()
 
     def read_vpt_json(self) -> Tuple[List[Datum], List[Datum], List[Datum]]:
         """(train, val, test) from the JSON files (test from :meth:`fallback_test` when
         ``test.json`` is absent)."""
+        self._require_json()
         self.split_source = os.path.join(self.dataset_dir, "train.json / val.json")
         maps = {name: self._read_map(f"{name}.json") for name in ("train", "val")}
         if os.path.isfile(os.path.join(self.dataset_dir, "test.json")):
             maps["test"] = self._read_map("test.json")
         ids = sorted({cid for m in maps.values() for cid in m.values()})
         label_of = {cid: i for i, cid in enumerate(ids)}
-        splits = {name: [self._item(path, cid, label_of[cid]) for path, cid in m.items()]
-                  for name, m in maps.items()}
-        test = splits.get("test")
-        if test is None:
+        splits = {name: self._json_items(m, label_of, f"{name}.json") for name, m in maps.items()}
+        sources = {name: os.path.join(self.dataset_dir, f"{name}.json") for name in maps}
+        if "test" not in splits:
             test = self.fallback_test(splits["train"] + splits["val"])
-        if test is None:
-            raise self.layout_error(f"test.json not found in {self.dataset_dir}")
+            if test is None:
+                raise self.layout_error(f"test.json not found in {self.dataset_dir}")
+            splits["test"], sources["test"] = test, self.fallback_test_source
+            logger.warning("%s: no test.json in %s; testing on %s (%d images)",
+                           type(self).__name__, self.dataset_dir, self.fallback_test_source,
+                           len(test))
+        self._check_disjoint(splits, sources)
         logger.info("%s: split from KMnP/vpt's JSON files in %s (%d classes)",
                     type(self).__name__, self.dataset_dir, len(ids))
-        return splits["train"], splits["val"], test
+        return splits["train"], splits["val"], splits["test"]
+
+    def _require_json(self) -> None:
+        """A layout error naming ``train.json``/``val.json`` when either is missing."""
+        present = vpt_json_files(self.dataset_dir)
+        missing = [f for f in VPT_SPLIT_FILES[:2] if f not in present]
+        if missing:
+            found = f"found only {', '.join(present)}" if present else "found none of them"
+            hint = f"; {self.json_hint}" if self.json_hint else ""
+            raise self.layout_error(
+                f"split file {' and '.join(missing)} not found in {self.dataset_dir} ({found}): "
+                f"KMnP/vpt's split needs train.json and val.json, plus test.json{hint}")
+
+    def _check_disjoint(self, splits: Dict[str, List[Datum]], sources: Dict[str, str]) -> None:
+        """Train and test must not share an image (error); train and val should not (warning)."""
+        train = {os.path.normpath(d.impath) for d in splits["train"]}
+        for name in ("test", "val"):
+            shared = sorted({os.path.normpath(d.impath) for d in splits[name]} & train)
+            if not shared:
+                continue
+            examples = ", ".join(os.path.relpath(p, self.image_dir) for p in shared[:SHOWN])
+            problem = (f"{sources['train']} and {sources[name]} share {len(shared)} image(s), "
+                       f"e.g. {examples}")
+            if name == "test":
+                raise self.layout_error(f"{problem}; an image may be in the train or the test "
+                                        "split, not both")
+            logger.warning("%s: %s; validation accuracy then counts training images",
+                           type(self).__name__, problem)
+
+    fallback_test_source = ""  # what :meth:`fallback_test` reads, for messages
 
     def fallback_test(self, trainval: List[Datum]) -> Optional[List[Datum]]:
         """Test items when there is no ``test.json``, labelled as ``trainval`` (None: it is
@@ -97,21 +138,45 @@ class VPTJsonSplits(BenchmarkDataset):
                                     f"be relative to {self.dataset_dir}")
         return "/".join(parts)
 
-    def _item(self, key: str, class_id: int, label: int) -> Datum:
-        rel = self.image_relpath(key)
-        return Datum(impath=os.path.join(self.image_dir, *rel.split("/")), label=label,
-                     classname=self.classname_for(class_id, rel))
+    def _json_items(self, mapping: Dict[str, int], label_of: Dict[int, int],
+                    relpath: str) -> List[Datum]:
+        """The items of one JSON file; an image listed twice (two spellings) is an error."""
+        items, seen = [], {}
+        for key, class_id in mapping.items():
+            rel = self.image_relpath(key)
+            if rel in seen:
+                raise self.layout_error(
+                    f"{os.path.join(self.dataset_dir, relpath)} lists the image {rel} twice "
+                    f"(as {seen[rel]!r} and {key!r})")
+            seen[rel] = key
+            items.append(Datum(impath=os.path.join(self.image_dir, *rel.split("/")),
+                               label=label_of[class_id],
+                               classname=self.classname_for(class_id, rel)))
+        return items
 
     def _read_map(self, relpath: str) -> Dict[str, int]:
-        data = self.read_json_file(relpath)
+        path = os.path.join(self.dataset_dir, relpath)
+        repeated: List[str] = []
+
+        def as_dict(pairs):  # json.load keeps the last of repeated keys without a word
+            out = dict(pairs)
+            if len(out) < len(pairs):
+                repeated.extend(k for k, n in Counter(k for k, _ in pairs).items() if n > 1)
+            return out
+
+        data = self.read_json_file(relpath, object_pairs_hook=as_dict)
         if not isinstance(data, dict) or not data:
-            raise self.layout_error(f"{os.path.join(self.dataset_dir, relpath)} must map image "
-                                    f"paths to class ids; got {type(data).__name__}")
+            got = "an empty mapping" if isinstance(data, dict) else type(data).__name__
+            raise self.layout_error(f"{path} must map image paths to class ids "
+                                    f"({{\"<image path>\": <class id>}}); got {got}")
+        if repeated:
+            raise self.layout_error(f"{path} lists {', '.join(map(repr, repeated[:SHOWN]))} more "
+                                    "than once")
         out = {}
         for key, value in data.items():
             if isinstance(value, bool) or not str(value).strip().lstrip("-").isdigit():
-                raise self.layout_error(f"{os.path.join(self.dataset_dir, relpath)}: class id of "
-                                        f"{key!r} must be an integer; got {value!r}")
+                raise self.layout_error(f"{path}: class id of {key!r} must be an integer; "
+                                        f"got {value!r}")
             out[key] = int(value)
         return out
 

@@ -17,6 +17,7 @@ import argparse
 import logging
 import os
 import sys
+from collections import Counter
 from typing import Dict, List, Optional
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -36,12 +37,17 @@ logger = logging.getLogger("convert_cub")
 def convert(root: str, out: str = "", val_fraction: float = P_VAL, seed: int = SPLIT_SEED,
             force: bool = False) -> Dict[str, str]:
     """Write the three JSON files; returns ``{split: path}``."""
+    if not 0 < val_fraction < 1:  # also refuses NaN
+        raise DasslLiteError(f"--val-fraction must lie strictly between 0 and 1 (the share of "
+                             f"each class's official train images kept for val); got "
+                             f"{val_fraction}")
     folder = find_cub_dir(os.path.abspath(os.path.expanduser(root)))
     if not os.path.isfile(os.path.join(folder, "images.txt")):
         raise DasslLiteError(f"no CUB-200-2011 annotation files under {root} (looked for "
                              f"images.txt in CUB_200_2011/, CUB_200_2011/CUB_200_2011/ and the "
                              f"folder itself)")
     train_rows, test_rows = official_items(folder, DasslLiteError)
+    _check_val_fraction(train_rows, val_fraction)
     items = [Datum(impath=rel, label=cid - 1) for rel, cid, _ in train_rows]
     train, val = split_trainval(items, p_val=val_fraction, seed=seed)
     splits = {"train": _as_map(train), "val": _as_map(val),
@@ -55,6 +61,18 @@ def convert(root: str, out: str = "", val_fraction: float = P_VAL, seed: int = S
         atomic_write_json(paths[name], mapping)
         logger.info("Wrote %s (%d images)", paths[name], len(mapping))
     return paths
+
+
+def _check_val_fraction(rows, val_fraction: float) -> None:
+    """Each class must keep at least one train and one val image (``round(n * fraction)`` val)."""
+    counts = Counter((cid, name) for _, cid, name in rows)
+    for (_, name), n in sorted(counts.items()):
+        n_val = round(n * val_fraction)
+        if not 0 < n_val < n:
+            raise DasslLiteError(
+                f"--val-fraction {val_fraction} leaves class {name} ({n} official train images) "
+                f"with {n_val} val and {n - n_val} train images; every class needs at least one "
+                f"of each")
 
 
 def _as_map(items: List[Datum]) -> Dict[str, int]:
@@ -73,7 +91,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         convert(args.root, args.out, args.val_fraction, args.seed, args.force)
     except DasslLiteError as e:
-        logger.error("%s", e)
+        logger.error("error: %s", e)
+        return 2
+    except OSError as e:  # writing the files
+        logger.error("error: cannot write %s: %s", e.filename, e.strerror or e)
         return 1
     return 0
 
