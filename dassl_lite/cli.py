@@ -16,6 +16,7 @@ import sys
 from typing import Callable, List, Optional, Sequence
 
 from .config import apply_config_extenders, get_cfg_default, merge_from_file, merge_from_list
+from .config.sections import changed_keys, trainer_sections, unread_section_warnings
 from .config.validate import validate_cfg
 from .engine import build_trainer
 from .engine.interrupt import stop_on_interrupt
@@ -115,24 +116,40 @@ def reset_cfg(cfg, args) -> None:
         cfg.TEST.ANOMALY.SAVE_MAPS = True
 
 
-def setup_cfg(args):
-    """defaults + extenders -> dataset YAML -> method YAML -> CLI flags -> opts; frozen."""
+def setup_cfg(args, notices: Optional[List[str]] = None):
+    """defaults + extenders -> dataset YAML -> method YAML -> CLI flags -> opts; frozen.
+
+    Options set in a trainer section that the chosen trainer does not read are warned about:
+    appended to ``notices`` when given (the caller logs them), else logged here."""
     cfg = get_cfg_default()
     apply_config_extenders(cfg)
-    if args.dataset_config_file:
-        merge_from_file(cfg, args.dataset_config_file)
-    if args.config_file:
-        merge_from_file(cfg, args.config_file)
+    defaults, sources = cfg.clone(), {}
+    for path in (args.dataset_config_file, args.config_file):
+        if path:
+            _merge_noting(cfg, sources, f"config file {path}", merge_from_file, path)
     reset_cfg(cfg, args)
-    merge_from_list(cfg, args.opts or [])
+    _merge_noting(cfg, sources, "command line", merge_from_list, args.opts or [])
     if not cfg.TRAINER.NAME:
         raise DasslLiteError(
             "No trainer given: pass --trainer NAME. Registered: " + ", ".join(TRAINER_REGISTRY.names())
         )
-    TRAINER_REGISTRY.get(cfg.TRAINER.NAME)  # fail early with the closest name
+    trainer = TRAINER_REGISTRY.get(cfg.TRAINER.NAME)  # fail early with the closest name
     cfg.freeze()
     validate_cfg(cfg, training=not getattr(args, "eval_only", False))
+    for warning in unread_section_warnings(cfg, defaults, cfg.TRAINER.NAME,
+                                           trainer_sections(trainer), sources):
+        if notices is None:
+            logger.warning(warning)
+        else:
+            notices.append(warning)
     return cfg
+
+
+def _merge_noting(cfg, sources: dict, source: str, merge: Callable, arg) -> None:
+    """``merge(cfg, arg)``, recording ``sources[key] = source`` for each ``TRAINER`` key changed."""
+    before = cfg.TRAINER.clone()
+    merge(cfg, arg)
+    sources.update((key, source) for key in changed_keys(before, cfg.TRAINER, "TRAINER."))
 
 
 # flag -> the config key it sets; both given with different values is an error
@@ -211,7 +228,8 @@ def _train(trainer, cfg) -> None:
 def run(args, notices: Sequence[str] = ()) -> None:
     """Set up config, logging and seeds, then train or evaluate as the flags say. ``notices``
     are logged as warnings once logging (console and ``log.txt``) is set up."""
-    cfg = setup_cfg(args)
+    notices = list(notices)
+    cfg = setup_cfg(args, notices)
     setup_logger(cfg.OUTPUT_DIR)
     for notice in notices:
         logger.warning(notice)

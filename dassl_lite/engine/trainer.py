@@ -41,6 +41,9 @@ class SimpleTrainer(TrainerBase):
     """
 
     precision_key: Optional[str] = None  # dotted config key holding PREC; None -> fp32
+    # The TRAINER.<X> sections this trainer reads (an option the user sets in any other one draws
+    # a warning naming these; dassl_lite/config/sections.py). None: the section of precision_key.
+    config_sections: Optional[Tuple[str, ...]] = None
 
     def __init__(self, cfg) -> None:
         super().__init__()
