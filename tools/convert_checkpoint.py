@@ -8,10 +8,12 @@ upstream Dassl's scheduler objects) and refuses files that need anything else. I
 file (you made it, or it comes from its authors), this tool loads it ONCE with full unpickling
 (``weights_only=False``: this can run code from the file, hence ``--trust``), turns scheduler and
 optimizer objects into their state dicts and NumPy arrays into tensors, drops anything else that
-is not plain data (naming it), and writes OUT_FILE atomically. OUT_FILE is checked to load with
-``weights_only=True`` before the tool reports success.
+is not plain data (naming it), and writes OUT_FILE atomically, once the converted data is checked
+to load with ``weights_only=True``. An existing OUT_FILE is replaced only with ``--force``; an
+unreadable IN_FILE (truncated, corrupt, not a torch file) is an error that names it.
 """
 import argparse
+import io
 import os
 import sys
 
@@ -21,8 +23,8 @@ if ROOT not in sys.path:
 
 import torch  # noqa: E402
 
-from dassl_lite.utils.io import atomic_torch_save  # noqa: E402
-from dassl_lite.utils.safe_load import to_plain  # noqa: E402
+from dassl_lite.utils.io import atomic_write_bytes  # noqa: E402
+from dassl_lite.utils.safe_load import load_error_reason, to_plain  # noqa: E402
 
 PLAIN = (torch.Tensor, str, bytes, int, float, bool, complex, type(None), torch.dtype,
          torch.device, torch.Size)
@@ -53,27 +55,43 @@ def main(argv=None) -> int:
     p.add_argument("output", help="where to write the converted checkpoint")
     p.add_argument("--trust", action="store_true",
                    help="confirm you trust INPUT: it is unpickled in full, which can run code")
+    p.add_argument("--force", action="store_true", help="replace an existing OUTPUT")
     args = p.parse_args(argv)
-    if not args.trust:
-        print("error: converting unpickles the whole file, which can run code from it; pass "
-              "--trust if (and only if) you trust where it came from", file=sys.stderr)
+    problem = _check_args(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
-    if not os.path.isfile(args.input):
-        print(f"error: no such file: {args.input}", file=sys.stderr)
+    try:
+        obj = torch.load(args.input, map_location="cpu", weights_only=False)
+    except Exception as e:  # a trusted file may still be cut short, damaged or not torch's
+        print(f"error: cannot read {args.input}: {load_error_reason(e)}; expected a file "
+              f"written by torch.save", file=sys.stderr)
         return 2
-    if os.path.abspath(args.input) == os.path.abspath(args.output):
-        print("error: write the converted file to a new path (OUTPUT must differ from INPUT)",
-              file=sys.stderr)
-        return 2
-    obj = torch.load(args.input, map_location="cpu", weights_only=False)
     dropped = []
     plain = strip_unsafe(to_plain(obj), dropped=dropped)
-    atomic_torch_save(plain, args.output)
-    torch.load(args.output, map_location="cpu", weights_only=True)  # the point of converting
+    buffer = io.BytesIO()
+    torch.save(plain, buffer)
+    buffer.seek(0)
+    torch.load(buffer, map_location="cpu", weights_only=True)  # the point of converting
+    atomic_write_bytes(args.output, buffer.getvalue())
     for item in dropped:
         print(f"dropped (not plain data): {item}")
     print(f"Wrote {args.output} (loads with weights_only=True)")
     return 0
+
+
+def _check_args(args) -> str:
+    """What is wrong with the arguments ("" when nothing)."""
+    if not args.trust:
+        return ("converting unpickles the whole file, which can run code from it; pass --trust if "
+                "(and only if) you trust where it came from")
+    if not os.path.isfile(args.input):
+        return f"no such file: {args.input}"
+    if os.path.abspath(args.input) == os.path.abspath(args.output):
+        return "write the converted file to a new path (OUTPUT must differ from INPUT)"
+    if os.path.exists(args.output) and not args.force:
+        return f"{args.output} exists; pass --force to replace it"
+    return ""
 
 
 if __name__ == "__main__":

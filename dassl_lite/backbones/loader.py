@@ -5,20 +5,23 @@ where to put it and where to get it.
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
 import logging
 import os
 from pathlib import Path
-from typing import Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
 
 import torch
 from torch import Tensor
 
 from ..errors import DasslLiteError
+from ..utils.safe_load import safe_torch_load
 from .convert import HEAD_KEYS, detect_layout, from_google_npz, from_torchvision
 from .vit import ARCHS, PromptableViT, ViTArch, build_timm_vit
 
-__all__ = ["MODEL_ZOO", "CACHE_ENV", "ASSETS_DIR", "ViTWeightsNotFoundError", "resolve_vit_file",
+__all__ = ["MODEL_ZOO", "CACHE_ENV", "ASSETS_DIR", "ViTWeightsNotFoundError",
+           "ViTWeightsFormatError", "resolve_vit_file",
            "read_vit_weights", "infer_arch", "load_supervised_vit"]
 
 logger = logging.getLogger(__name__)
@@ -82,28 +85,93 @@ def resolve_vit_file(name: str, cache_dir: str = "") -> Tuple[str, Optional[ViTA
     return path, None
 
 
+NPZ_FORMAT = "a Google ViT .npz (named numeric arrays, as google-research/vision_transformer saves)"
+SAFETENSORS_FORMAT = "a complete .safetensors file of tensors"
+STATE_DICT_FORMAT = "a timm/torchvision state dict of tensors saved with torch.save (.pth/.pt/.bin)"
+
+
+class ViTWeightsFormatError(DasslLiteError):
+    """A ViT weights file that is unreadable, truncated or holds something other than tensors;
+    nothing from it was run or loaded."""
+
+
+def _bad_weights(path: str, reason: str, expected: str) -> ViTWeightsFormatError:
+    return ViTWeightsFormatError(f"Cannot use ViT weights {path}: {reason}; expected {expected}")
+
+
 def read_vit_weights(path: str) -> Tuple[Dict[str, Tensor], Dict[str, str], Optional[int]]:
     """(timm-layout state dict, timm key -> name in the file, attention heads when the file
-    tells them (a Google .npz does; state dicts do not)) of a checkpoint file."""
+    tells them (a Google .npz does; state dicts do not)) of a checkpoint file. Nothing in the file
+    is unpickled beyond plain data (:class:`ViTWeightsFormatError` otherwise)."""
     if path.endswith(".npz"):
-        import numpy as np
-
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
+        arrays = _read_npz(path)
         query = arrays.get("Transformer/encoderblock_0/MultiHeadDotProductAttention_1/query/kernel")
         heads = int(query.shape[1]) if query is not None and query.ndim == 3 else None
-        return (*from_google_npz(arrays), heads)
+        with _naming(path, NPZ_FORMAT):
+            return (*from_google_npz(arrays), heads)
     if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        state = load_file(path)
+        state = _read_safetensors(path)
     else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            state = safe_torch_load(path, "ViT weights")
+        except DasslLiteError as e:  # names the file and why (a refused global, a cut file)
+            raise ViTWeightsFormatError(f"{e}; expected {STATE_DICT_FORMAT}") from None
     state = _unwrap(state, path)
-    layout = detect_layout(state)
-    if layout == "torchvision":
-        return (*from_torchvision(state), None)
+    with _naming(path, STATE_DICT_FORMAT):
+        if detect_layout(state) == "torchvision":
+            return (*from_torchvision(state), None)
     return dict(state), {k: k for k in state}, None
+
+
+@contextlib.contextmanager
+def _naming(path: str, expected: str) -> Iterator[None]:
+    """Errors of converting the tensors of ``path`` (a missing key, an array of the wrong rank)
+    as :class:`ViTWeightsFormatError` naming the file."""
+    try:
+        yield
+    except DasslLiteError as e:
+        raise ViTWeightsFormatError(f"Cannot use ViT weights {path}: {e}") from None
+    except (ValueError, RuntimeError, IndexError, TypeError) as e:
+        raise _bad_weights(path, f"a tensor of unexpected shape ({type(e).__name__}: {e})",
+                           expected) from None
+
+
+def _read_npz(path: str) -> Dict[str, Any]:
+    """The arrays of a ``.npz`` file, never unpickling anything."""
+    import zipfile
+    import zlib
+
+    import numpy as np
+
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.lib.npyio.NpzFile):
+            with loaded:
+                return {k: loaded[k] for k in loaded.files}
+        reason = "it holds a single .npy array, not named arrays"
+    except ValueError as e:
+        if "Object arrays" in str(e):
+            reason = ("it holds object arrays (pickled Python objects, never loaded: they could "
+                      "run code)")
+        elif "pickled" in str(e):
+            reason = ("it is not a .npz archive (numpy would read it as a pickle, which could run "
+                      "code)")
+        else:
+            reason = f"it is damaged ({e})"
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, KeyError) as e:
+        reason = f"it is truncated or corrupt ({type(e).__name__}: {e})"
+    raise _bad_weights(path, reason, NPZ_FORMAT)
+
+
+def _read_safetensors(path: str) -> Dict[str, Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise _bad_weights(path, f"it is truncated or corrupt (safetensors: {e})",
+                           SAFETENSORS_FORMAT) from None
 
 
 def _unwrap(state, path: str) -> Dict[str, Tensor]:
@@ -112,7 +180,8 @@ def _unwrap(state, path: str) -> Dict[str, Tensor]:
         if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
             state = state[key]
     if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise DasslLiteError(f"{path} does not hold a state dict of tensors")
+        raise _bad_weights(path, f"it holds a {type(state).__name__}, not a state dict of tensors",
+                           STATE_DICT_FORMAT)
     return {k[7:] if k.startswith("module.") else k: v for k, v in state.items()}
 
 

@@ -12,6 +12,7 @@ global is refused by name, with the command that converts a trusted file.
 from __future__ import annotations
 
 import collections
+import errno
 import pickle
 from typing import Any, List, Type
 
@@ -109,13 +110,21 @@ def safe_torch_load(path: str, what: str = "checkpoint",
 
 
 def _unreadable(what: str, path: str, e: BaseException) -> str:
-    if isinstance(e, EOFError):
-        reason = "the file is empty or truncated"
-    elif isinstance(e, (KeyError, pickle.UnpicklingError)):
-        reason = "unrecognised content"
-    else:
-        reason = f"{type(e).__name__}: {_first_line(e)}"
-    return f"Cannot read {what} {path!r}: not a file written by torch.save ({reason})"
+    return f"Cannot read {what} {path!r}: not a file written by torch.save ({load_error_reason(e)})"
+
+
+def load_error_reason(e: BaseException) -> str:
+    """Why ``torch.load`` failed on a file, in words; a truncated or damaged file says so."""
+    text = _first_line(e)
+    if isinstance(e, EOFError) or "truncated" in text or "Ran out of input" in text:
+        return "the file is empty or truncated"
+    damaged_zip = isinstance(e, OSError) and e.errno == errno.EINVAL and not e.filename
+    if "PytorchStreamReader" in text or damaged_zip:  # torch's zip reader on a cut file
+        detail = text.split(". This is an internal")[0].replace("PytorchStreamReader failed ", "")
+        return f"the file is truncated or corrupt; torch: {detail}"
+    if isinstance(e, (KeyError, pickle.UnpicklingError)):
+        return "unrecognised content"
+    return f"{type(e).__name__}: {text}"
 
 
 def _first_line(e: BaseException) -> str:

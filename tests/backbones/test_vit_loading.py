@@ -169,3 +169,73 @@ def test_vit_b16_shapes_build_on_the_meta_device():
         model = PromptableViT(build_timm_vit(ARCHS["ViT-B/16"], 224), ARCHS["ViT-B/16"])
     assert model.vit.pos_embed.shape == (1, 197, 768) and len(model.vit.blocks) == 12
     assert model.vit.blocks[0].attn.num_heads == 12
+
+
+class _Payload:
+    """Unpickling this would create ``marker``: proof that code from the file ran."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _cut(path, keep):
+    data = path.read_bytes()
+    path.write_bytes(data[:keep(len(data))])
+    return path
+
+
+def bad_weight_files(tmp_path, tv):
+    """(file, the words its error must hold) for each kind of bad ViT weights file."""
+    from safetensors.torch import save_file
+
+    marker = tmp_path / "code_ran"
+    state = {k: v.contiguous() for k, v in tv.state_dict().items()}
+    pickled = tmp_path / "pickled.pth"
+    torch.save({**state, "encoder.pos_embedding": _Payload(marker)}, pickled)
+    objects = tmp_path / "objects.npz"
+    np.savez(objects, **{"embedding/kernel": np.array([{"x": 1}], dtype=object)})
+    safetensors = tmp_path / "cut.safetensors"
+    save_file(state, str(safetensors))
+    torch.save(state, tmp_path / "cut.pth")
+    np.savez(tmp_path / "cut.npz", **google_npz(tv))
+    np.save(tmp_path / "single.npy", np.zeros(3))
+    return marker, [
+        (pickled, ["Refusing to load ViT weights", "it needs io.open",
+                   "expected a timm/torchvision state dict of tensors saved with torch.save"]),
+        (objects, ["it holds object arrays (pickled Python objects, never loaded",
+                   "expected a Google ViT .npz (named numeric arrays"]),
+        (_cut(safetensors, lambda n: n // 2), ["it is truncated or corrupt (safetensors: ",
+                                               "expected a complete .safetensors file of tensors"]),
+        (_cut(tmp_path / "cut.pth", lambda n: n - 100),
+         ["not a file written by torch.save (the file is truncated or corrupt",
+          "expected a timm/torchvision state dict"]),
+        (_cut(tmp_path / "cut.npz", lambda n: n // 2),
+         ["it is truncated or corrupt (BadZipFile", "expected a Google ViT .npz"]),
+        ((tmp_path / "single.npy").rename(tmp_path / "single.npz"),
+         ["it holds a single .npy array, not named arrays"]),
+    ]
+
+
+def test_bad_weight_files_are_refused_naming_the_file_and_format(torchvision_vit, tmp_path):
+    from dassl_lite.backbones import ViTWeightsFormatError
+
+    marker, cases = bad_weight_files(tmp_path, torchvision_vit)
+    for path, words in cases:
+        with pytest.raises(ViTWeightsFormatError) as info:
+            load_supervised_vit(str(path), SIZE)
+        message = str(info.value)
+        assert str(path) in message, message
+        for w in words:
+            assert w in message, (path.name, message)
+    assert not marker.exists()  # nothing from any file ran
+
+
+def test_a_state_dict_in_no_known_layout_names_the_file(tmp_path):
+    path = tmp_path / "other.pth"
+    torch.save({"fc.weight": torch.zeros(2, 2)}, path)
+    with pytest.raises(DasslLiteError, match=f"Cannot use ViT weights {path}: not a ViT checkpoint "
+                                             r"in a known layout"):
+        load_supervised_vit(str(path), SIZE)

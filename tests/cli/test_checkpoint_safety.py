@@ -2,6 +2,7 @@
 with scheduler objects still load; our own files load with ``torch.load(weights_only=True)``."""
 import importlib.util
 import os
+import pickle
 
 import pytest
 import torch
@@ -189,3 +190,33 @@ def test_an_earlier_dassl_lite_checkpoint_with_a_numpy_rng_state_still_loads(tmp
     name, keys, pos, has_gauss, cached = ckpt["rng_state"]["numpy"]
     assert keys.dtype == np.uint32 and np.array_equal(keys, rng["numpy"][1])
     assert (name, pos, has_gauss, cached) == (rng["numpy"][0], *rng["numpy"][2:])
+
+
+@pytest.mark.parametrize("damage, reason", [
+    (lambda data: data[: len(data) // 2], "the file is truncated or corrupt; torch: reading zip "
+                                          "archive: failed finding central directory"),
+    (lambda data: data[:-40], "the file is truncated or corrupt"),
+    (lambda data: b"", "the file is empty or truncated"),
+    (lambda data: pickle.dumps({"a": 1})[:-3], "the file is empty or truncated"),
+])
+def test_convert_checkpoint_names_a_truncated_file(tmp_path, capsys, damage, reason):
+    src, dst = tmp_path / "model.pth.tar-3", tmp_path / "converted.pth.tar"
+    torch.save({"state_dict": {"w": torch.randn(100)}, "epoch": 3}, src)
+    src.write_bytes(damage(src.read_bytes()))
+    assert load_tool().main(["--trust", str(src), str(dst)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot read {src}: {reason}"), err
+    assert err.rstrip().endswith("expected a file written by torch.save")
+    assert not dst.exists()
+
+
+def test_convert_checkpoint_replaces_an_existing_output_only_with_force(tmp_path, capsys):
+    src, dst = tmp_path / "in.pth", tmp_path / "out.pth"
+    torch.save({"w": torch.ones(2)}, src)
+    dst.write_text("the user's file")
+    tool = load_tool()
+    assert tool.main(["--trust", str(src), str(dst)]) == 2
+    assert f"error: {dst} exists; pass --force to replace it" in capsys.readouterr().err
+    assert dst.read_text() == "the user's file"
+    assert tool.main(["--trust", "--force", str(src), str(dst)]) == 0
+    assert torch.equal(torch.load(dst, weights_only=True)["w"], torch.ones(2))
