@@ -7,7 +7,8 @@ r"""Convert AF-CLIP's released weights into a dassl_lite checkpoint (explicit, o
 reads ``<weight-dir>/mvtec_prompt.pt`` (a pickled nn.Parameter) and ``mvtec_adaptor.pt`` (a
 pickled whole ``clip.adaptor.Adaptor``) with ``torch.load(weights_only=True)`` and an allow-list
 of inert record classes (no pickled code runs; see trainers/afclip_upstream.py), and writes
-``<output-dir>/AFCLIPLearner/model.pth.tar-<epoch>``. Evaluate it with
+``<output-dir>/AFCLIPLearner/model.pth.tar-<epoch>`` (refused when that folder holds files
+already, unless ``--force``). Evaluate it with
 ``tools/train.py --trainer AFCLIP --eval-only --model-dir <output-dir> --load-epoch <epoch>``
 (or ``tools/anomaly.py ... --model-dir``). ``--model-dir`` itself never reads upstream pickles.
 """
@@ -36,12 +37,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output-dir", required=True, help="where AFCLIPLearner/ is written")
     parser.add_argument("--epoch", type=int, default=2, help="epoch number in the file name "
                         "(upstream trains 2 epochs)")
+    parser.add_argument("--force", action="store_true",
+                        help="write into an --output-dir whose AFCLIPLearner/ holds files already")
     return parser
 
 
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = build_parser().parse_args(argv)
+    target = os.path.join(args.output_dir, MODEL_NAME)
+    if os.path.isdir(target) and os.listdir(target) and not args.force:
+        logger.error(f"error: {target} holds files already (a run or an earlier conversion) that "
+                     f"writing here would replace; choose a new --output-dir or pass --force")
+        return 2
     try:
         state = convert_upstream(args.weight_dir, args.dataset)
     except DasslLiteError as e:
@@ -49,7 +57,7 @@ def main(argv=None) -> int:
         return 2
     meta = {"state_dict": state, "epoch": args.epoch, "optimizer": None, "scheduler": None,
             "val_result": None, "source": f"AF-CLIP release {args.dataset} (converted)"}
-    path = save_checkpoint(meta, os.path.join(args.output_dir, MODEL_NAME))
+    path = save_checkpoint(meta, target)
     shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in state.items())
     logger.info(f"Wrote {path}: {shapes}")
     return 0

@@ -12,6 +12,7 @@ torch's restricted unpickler. The result is our checkpoint layout (``AFCLIPLearn
 from __future__ import annotations
 
 import os
+import pickle
 from collections import OrderedDict
 from typing import Dict, Iterator, Tuple
 
@@ -19,6 +20,7 @@ import torch
 from torch import Tensor
 
 from dassl_lite.errors import DasslLiteError
+from dassl_lite.utils.safe_load import load_error_reason
 
 # Class paths a pickled upstream adaptor references (clip/adaptor.py and torch.nn).
 UPSTREAM_MODULE_CLASSES = (
@@ -59,12 +61,15 @@ def _restricted_load(path: str, what: str):
     try:
         with torch.serialization.safe_globals(allow):
             return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # refused global, truncated file, ...
+    except pickle.UnpicklingError as e:  # a refused global (or content torch cannot read)
         lines = [line for line in str(e).splitlines() if "GLOBAL" in line] or [str(e)]
         raise UpstreamWeightsError(f"Refusing to read {what} {path!r}: it is not loadable with "
                                    f"weights_only=True and the AF-CLIP allow-list "
                                    f"({', '.join(UPSTREAM_MODULE_CLASSES)}): "
                                    f"{type(e).__name__}: {lines[0].strip()}") from e
+    except Exception as e:  # a truncated or damaged file, not a torch file
+        raise UpstreamWeightsError(f"Cannot read {what} {path!r}: {load_error_reason(e)}; "
+                                   f"expected AF-CLIP's released {what} file") from None
 
 
 def load_upstream_adaptor(path: str) -> "OrderedDict[str, Tensor]":

@@ -113,3 +113,31 @@ def test_foreign_globals_are_refused(tmp_path):
         convert_upstream(str(tmp_path), "evil")
     with pytest.raises(UpstreamWeightsError, match="No released AF-CLIP prompt at"):
         convert_upstream(str(tmp_path), "missing")
+
+
+def test_a_truncated_release_file_is_named_as_such(released):
+    _, _, weight_dir = released
+    path = weight_dir / "toy_adaptor.pt"
+    path.write_bytes(path.read_bytes()[:-64])
+    with pytest.raises(UpstreamWeightsError, match=(
+            f"Cannot read adaptor '{path}': the file is truncated or corrupt.*; expected "
+            "AF-CLIP's released adaptor file")):
+        convert_upstream(str(weight_dir), "toy")
+
+
+def test_convert_afclip_keeps_an_existing_output_folder(released, caplog):
+    from tools.convert_afclip import main
+
+    _, _, weight_dir = released
+    target = weight_dir / "run" / "AFCLIPLearner"
+    target.mkdir(parents=True)
+    (target / "model.pth.tar-2").write_text("a trained run's checkpoint")
+    argv = ["--weight-dir", str(weight_dir), "--dataset", "toy", "--output-dir",
+            str(weight_dir / "run")]
+    assert main(argv) == 2
+    assert (f"error: {target} holds files already (a run or an earlier conversion) that writing "
+            "here would replace; choose a new --output-dir or pass --force") in caplog.text
+    assert (target / "model.pth.tar-2").read_text() == "a trained run's checkpoint"
+    assert main([*argv, "--force"]) == 0
+    assert set(load_checkpoint(str(target / "model.pth.tar-2"))["state_dict"]) == set(
+        convert_upstream(str(weight_dir), "toy"))
