@@ -24,7 +24,8 @@ if ROOT not in sys.path:
 import torch  # noqa: E402
 
 from dassl_lite.utils.io import atomic_write_bytes  # noqa: E402
-from dassl_lite.utils.safe_load import load_error_reason, to_plain  # noqa: E402
+from dassl_lite.errors import load_error_reason  # noqa: E402
+from dassl_lite.utils.safe_load import to_plain  # noqa: E402
 
 PLAIN = (torch.Tensor, str, bytes, int, float, bool, complex, type(None), torch.dtype,
          torch.device, torch.Size)

@@ -19,8 +19,7 @@ from typing import Dict, Iterator, Tuple
 import torch
 from torch import Tensor
 
-from dassl_lite.errors import DasslLiteError
-from dassl_lite.utils.safe_load import load_error_reason
+from dassl_lite.errors import DasslLiteError, load_error_reason
 
 # Class paths a pickled upstream adaptor references (clip/adaptor.py and torch.nn).
 UPSTREAM_MODULE_CLASSES = (

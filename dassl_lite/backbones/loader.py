@@ -15,8 +15,7 @@ from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
 import torch
 from torch import Tensor
 
-from ..errors import DasslLiteError
-from ..utils.safe_load import safe_torch_load
+from ..errors import DasslLiteError, load_error_reason
 from .convert import HEAD_KEYS, detect_layout, from_google_npz, from_torchvision
 from .vit import ARCHS, PromptableViT, ViTArch, build_timm_vit
 
@@ -113,9 +112,9 @@ def read_vit_weights(path: str) -> Tuple[Dict[str, Tensor], Dict[str, str], Opti
         state = _read_safetensors(path)
     else:
         try:
-            state = safe_torch_load(path, "ViT weights")
-        except DasslLiteError as e:  # names the file and why (a refused global, a cut file)
-            raise ViTWeightsFormatError(f"{e}; expected {STATE_DICT_FORMAT}") from None
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # a refused global, a cut file, not a torch file
+            raise _bad_weights(path, load_error_reason(e), STATE_DICT_FORMAT) from None
     state = _unwrap(state, path)
     with _naming(path, STATE_DICT_FORMAT):
         if detect_layout(state) == "torchvision":

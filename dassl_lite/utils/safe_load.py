@@ -12,14 +12,14 @@ global is refused by name, with the command that converts a trusted file.
 from __future__ import annotations
 
 import collections
-import errno
 import pickle
 from typing import Any, List, Type
 
 import torch
 from torch.optim import lr_scheduler as torch_sched
 
-from ..errors import DasslLiteError
+from ..errors import DasslLiteError, load_error_reason
+from ..errors import first_error_line as _first_line
 
 # What an upstream Dassl checkpoint with a scheduler object references, beyond plain data:
 # the torch scheduler Dassl builds (single_step, multi_step, cosine), the torch optimizer it
@@ -111,30 +111,6 @@ def safe_torch_load(path: str, what: str = "checkpoint",
 
 def _unreadable(what: str, path: str, e: BaseException) -> str:
     return f"Cannot read {what} {path!r}: not a file written by torch.save ({load_error_reason(e)})"
-
-
-def load_error_reason(e: BaseException) -> str:
-    """Why ``torch.load`` failed on a file, in words; a truncated or damaged file says so."""
-    text = _first_line(e)
-    if isinstance(e, EOFError) or "truncated" in text or "Ran out of input" in text:
-        return "the file is empty or truncated"
-    damaged_zip = isinstance(e, OSError) and e.errno == errno.EINVAL and not e.filename
-    if "PytorchStreamReader" in text or damaged_zip:  # torch's zip reader on a cut file
-        detail = text.split(". This is an internal")[0].replace("PytorchStreamReader failed ", "")
-        return f"the file is truncated or corrupt; torch: {detail}"
-    if isinstance(e, (KeyError, pickle.UnpicklingError)):
-        return "unrecognised content"
-    return f"{type(e).__name__}: {text}"
-
-
-def _first_line(e: BaseException) -> str:
-    """The line of torch's weights-only message that says what was wrong."""
-    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-    for i, line in enumerate(lines):
-        if "WeightsUnpickler error" in line:
-            rest = line.split("WeightsUnpickler error", 1)[1].strip(" :")
-            return rest or (lines[i + 1] if i + 1 < len(lines) else line)
-    return lines[0][:300] if lines else type(e).__name__
 
 
 def to_plain(obj: Any) -> Any:
