@@ -93,9 +93,11 @@ class VPTJsonSplits(BenchmarkDataset):
         if missing:
             found = f"found only {', '.join(present)}" if present else "found none of them"
             hint = f"; {self.json_hint}" if self.json_hint else ""
+            test = (f" (test.json optional: else {self.fallback_test_source})"
+                    if self.fallback_test_source else ", plus test.json")
             raise self.layout_error(
                 f"split file {' and '.join(missing)} not found in {self.dataset_dir} ({found}): "
-                f"KMnP/vpt's split needs train.json and val.json, plus test.json{hint}")
+                f"KMnP/vpt's split needs train.json and val.json{test}{hint}")
 
     def _check_disjoint(self, splits: Dict[str, List[Datum]], sources: Dict[str, str]) -> None:
         """Train and test must not share an image (error); train and val should not (warning)."""

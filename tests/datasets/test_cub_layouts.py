@@ -138,7 +138,8 @@ def test_train_and_test_json_without_val_json_is_an_error(official, load, tmp_pa
     message = str(info.value)
     assert (f"split file val.json not found in {folder} (found only train.json, test.json)"
             in message)
-    assert "KMnP/vpt's split needs train.json and val.json, plus test.json" in message
+    assert ("KMnP/vpt's split needs train.json and val.json (test.json optional: else the "
+            "official test split (train_test_split.txt)); add the missing file") in message
     assert "tools/convert_cub.py" in message and "CUB_200_2011/{train,val}.json" in message
     os.remove(folder / "train.json")  # test.json alone: the same error, naming both
     with pytest.raises(DatasetLayoutError, match="split file train.json and val.json not found"):
