@@ -26,7 +26,9 @@ def load_error_reason(e: BaseException) -> str:
     if isinstance(e, EOFError) or "truncated" in text or "Ran out of input" in text:
         return "the file is empty or truncated"
     damaged_zip = isinstance(e, OSError) and e.errno == errno.EINVAL and not e.filename
-    if "PytorchStreamReader" in text or damaged_zip:  # torch's zip reader on a cut file
+    if damaged_zip:  # torch's zip reader on a file cut near its end
+        return "the file is truncated or corrupt; torch: its zip archive cannot be read"
+    if "PytorchStreamReader" in text:
         detail = text.split(". This is an internal")[0].replace("PytorchStreamReader failed ", "")
         return f"the file is truncated or corrupt; torch: {detail}"
     refused = re.search(r"GLOBAL ([\w.]+)", str(e))
