@@ -74,6 +74,12 @@ def read_meta_json(path: str, root: str) -> Records:
                 if missing:
                     raise DatasetLayoutError(f"meta file {path}: {split}/{category}[{i}] lacks "
                                              f"{missing} (expected keys {list(META_KEYS)})")
+                if e["mask_path"] and not int(e["anomaly"]):
+                    raise DatasetLayoutError(
+                        f"meta file {path}: {split}/{category}[{i}] is a normal image "
+                        f"({e['img_path']}, \"anomaly\": 0) with a defect mask "
+                        f"{e['mask_path']}; normal images take \"mask_path\": \"\" (is the "
+                        f"label wrong?)")
                 mask = os.path.join(root, e["mask_path"]) if e["mask_path"] else ""
                 records.append(AnomalyDatum(os.path.join(root, e["img_path"]), int(e["anomaly"]),
                                             e["cls_name"] or category, e["specie_name"], mask))

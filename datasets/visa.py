@@ -30,6 +30,7 @@ class VisA(AnomalyFolderDataset):
     layout = ("visa/split_csv/1cls.csv (object,split,label,image,mask) and "
               "visa/<object>/Data/{Images/{Normal,Anomaly},Masks/Anomaly}/...")
     instructions = "see DATASETS.md#visa"
+    mask_values = "ids"  # masks hold defect ids 1..k; any non-zero pixel is a defect
 
     def read_layout(self) -> Records:
         path = os.path.join(self.dataset_dir, self.split_csv)
@@ -52,6 +53,10 @@ class VisA(AnomalyFolderDataset):
                                     f"normal|anomaly,image,mask; got {row}")
         if row[2] == "anomaly" and not row[4]:
             raise self.layout_error(f"{path} line {line}: anomaly {row[3]} has no mask path")
+        if row[2] == "normal" and row[4]:
+            raise self.layout_error(f"{path} line {line}: normal image {row[3]} has a defect "
+                                    f"mask {row[4]}; normal rows take an empty mask column "
+                                    f"(is the label wrong?)")
         return row[1]
 
     def _record(self, row) -> AnomalyDatum:

@@ -16,6 +16,7 @@ A loader item is ``{"img" [3, H, W], "mask" [1, H, W] float 0/1, "label", "categ
 """
 from __future__ import annotations
 
+import logging
 import operator
 import os
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -33,8 +34,10 @@ from .datum import Datum
 from .errors import ImageReadError
 from .transforms import INTERPOLATION_MODES, input_size, interpolation_mode
 
+logger = logging.getLogger(__name__)
+
 __all__ = ["ANOMALY_STATES", "AnomalyDatum", "AnomalyDataset", "AnomalyTransform",
-           "AnomalyDatasetWrapper", "read_mask", "MASK_MODES"]
+           "AnomalyDatasetWrapper", "read_mask", "MASK_MODES", "MASK_VALUES"]
 
 ANOMALY_STATES = ("normal", "anomalous")  # class name of label 0 and 1
 MASK_MODES = ("nearest", "bilinear", "bicubic")  # INPUT.MASK_INTERPOLATION
@@ -124,10 +127,17 @@ class AnomalyDataset(DatasetBase):
     def train_categories(self) -> List[str]:
         return sorted({d.category for d in self.train_x})
 
-    @staticmethod
-    def dataset_wrapper(cfg, data_source, transform=None, is_train: bool = False):
-        """The loader's dataset (reads images and masks)."""
-        return AnomalyDatasetWrapper(cfg, data_source, transform=transform, is_train=is_train)
+    # How mask files encode defects: "binary" (0/255, or 0/1) or "ids" (VisA: non-zero = defect)
+    mask_values = "binary"
+    # False when anomalous images may come without masks (a folder dataset without MASK_DIR):
+    # they are evaluated on image metrics only and cannot be trained on
+    masks_required = True
+
+    def dataset_wrapper(self, cfg, data_source, transform=None, is_train: bool = False):
+        """The loader's dataset (reads images and masks with this dataset's mask convention)."""
+        return AnomalyDatasetWrapper(cfg, data_source, transform=transform, is_train=is_train,
+                                     mask_values=self.mask_values,
+                                     masks_required=self.masks_required)
 
     @staticmethod
     def build_transform(cfg, is_train: bool = True) -> "AnomalyTransform":
@@ -135,21 +145,89 @@ class AnomalyDataset(DatasetBase):
         return AnomalyTransform.from_cfg(cfg, is_train)
 
 
-def read_mask(path: str, impath: str = "") -> Image.Image:
+MASK_VALUES = ("binary", "ids")  # 0/255 (or 0/1) masks; VisA's defect-id masks (non-zero = defect)
+_MASK_MODES_1CH = ("1", "L", "P", "I", "I;16", "I;16B", "I;16L")
+_noticed: set = set()  # the kinds of notice already logged in this process
+
+
+def _notice_once(kind: str, message: str) -> None:
+    if kind not in _noticed:
+        _noticed.add(kind)
+        logger.warning("%s (further masks like it are not reported)", message)
+
+
+def _mask_array(img: Image.Image, path: str, of: str) -> np.ndarray:
+    """The single channel of the mask ``img`` (an RGB mask whose channels are equal is read as
+    grey with a notice; one whose channels differ is an error)."""
+    if img.mode in _MASK_MODES_1CH:
+        return np.asarray(img)
+    if img.mode in ("RGB", "RGBA", "LA"):
+        arr = np.asarray(img)
+        colour = arr[..., :3] if img.mode != "LA" else arr[..., :1]
+        if colour.shape[-1] == 3 and not ((colour[..., 0] == colour[..., 1]).all()
+                                          and (colour[..., 1] == colour[..., 2]).all()):
+            raise ImageReadError(
+                f"Mask {path}{of} is a colour ({img.mode}) image whose channels differ: expected "
+                f"a single-channel mask, 0 = normal and 255 (or 1) = defect", path)
+        _notice_once(f"mode {img.mode}", f"Mask {path}{of} is a {img.mode} image with equal "
+                     f"channels: read its first channel as the mask"
+                     + (", alpha ignored" if "A" in img.mode else ""))
+        return colour[..., 0]
+    raise ImageReadError(f"Mask {path}{of} has image mode {img.mode!r}: expected a single-channel "
+                         f"mask (mode L, 1, P or I), 0 = normal and 255 (or 1) = defect", path)
+
+
+def _check_mask_values(arr: np.ndarray, path: str, of: str, values: str) -> None:
+    """``values="binary"``: only 0 and 255, or only 0 and 1 (a notice); ``"ids"``: any
+    non-negative integers (VisA). Otherwise an error naming the file and the values found."""
+    if arr.dtype == bool:
+        return
+    if arr.dtype == np.uint8:
+        present = np.flatnonzero(np.bincount(arr.ravel(), minlength=256))
+    else:
+        present = np.unique(arr)
+    if values == "ids":
+        if present.size and present[0] < 0:
+            negative = present[present < 0][:5].tolist()
+            raise ImageReadError(f"Mask {path}{of} holds negative values {negative}: expected "
+                                 f"defect ids >= 0 (0 = normal)", path)
+        return
+    found = set(present.tolist())
+    if found <= {0, 255}:
+        return
+    if found <= {0, 1}:
+        _notice_once("0/1", f"Mask {path}{of} holds the values 0 and 1: read 1 as defect")
+        return
+    shown = ", ".join(map(str, present[:8].tolist())) + (", ..." if present.size > 8 else "")
+    raise ImageReadError(
+        f"Mask {path}{of} holds the values {{{shown}}} ({present.size} distinct): expected only "
+        f"0 (normal) and 255 (defect), or 0 and 1. A mask resized with interpolation or saved "
+        f"as JPEG has grey levels; re-save it with nearest-neighbour resizing as PNG", path)
+
+
+def read_mask(path: str, impath: str = "", values: str = "binary") -> Image.Image:
     """The mask at ``path`` as a binary ``L`` image (255 where the file is non-zero).
 
-    Any non-zero value counts as a defect (VisA masks hold several ids). A missing or
-    unreadable file raises :class:`ImageReadError` naming it and its image.
+    ``values="binary"`` (MVTec, folders): the file holds only 0 and 255, or only 0 and 1 (read
+    with a one-time notice); ``"ids"`` (VisA): defect ids, any non-zero value counts as a
+    defect. A grey image stored as RGB with equal channels is read with a notice. Anything
+    else (grey levels, colour masks, a missing or unreadable file) raises
+    :class:`ImageReadError` naming the file and its image.
     """
+    if values not in MASK_VALUES:
+        raise ValueError(f"mask values must be one of {MASK_VALUES}; got {values!r}")
     of = f" (the mask of image {impath})" if impath else ""
     try:
         with Image.open(path) as img:
-            arr = np.asarray(img.convert("L") if img.mode not in ("L", "I", "I;16", "P", "1")
-                             else img)
+            img.load()
+            arr = _mask_array(img, path, of)
+    except ImageReadError:
+        raise
     except FileNotFoundError:
         raise ImageReadError(f"Cannot read mask {path}{of}: file not found", path) from None
     except (OSError, ValueError, Image.DecompressionBombError) as e:
         raise ImageReadError(f"Cannot read mask {path}{of}: {type(e).__name__}: {e}", path) from e
+    _check_mask_values(arr, path, of, values)
     return Image.fromarray(((arr != 0) * 255).astype(np.uint8), mode="L")
 
 
@@ -216,24 +294,49 @@ class AnomalyTransform:
 class AnomalyDatasetWrapper(DatasetWrapper):
     """Reads image and mask of each :class:`AnomalyDatum` and applies the joint transform.
 
-    An anomalous image without a mask path is an error (pixel metrics need one); a normal
-    image gets an all-zero mask.
+    Checked per item, at load time: the mask's values (``mask_values``, see :func:`read_mask`),
+    that it has its image's size, and that a normal image's mask (if one is given) is empty. An
+    anomalous image without a mask path is an error when ``masks_required`` (pixel metrics and
+    training need one); otherwise (evaluation only) it gets an empty mask and ``has_mask``
+    False. A normal image without a mask gets an all-zero mask.
     """
+
+    def __init__(self, cfg, data_source, transform=None, is_train: bool = False,
+                 mask_values: str = "binary", masks_required: bool = True) -> None:
+        super().__init__(cfg, data_source, transform=transform, is_train=is_train)
+        self.mask_values = mask_values
+        self.masks_required = masks_required or is_train
+
+    def _mask(self, item: AnomalyDatum, img: Image.Image) -> Tuple[Image.Image, bool]:
+        if not item.mask_path:
+            if item.label == 1 and self.masks_required:
+                why = "training on anomalous images needs masks" if self.is_train else \
+                    "pixel metrics need one"
+                raise ImageReadError(f"Anomalous image {item.impath} has no mask path "
+                                     f"(category {item.category!r}, defect {item.defect!r}; "
+                                     f"{why})", item.impath)
+            return Image.new("L", img.size, 0), item.label == 0
+        mask = read_mask(item.mask_path, item.impath, self.mask_values)
+        if mask.size != img.size:
+            raise ImageReadError(
+                f"Mask {item.mask_path} is {mask.size[0]}x{mask.size[1]} pixels but its image "
+                f"{item.impath} is {img.size[0]}x{img.size[1]} (width x height): a mask must "
+                f"have its image's size", item.mask_path)
+        if item.label == 0 and mask.getbbox() is not None:
+            raise ImageReadError(
+                f"Normal image {item.impath} (category {item.category!r}) has a defect mask "
+                f"{item.mask_path} with defect pixels: a normal image takes no mask (or an "
+                f"empty one); is its label wrong?", item.mask_path)
+        return mask, True
 
     def __getitem__(self, idx: int) -> Dict:
         item = self.data_source[idx]
         img = read_image(item.impath)
-        if item.mask_path:
-            mask = read_mask(item.mask_path, item.impath)
-        elif item.label == 1:
-            raise ImageReadError(f"Anomalous image {item.impath} has no mask path "
-                                 f"(category {item.category!r}, defect {item.defect!r})",
-                                 item.impath)
-        else:
-            mask = Image.new("L", img.size, 0)
+        mask, has_mask = self._mask(item, img)
         if not isinstance(self.transform, AnomalyTransform):
             raise TypeError(f"anomaly data needs an AnomalyTransform (image and mask together); "
                             f"got {type(self.transform).__name__}")
         image, mask_t = self.transform(img, mask)
         return {"img": image, "mask": mask_t, "label": item.label, "category": item.category,
-                "defect": item.defect, "impath": item.impath, "index": idx}
+                "defect": item.defect, "impath": item.impath, "index": idx,
+                "has_mask": has_mask}

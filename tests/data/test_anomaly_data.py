@@ -7,6 +7,7 @@ import torch
 from PIL import Image
 
 from dassl_lite.config import ConfigError, get_cfg_default
+from dassl_lite.data import ImageReadError
 from dassl_lite.data.anomaly import AnomalyDatum, AnomalyTransform, read_mask
 
 
@@ -71,4 +72,91 @@ def test_transform_from_cfg_rejects_unsupported_choices():
 def test_read_mask_binarises_ids(tmp_path):
     ids = np.array([[0, 1], [2, 7]], np.uint8)
     Image.fromarray(ids).save(tmp_path / "m.png")
-    assert np.asarray(read_mask(str(tmp_path / "m.png"))).tolist() == [[0, 255], [255, 255]]
+    assert np.asarray(read_mask(str(tmp_path / "m.png"), values="ids")).tolist() == [[0, 255], [255, 255]]
+    with pytest.raises(ImageReadError, match=r"Mask .*/m.png holds the values \{0, 1, 2, 7\} \(4 distinct\): "
+                       r"expected only 0 \(normal\) and 255 \(defect\), or 0 and 1"):
+        read_mask(str(tmp_path / "m.png"))  # binary masks (MVTec, folders) take 0/255 only
+
+
+def _save_mask(path, arr):
+    Image.fromarray(arr).save(path)
+    return str(path)
+
+
+def test_read_mask_conventions_and_notices(tmp_path, caplog):
+    from dassl_lite.data import anomaly
+
+    anomaly._noticed.clear()
+    square = np.zeros((4, 6), np.uint8)
+    square[1:3, 2:4] = 255
+    expected = square.tolist()
+    ok = _save_mask(tmp_path / "ok.png", square)
+    with caplog.at_level("WARNING"):
+        assert np.asarray(read_mask(ok, "img.png")).tolist() == expected
+    assert not caplog.records  # the usual 0/255 mask: no notice
+    one = _save_mask(tmp_path / "one.png", square // 255)
+    one_b = _save_mask(tmp_path / "one_b.png", square // 255)
+    with caplog.at_level("WARNING"):
+        assert np.asarray(read_mask(one)).tolist() == expected
+        assert np.asarray(read_mask(one_b)).tolist() == expected
+    notices = [r.getMessage() for r in caplog.records]
+    assert notices == [f"Mask {one} holds the values 0 and 1: read 1 as defect (further masks "
+                       f"like it are not reported)"]  # once, naming the first file
+    caplog.clear()
+    grey_rgb = _save_mask(tmp_path / "grey_rgb.png", np.repeat(square[..., None], 3, axis=2))
+    with caplog.at_level("WARNING"):
+        assert np.asarray(read_mask(grey_rgb)).tolist() == expected
+    assert [r.getMessage() for r in caplog.records] == [
+        f"Mask {grey_rgb} is a RGB image with equal channels: read its first channel as the "
+        f"mask (further masks like it are not reported)"]
+    Image.fromarray(square).convert("1").save(tmp_path / "bits.png")  # a 1-bit mask: as is
+    assert np.asarray(read_mask(str(tmp_path / "bits.png"))).tolist() == expected
+
+
+@pytest.mark.parametrize("case", ["colour", "grey_levels", "jpeg", "cmyk"])
+def test_read_mask_refuses_what_is_not_a_mask(tmp_path, case):
+    square = np.zeros((8, 8), np.uint8)
+    square[2:6, 2:6] = 255
+    path = tmp_path / "m.png"
+    if case == "colour":
+        rgb = np.zeros((8, 8, 3), np.uint8)
+        rgb[2:6, 2:6] = (255, 0, 0)
+        Image.fromarray(rgb).save(path)
+        match = r"Mask .*/m.png \(the mask of image x.png\) is a colour \(RGB\) image whose channels differ"
+    elif case == "grey_levels":  # a mask resized bilinearly: soft edges
+        Image.fromarray(square).resize((5, 5), Image.BILINEAR).save(path)
+        match = r"Mask .*/m.png \(the mask of image x.png\) holds the values \{0, .*255\}.*re-save it"
+    elif case == "jpeg":
+        path = tmp_path / "m.jpg"
+        Image.fromarray(square).save(path, quality=50)
+        match = r"Mask .*/m.jpg \(the mask of image x.png\) holds the values"
+    else:
+        Image.fromarray(square).convert("CMYK").save(tmp_path / "m.tif")
+        path = tmp_path / "m.tif"
+        match = r"Mask .*/m.tif \(the mask of image x.png\) has image mode 'CMYK': expected a single-channel"
+    with pytest.raises(ImageReadError, match=match):
+        read_mask(str(path), "x.png")
+
+
+def test_mask_reading_cost(tmp_path):
+    """The checks at load time cost little next to decoding the mask (measured, not asserted
+    tightly: under 2x the decode of a 1024 x 1024 PNG)."""
+    import time
+
+    m = np.zeros((1024, 1024), np.uint8)
+    m[100:400, 200:700] = 255
+    path = _save_mask(tmp_path / "big.png", m)
+
+    def best(fn):
+        times = []
+        for _ in range(5):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+        return min(times)
+
+    def decode():
+        with Image.open(path) as img:
+            return np.asarray(img)
+    base, checked = best(decode), best(lambda: read_mask(path))
+    assert checked < 2 * base + 0.01, (base, checked)

@@ -187,3 +187,69 @@ def test_train_split_categories_and_shots(tmp_path):
         build("MVTecAD", tmp_path, "DATASET.ANOMALY.CATEGORIES", "('cable',)")
     with pytest.raises(ConfigError, match="TRAIN_SPLIT must be one of train, test; got 'val'"):
         build("MVTecAD", tmp_path, "DATASET.ANOMALY.TRAIN_SPLIT", "val")
+
+
+# ---------------------------------------------------------------- issue 26: masks that lie
+def test_mask_of_another_size_names_both_files(tmp_path):
+    base = make_mvtec(tmp_path)
+    save(f"{base}/bottle/ground_truth/crack/000_mask.png", np.zeros((10, 15), np.uint8))
+    dm = DataManager(cfg_for("MVTecAD", tmp_path))
+    crack = [i for i, d in enumerate(dm.dataset.test) if d.defect == "crack"][0]
+    with pytest.raises(ImageReadError, match=r"Mask .*/mvtec/bottle/ground_truth/crack/000_mask.png is "
+                       r"15x10 pixels but its image .*/mvtec/bottle/test/crack/000.png is 30x20 "
+                       r"\(width x height\): a mask must have its image's size"):
+        dm.test_loader.dataset[crack]
+
+
+def test_grey_level_mask_in_mvtec_is_refused_at_load(tmp_path):
+    base = make_mvtec(tmp_path)
+    soft = np.zeros((20, 30), np.uint8)
+    soft[5:10, 10:20], soft[4, 10:20] = 255, 128  # an antialiased edge
+    save(f"{base}/wood/ground_truth/hole/000_mask.png", soft)
+    dm = DataManager(cfg_for("MVTecAD", tmp_path))
+    with pytest.raises(ImageReadError, match=r"Mask .*/wood/ground_truth/hole/000_mask.png \(the mask of "
+                       r"image .*/wood/test/hole/000.png\) holds the values \{0, 128, 255\}"):
+        dm.test_loader.dataset[len(dm.dataset.test) - 1]
+
+
+def test_visa_normal_row_with_a_mask_is_an_error(tmp_path):
+    base = make_visa(tmp_path)
+    path = os.path.join(base, "split_csv", "1cls.csv")
+    lines = open(path).read().splitlines()
+    lines[3] = lines[3] + "candle/Data/Masks/Anomaly/000.png"  # candle,test,normal,...,<mask>
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    with pytest.raises(DatasetLayoutError, match=r"1cls.csv line 4: normal image candle/Data/Images/"
+                       r"Normal/0002.JPG has a defect mask candle/Data/Masks/Anomaly/000.png; normal "
+                       r"rows take an empty mask column"):
+        build("VisA", tmp_path)
+
+
+def test_meta_json_normal_entry_with_a_mask_is_an_error(tmp_path):
+    base = make_mvtec(tmp_path)
+    meta = {"test": {"bottle": [
+        {"img_path": "bottle/test/good/000.png", "cls_name": "bottle", "specie_name": "good",
+         "mask_path": "bottle/ground_truth/broken/000_mask.png", "anomaly": 0}]}}
+    with open(os.path.join(base, "meta.json"), "w") as f:
+        json.dump(meta, f)
+    with pytest.raises(DatasetLayoutError, match=r"meta file .*/meta.json: test/bottle\[0\] is a normal "
+                       r"image \(bottle/test/good/000.png, \"anomaly\": 0\) with a defect mask "
+                       r"bottle/ground_truth/broken/000_mask.png"):
+        build("MVTecAD", tmp_path, "DATASET.ANOMALY.META_FILE", "meta.json")
+
+
+def test_normal_record_with_defect_pixels_is_refused_at_load(tmp_path):
+    from dassl_lite.data.anomaly import AnomalyDatum
+
+    base = make_mvtec(tmp_path)
+    dm = DataManager(cfg_for("MVTecAD", tmp_path))
+    wrapper = dm.test_loader.dataset
+    good = os.path.join(base, "bottle/test/good/000.png")
+    mask = os.path.join(base, "bottle/ground_truth/broken/000_mask.png")
+    wrapper.data_source = [AnomalyDatum(good, 0, "bottle", "", mask)]
+    with pytest.raises(ImageReadError, match=r"Normal image .*/bottle/test/good/000.png \(category "
+                       r"'bottle'\) has a defect mask .*/broken/000_mask.png with defect pixels"):
+        wrapper[0]
+    save(os.path.join(base, "empty_mask.png"), np.zeros((20, 30), np.uint8))
+    wrapper.data_source = [AnomalyDatum(good, 0, "bottle", "", os.path.join(base, "empty_mask.png"))]
+    assert wrapper[0]["mask"].sum() == 0 and wrapper[0]["has_mask"]  # an empty mask is harmless
