@@ -95,16 +95,19 @@ class AnomalyFolderDataset(AnomalyDataset):
     """
 
     dataset_dir = ""  # folder under DATASET.ROOT
+    dataset_dir_aliases: Tuple[str, ...] = ()  # other names of that folder (other tools')
     layout = ""  # the expected layout, for error messages
     instructions = ""  # where to read how to get the data
 
     def __init__(self, cfg) -> None:
         self.cfg = cfg
         root = os.path.abspath(os.path.expanduser(cfg.DATASET.ROOT))
-        self.dataset_dir = os.path.join(root, type(self).dataset_dir)
         self.prepare(root)
+        self.dataset_dir = self.resolve_dir(root)
         if not os.path.isdir(self.dataset_dir):
-            raise self.layout_error(f"dataset folder not found: {self.dataset_dir} "
+            also = type(self).dataset_dir_aliases
+            also = f", nor {', '.join(also)} beside it" if also else ""
+            raise self.layout_error(f"dataset folder not found: {self.dataset_dir}{also} "
                                     f"(DATASET.ROOT={cfg.DATASET.ROOT!r})")
         opts = cfg.DATASET.ANOMALY
         if opts.META_FILE:
@@ -116,6 +119,27 @@ class AnomalyFolderDataset(AnomalyDataset):
         if not test:
             raise self.layout_error(f"no test images found under {self.dataset_dir}")
         super().__init__(train_x=self._train_split(cfg, train, test), test=test)
+
+    def resolve_dir(self, root: str) -> str:
+        """``<root>/<dataset_dir>``, or else the one of ``<root>/<alias>`` that exists (other
+        tools' folder names, e.g. anomalib's ``MVTec``), or ``root`` itself when its name is
+        one of them; a notice says which folder is used. Several aliases present is an error."""
+        cls = type(self)
+        own = os.path.join(root, cls.dataset_dir)
+        if os.path.isdir(own) or not cls.dataset_dir_aliases:
+            return own
+        found = [os.path.join(root, a) for a in cls.dataset_dir_aliases
+                 if os.path.isdir(os.path.join(root, a))]
+        found = sorted({os.path.realpath(p): p for p in found}.values())  # case-insensitive FS
+        if len(found) > 1:
+            raise self.layout_error(f"several folders could hold {cls.__name__}: "
+                                    f"{', '.join(found)}; rename the one to use to {own}")
+        if not found and os.path.basename(root) in (cls.dataset_dir,) + cls.dataset_dir_aliases:
+            found = [root]
+        if found:
+            logger.info("%s: reading %s (%s is absent)", cls.__name__, found[0], own)
+            return found[0]
+        return own
 
     # ------------------------------------------------------------------ hooks
     def prepare(self, root: str) -> None:

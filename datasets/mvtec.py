@@ -5,7 +5,8 @@
     mvtec/<category>/test/<defect>/NNN.png
     mvtec/<category>/ground_truth/<defect>/NNN_mask.png   (0/255)
 
-Categories are the sub-folders holding ``test/``; an image ``test/<defect>/NNN.png`` is paired
+``mvtec`` may also be named as anomalib (``MVTec``, ``MVTecAD``) or the official archive
+(``mvtec_anomaly_detection``) name it. Categories are the sub-folders holding ``test/``; an image ``test/<defect>/NNN.png`` is paired
 with ``ground_truth/<defect>/NNN_mask.png`` (anomalib's rule: the mask stem starts with the image
 stem). A defect folder whose masks are missing is an error naming the mask file.
 """
@@ -37,6 +38,8 @@ class MVTecAD(AnomalyFolderDataset):
     """MVTec AD (15 categories; 3,629 train good, 1,725 test images)."""
 
     dataset_dir = "mvtec"
+    # anomalib 1.x (MVTec), 2.x (MVTecAD), the official archive, a common spelling
+    dataset_dir_aliases = ("MVTec", "MVTecAD", "mvtec_anomaly_detection", "mvtec_ad")
     mask_suffix = "_mask"
     layout = ("mvtec/<category>/train/good/*.png, mvtec/<category>/test/{good,<defect>}/*.png, "
               "mvtec/<category>/ground_truth/<defect>/<stem>_mask.png")

@@ -191,6 +191,7 @@ class _ToyAnomaly:
     """Generates the dataset's folder on first use (seed 0, default counts)."""
 
     instructions = "generated automatically on first use under DATASET.ROOT"
+    dataset_dir_aliases = ()
 
     def prepare(self, root: str) -> None:
         name = type(self).__name__

@@ -26,6 +26,7 @@ class VisA(AnomalyFolderDataset):
     """VisA (12 objects; 1cls split: 8,659 train normal, 2,162 test images)."""
 
     dataset_dir = "visa"
+    dataset_dir_aliases = ("VisA",)  # the archive's own spelling
     split_csv = os.path.join("split_csv", "1cls.csv")
     layout = ("visa/split_csv/1cls.csv (object,split,label,image,mask) and "
               "visa/<object>/Data/{Images/{Normal,Anomaly},Masks/Anomaly}/...")

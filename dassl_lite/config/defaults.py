@@ -69,6 +69,16 @@ _C.DATASET.ANOMALY.TRAIN_SPLIT = "train"
 _C.DATASET.ANOMALY.META_FILE = ""
 # Categories to keep (empty: all)
 _C.DATASET.ANOMALY.CATEGORIES = ()
+# AnomalyFolder (own data, anomalib's Folder arguments): folders under DATASET.ROOT, or under
+# each DATASET.ROOT/<category>/ (one folder per category)
+_C.DATASET.ANOMALY.FOLDER = CN()
+_C.DATASET.ANOMALY.FOLDER.NORMAL_DIR = "good"  # normal images (train; part to test, see below)
+_C.DATASET.ANOMALY.FOLDER.ABNORMAL_DIR = "bad"  # anomalous test images (sub-folders: defects)
+_C.DATASET.ANOMALY.FOLDER.MASK_DIR = ""  # masks of the anomalous images ("": none)
+_C.DATASET.ANOMALY.FOLDER.NORMAL_TEST_DIR = ""  # normal test images ("": split NORMAL_DIR)
+# Fraction of NORMAL_DIR held out as normal test images when NORMAL_TEST_DIR is ""
+_C.DATASET.ANOMALY.FOLDER.NORMAL_SPLIT_RATIO = 0.2
+_C.DATASET.ANOMALY.FOLDER.EXTENSIONS = ()  # image file endings (empty: the usual ones)
 
 # ---------------------------------------------------------------- Dataloader
 _C.DATALOADER = CN()

@@ -31,7 +31,8 @@ class AnomalyTrainer(TrainerX):
 
     ``test()`` is the template's; per batch :meth:`evaluate_batch` hands the model's output
     dict and the batch to the evaluator. ``results.json`` holds the macro means
-    (``image_auroc`` ... ``pixel_aupro``, percent) and ``per_category``.
+    (``image_auroc`` ... ``pixel_aupro``, percent; null where undefined), ``per_category`` and
+    ``undefined`` ({category: {metric: why}}).
     """
 
     task = "anomaly"
@@ -75,6 +76,7 @@ class AnomalyTrainer(TrainerX):
         record.update({k: results[k] for k in ANOMALY_METRIC_KEYS})
         record.update({
             "per_category": results["per_category"],
+            "undefined": results.get("undefined", {}),
             "aupro_mode": results["aupro_mode"],
             "map_sigma": cfg.TEST.ANOMALY.MAP_SIGMA,
             "num_samples": num_samples,

@@ -32,11 +32,38 @@ from .evaluator import EvaluatorBase
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["AnomalyDetection", "METRIC_KEYS", "smooth_maps"]
+__all__ = ["AnomalyDetection", "METRIC_KEYS", "smooth_maps", "undefined_messages"]
 
 # results.json keys (macro means over categories, percent), in this order.
-METRIC_KEYS = ("image_auroc", "image_ap", "image_f1max", "pixel_auroc", "pixel_ap",
-               "pixel_f1max", "pixel_aupro")
+IMAGE_KEYS = ("image_auroc", "image_ap", "image_f1max")
+PIXEL_KEYS = ("pixel_auroc", "pixel_ap", "pixel_f1max", "pixel_aupro")
+METRIC_KEYS = IMAGE_KEYS + PIXEL_KEYS
+
+
+def _mean(values: Sequence[Optional[float]]) -> Optional[float]:
+    present = [v for v in values if v is not None]
+    return float(np.mean(present)) if present else None
+
+
+def _fmt(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def undefined_messages(undefined: Mapping[str, Mapping[str, str]], num_categories: int,
+                       prefix: str = "") -> List[str]:
+    """One line per category and reason: which metrics are undefined for which category and
+    why, and over how many categories their means are taken."""
+    lines = []
+    for category, why in undefined.items():
+        by_reason: Dict[str, List[str]] = {}
+        for metric, reason in why.items():
+            by_reason.setdefault(reason, []).append(metric)
+        for reason, metrics in by_reason.items():
+            left = sum(1 for c in undefined if metrics[0] in undefined[c])
+            lines.append(f"{prefix}category {category!r}: {', '.join(metrics)} undefined: "
+                         f"{reason}; the mean is over the other {num_categories - left} of "
+                         f"{num_categories} categories")
+    return lines
 
 
 def smooth_maps(maps: np.ndarray, sigma: float) -> np.ndarray:
@@ -81,7 +108,7 @@ class AnomalyDetection(EvaluatorBase):
             raise ValueError(f"category {category!r} is not among the evaluator's categories "
                              f"{self.categories}")
         return self._data.setdefault(category, {"scores": [], "labels": [], "maps": [],
-                                                "masks": [], "impaths": []})
+                                                "masks": [], "impaths": [], "has_mask": []})
 
     def process(self, model_output: Mapping[str, torch.Tensor], gt: Mapping[str, Any]) -> None:
         """Add a batch: ``model_output`` {"image_score" [B], "anomaly_map" [B, H, W]} and the
@@ -97,6 +124,8 @@ class AnomalyDetection(EvaluatorBase):
         maps_np = smooth_maps(maps.detach().float().cpu().numpy(), self.sigma)
         masks_np = masks.detach().cpu().numpy() > 0.5
         labels = gt["label"].tolist() if torch.is_tensor(gt["label"]) else list(gt["label"])
+        has_mask = gt.get("has_mask", [True] * len(labels))
+        has_mask = has_mask.tolist() if torch.is_tensor(has_mask) else list(has_mask)
         for i, category in enumerate(gt["category"]):
             bucket = self._bucket(category)
             bucket["scores"].append(float(scores[i]))
@@ -104,21 +133,58 @@ class AnomalyDetection(EvaluatorBase):
             bucket["maps"].append(maps_np[i])
             bucket["masks"].append(masks_np[i])
             bucket["impaths"].append(gt["impath"][i])
+            bucket["has_mask"].append(bool(has_mask[i]))
 
-    def category_results(self, category: str) -> "OrderedDict[str, float]":
-        """The seven metrics (percent) of one processed category."""
+    def undefined_metrics(self, category: str) -> Dict[str, str]:
+        """The metrics of ``category`` that are undefined, each with the reason in words
+        (image metrics need normal and anomalous images; pixel metrics need a mask for every
+        anomalous image and both defect and normal pixels)."""
+        b = self._data[category]
+        labels = np.asarray(b["labels"])
+        n_bad = int(labels.sum())
+        n_good = len(labels) - n_bad
+        why = {}
+        if n_bad == 0 or n_good == 0:
+            kind = "normal" if n_bad == 0 else "anomalous"
+            why.update({k: f"only {kind} test images ({n_good} normal, {n_bad} anomalous)"
+                        for k in IMAGE_KEYS})
+        no_mask = sum(1 for label, has in zip(b["labels"], b["has_mask"]) if label and not has)
+        if no_mask:
+            reason = f"{no_mask} of {n_bad} anomalous images have no mask"
+        elif not any(m.any() for m in b["masks"]):
+            reason = ("no anomalous test images, so no defect pixels" if n_bad == 0 else
+                      f"no defect pixels: every mask of its {n_bad} anomalous "
+                      f"image{'s' if n_bad > 1 else ''} is empty")
+        elif all(m.all() for m in b["masks"]):
+            reason = "no normal pixels: every mask covers its whole image"
+        else:
+            reason = ""
+        if reason:
+            why.update({k: reason for k in PIXEL_KEYS})
+        return why
+
+    def category_results(self, category: str) -> "OrderedDict[str, Optional[float]]":
+        """The seven metrics (percent) of one processed category; None for an undefined one
+        (see :meth:`undefined_metrics`)."""
         b = self._data[category]
         opts = self.cfg.TEST.ANOMALY
-        img = image_metrics(np.asarray(b["labels"]), np.asarray(b["scores"]))
-        pix = pixel_metrics(np.stack(b["maps"]), np.stack(b["masks"]), bits=opts.PIXEL_BITS,
-                            aupro=opts.AUPRO, fpr_limit=opts.FPR_LIMIT, norm=opts.AUPRO_NORM)
-        values = [img["auroc"], img["ap"], img["f1max"], pix["auroc"], pix["ap"],
-                  pix["f1max"], pix["aupro"]]
-        return OrderedDict((k, 100.0 * v) for k, v in zip(METRIC_KEYS, values))
+        undefined = self.undefined_metrics(category)
+        values = OrderedDict((k, None) for k in METRIC_KEYS)
+        if not undefined.keys() & set(IMAGE_KEYS):
+            img = image_metrics(np.asarray(b["labels"]), np.asarray(b["scores"]))
+            values.update(zip(IMAGE_KEYS, (img["auroc"], img["ap"], img["f1max"])))
+        if not undefined.keys() & set(PIXEL_KEYS):
+            pix = pixel_metrics(np.stack(b["maps"]), np.stack(b["masks"]),
+                                bits=opts.PIXEL_BITS, aupro=opts.AUPRO,
+                                fpr_limit=opts.FPR_LIMIT, norm=opts.AUPRO_NORM)
+            values.update(zip(PIXEL_KEYS, (pix["auroc"], pix["ap"], pix["f1max"], pix["aupro"])))
+        return OrderedDict((k, None if v is None else 100.0 * v) for k, v in values.items())
 
     def evaluate(self) -> "OrderedDict[str, Any]":
         """Log a per-category table and the macro means; return the means (``METRIC_KEYS``,
-        percent; ``image_auroc`` first), ``per_category``, ``aupro_mode`` and ``num_images``."""
+        percent; ``image_auroc`` first; a mean is over the categories where the metric is
+        defined, None where it is defined for none), ``per_category``, ``undefined``
+        ({category: {metric: why}}, each also logged), ``aupro_mode`` and ``num_images``."""
         if not self._data:
             raise RuntimeError("evaluate() needs at least one processed sample; got none since "
                                "the last reset()")
@@ -126,12 +192,16 @@ class AnomalyDetection(EvaluatorBase):
         if missing:
             logger.warning("No test images of categories %s were processed", missing)
         per_cat = OrderedDict((c, self.category_results(c)) for c in sorted(self._data))
-        results = OrderedDict(
-            (k, float(np.mean([r[k] for r in per_cat.values()]))) for k in METRIC_KEYS)
+        undefined = {c: self.undefined_metrics(c) for c in per_cat}
+        undefined = {c: why for c, why in undefined.items() if why}
+        results = OrderedDict((k, _mean([r[k] for r in per_cat.values()])) for k in METRIC_KEYS)
+        for message in undefined_messages(undefined, len(per_cat)):
+            logger.warning(message)
         self._log(per_cat, results)
         if self.cfg.TEST.ANOMALY.SAVE_MAPS:
             self.save_maps(os.path.join(self.cfg.OUTPUT_DIR, "maps"))
         results["per_category"] = {c: dict(r) for c, r in per_cat.items()}
+        results["undefined"] = undefined
         results["aupro_mode"] = self.aupro_mode
         results["num_images"] = sum(len(b["labels"]) for b in self._data.values())
         return results
@@ -145,14 +215,14 @@ class AnomalyDetection(EvaluatorBase):
         return f"legacy200 (FPR < {opts.FPR_LIMIT}, {opts.AUPRO_NORM} normalised)"
 
     def _log(self, per_cat: Mapping[str, Mapping[str, float]], means: Mapping[str, float]):
-        rows = [[c] + [f"{r[k]:.1f}" for k in METRIC_KEYS] for c, r in per_cat.items()]
-        rows.append(["mean"] + [f"{means[k]:.1f}" for k in METRIC_KEYS])
+        rows = [[c] + [_fmt(r[k]) for k in METRIC_KEYS] for c, r in per_cat.items()]
+        rows.append(["mean"] + [_fmt(means[k]) for k in METRIC_KEYS])
         logger.info("=> anomaly detection results (%%; AUPRO: %s)\n%s", self.aupro_mode,
                     tabulate(rows, headers=["category", *METRIC_KEYS]))
         logger.info("=> result")
         logger.info(f"* categories: {len(per_cat)}")
         for k in METRIC_KEYS:
-            logger.info(f"* {k}: {means[k]:.1f}%")
+            logger.info(f"* {k}: {_fmt(means[k])}%")
 
     def save_maps(self, directory: str) -> List[str]:
         """Write an overlay PNG per processed image and a grid per category; returns paths."""

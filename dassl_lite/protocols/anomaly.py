@@ -23,7 +23,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..cli import import_user_module
 from ..errors import DasslLiteError
-from ..evaluation.anomaly import METRIC_KEYS
+from ..evaluation.anomaly import METRIC_KEYS, undefined_messages
 from ..utils.io import atomic_write_json, atomic_write_text
 from . import report
 from .cli import _setup_console, split_opts
@@ -32,7 +32,7 @@ from .plans import RunSpec, make_job
 from .resolve import DatasetConfig, resolve_dataset, resolve_trainer_config
 from .runner import InProcessLauncher, Outcome, SubprocessLauncher, run_jobs
 from .stats import STD_CONVENTION, seed_stat
-from .summary import failed_outcomes, wall_times
+from .summary import error_line, failed_outcomes, wall_times
 
 __all__ = ["build_parser", "plan_anomaly", "summarize_anomaly", "anomaly_table", "main"]
 
@@ -114,6 +114,15 @@ def plan_anomaly(spec: RunSpec, pairs: Sequence[Tuple[DatasetConfig, DatasetConf
     return jobs
 
 
+def _metric_stat(runs: Dict[int, Optional[Dict]], metric: str) -> Dict:
+    """``seed_stat`` of one metric; ``"undefined": True`` when every seed ran but the metric is
+    undefined (null) in each (e.g. pixel metrics of a dataset without defect pixels)."""
+    stat = seed_stat({s: (r or {}).get(metric) for s, r in runs.items()})
+    if runs and all(r is not None and r.get(metric) is None for r in runs.values()):
+        stat.update(missing=[], undefined=True)
+    return stat
+
+
 def summarize_anomaly(spec: RunSpec, pairs, seeds: Sequence[int], shots: Sequence[int],
                       outcomes: Sequence[Outcome]) -> Dict:
     """Per direction and k: every metric's mean ± std over seeds (None when a seed is missing)."""
@@ -125,8 +134,7 @@ def summarize_anomaly(spec: RunSpec, pairs, seeds: Sequence[int], shots: Sequenc
         per_k = {}
         for k in [0, *shots]:
             runs = {s: by_key.get((eval_kind(source, k), target.label, k, s)) for s in seeds}
-            per_k[str(k)] = {m: seed_stat({s: (r or {}).get(m) for s, r in runs.items()})
-                             for m in METRIC_KEYS}
+            per_k[str(k)] = {m: _metric_stat(runs, m) for m in METRIC_KEYS}
         table[f"{source.label} -> {target.label}"] = per_k
     failed = [{"job": o.job.name, "output_dir": o.job.output_dir, "state": o.state,
                "detail": o.detail} for o in outcomes if not o.ok]
@@ -140,7 +148,8 @@ def summarize_anomaly(spec: RunSpec, pairs, seeds: Sequence[int], shots: Sequenc
 def anomaly_table(summary: Dict, fmt: str = "github") -> str:
     """Direction | shots | every metric (mean ± std over seeds)."""
     rows = [[direction, "zero-shot" if k == "0" else f"{k}-shot",
-             *(report.fmt_stat(stats[m]) for m in summary["metrics"])]
+             *("undefined" if stats[m].get("undefined") else report.fmt_stat(stats[m])
+               for m in summary["metrics"])]
             for direction, per_k in summary["directions"].items() for k, stats in per_k.items()]
     return report.render(["Direction", "Shots", *summary["metrics"]], rows, fmt)
 
@@ -201,7 +210,24 @@ def main(argv: Optional[Sequence[str]] = None, repo_root: str = ".") -> int:
         print(f"\n{spec.trainer} ({spec.cfg_label}), seeds {' '.join(map(str, args.seeds))}: "
               f"percent, macro over categories, mean ± population std over seeds\n"
               + anomaly_table(summary, args.table_format))
+    for line in undefined_notes(outcomes):
+        print(line)
     failed = failed_outcomes(outcomes)
     for o in failed:
         print(f"- {o.job.name}: {o.state.replace('_', ' ')}: {o.detail}")
+        if error_line(o.log_tail):
+            print(f"    {error_line(o.log_tail)}")
     return 1 if failed else 0
+
+
+def undefined_notes(outcomes: Sequence[Outcome]) -> List[str]:
+    """For each finished evaluation whose ``results.json`` lists undefined metrics: which
+    metrics of which category, and why (one line each)."""
+    lines = []
+    for o in outcomes:
+        results = read_results(o.job.output_dir) if o.ok and o.job.is_eval else None
+        undefined = (results or {}).get("undefined") or {}
+        if undefined:
+            lines += undefined_messages(undefined, len(results.get("per_category") or {}),
+                                        prefix=f"- {o.job.name}: ")
+    return lines

@@ -6,6 +6,7 @@ or missing run is a ``None`` value, listed under ``missing`` and in ``failed_job
 """
 from __future__ import annotations
 
+import re
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from .jobs import read_results
@@ -90,6 +91,21 @@ def summarize_crossdataset(spec: RunSpec, source: DatasetConfig, targets: Sequen
     summary.update(shots=shots, source={"dataset": source.label, **src}, targets=per,
                    average=mean_or_none([st["mean"] for st in per.values()]))
     return summary
+
+
+def error_line(log_tail: str) -> str:
+    """The job's own error from the tail of its log: the last ``error:`` line (what
+    ``tools/train.py`` prints), else the last line of a traceback (``SomeError: ...``), else
+    the last non-empty line; "" for an empty tail. At most 400 characters."""
+    lines = [line.strip() for line in log_tail.splitlines() if line.strip()]
+    pick = next((line for line in reversed(lines) if line.startswith("error:")), None)
+    if pick is None:
+        pick = next((line for line in reversed(lines) if _TRACEBACK_END.match(line)),
+                    lines[-1] if lines else "")
+    return pick if len(pick) <= 400 else pick[:397] + "..."
+
+
+_TRACEBACK_END = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt)\b.*")
 
 
 def failed_outcomes(outcomes: Sequence[Outcome]) -> List[Outcome]:

@@ -253,3 +253,92 @@ def test_normal_record_with_defect_pixels_is_refused_at_load(tmp_path):
     save(os.path.join(base, "empty_mask.png"), np.zeros((20, 30), np.uint8))
     wrapper.data_source = [AnomalyDatum(good, 0, "bottle", "", os.path.join(base, "empty_mask.png"))]
     assert wrapper[0]["mask"].sum() == 0 and wrapper[0]["has_mask"]  # an empty mask is harmless
+
+
+# ---------------------------------------------------------------- issue 28: own data, anomalib names
+def make_folder(base, normal=5, abnormal=2, masks=True, mask_name="{stem}_mask.png"):
+    """<base>/good (normal), <base>/bad (anomalous), <base>/masks (0/255 masks) when ``masks``."""
+    for i in range(normal):
+        save(f"{base}/good/{i:03d}.png", rgb(10 + i))
+    for i in range(abnormal):
+        save(f"{base}/bad/{i:03d}.png", rgb(200 + i))
+        if masks:
+            mask = np.zeros((20, 30), np.uint8)
+            mask[3:8, 4:12] = 255
+            save(f"{base}/masks/" + mask_name.format(stem=f"{i:03d}"), mask)
+    return str(base)
+
+
+def test_anomaly_folder_one_category_with_masks(tmp_path):
+    root = make_folder(tmp_path / "screws")
+    ds = build("AnomalyFolder", root, "DATASET.ANOMALY.FOLDER.MASK_DIR", "masks")
+    assert ds.categories == ["screws"]
+    assert len(ds.train_x) == 4 and all(d.label == 0 for d in ds.train_x)  # 5 normal, 1 held out
+    assert [d.label for d in ds.test] == [0, 1, 1]
+    assert not {d.impath for d in ds.train_x} & {d.impath for d in ds.test}
+    assert ds.test[1].mask_path == os.path.join(root, "masks", "000_mask.png")
+    assert ds.test[1].defect == "bad"
+    again = build("AnomalyFolder", root, "DATASET.ANOMALY.FOLDER.MASK_DIR", "masks", "SEED", "7")
+    assert again.test == ds.test  # the held-out normals do not depend on the seed
+    dm = DataManager(cfg_for("AnomalyFolder", root, "DATASET.ANOMALY.FOLDER.MASK_DIR", "masks"))
+    item = dm.test_loader.dataset[1]
+    assert item["mask"].sum() > 0 and item["has_mask"]
+
+
+def test_anomaly_folder_per_category_normal_test_dir_and_no_masks(tmp_path):
+    for cat in ("nut", "washer"):
+        make_folder(tmp_path / cat, normal=3, abnormal=1, masks=False)
+        save(f"{tmp_path}/{cat}/test_good/000.png", rgb(40))
+    os.makedirs(tmp_path / "notes")  # not a category: skipped with a warning
+    ds = build("AnomalyFolder", tmp_path, "DATASET.ANOMALY.FOLDER.NORMAL_TEST_DIR", "test_good")
+    assert ds.categories == ["nut", "washer"] and len(ds.train_x) == 6
+    assert [(d.category, d.label, d.mask_path) for d in ds.test] == [
+        ("nut", 0, ""), ("nut", 1, ""), ("washer", 0, ""), ("washer", 1, "")]
+    dm = DataManager(cfg_for("AnomalyFolder", tmp_path,
+                             "DATASET.ANOMALY.FOLDER.NORMAL_TEST_DIR", "test_good"))
+    item = dm.test_loader.dataset[1]  # evaluation without masks: image metrics only
+    assert item["label"] == 1 and not item["has_mask"] and item["mask"].sum() == 0
+    train_on_test = DataManager(cfg_for("AnomalyFolder", tmp_path, "DATASET.ANOMALY.TRAIN_SPLIT", "test",
+                                        "DATASET.ANOMALY.FOLDER.NORMAL_TEST_DIR", "test_good"))
+    with pytest.raises(ImageReadError, match=r"Anomalous image .*/nut/bad/000.png has no mask path "
+                       r"\(category 'nut', defect 'bad'; training on anomalous images needs masks\)"):
+        train_on_test.train_loader_x.dataset[1]
+
+
+def test_anomaly_folder_layout_errors_name_paths(tmp_path):
+    root = make_folder(tmp_path / "parts", mask_name="{stem}.png")
+    assert build("AnomalyFolder", root, "DATASET.ANOMALY.FOLDER.MASK_DIR", "masks").test[1].mask_path.endswith("masks/000.png")
+    os.remove(f"{root}/masks/001.png")
+    with pytest.raises(DatasetLayoutError, match=r"AnomalyFolder: no mask for anomalous image .*/parts/bad/001.png "
+                       r"in .*/parts/masks: expected one file named 001.png or 001_<anything>.png "
+                       r"\(DATASET.ANOMALY.FOLDER.MASK_DIR\)"):
+        build("AnomalyFolder", root, "DATASET.ANOMALY.FOLDER.MASK_DIR", "masks")
+    with pytest.raises(DatasetLayoutError, match=r"DATASET.ANOMALY.FOLDER.MASK_DIR folder not found: "
+                       r".*/parts/segmentations \(masks of the 2 anomalous images beside .*/parts/bad/000.png\)"):
+        build("AnomalyFolder", root, "DATASET.ANOMALY.FOLDER.MASK_DIR", "segmentations")
+    with pytest.raises(DatasetLayoutError, match=r"AnomalyFolder: no normal image folder: neither .*/parts/ok "
+                       r"nor .*/parts/<category>/ok exists \(DATASET.ANOMALY.FOLDER.NORMAL_DIR='ok'\)"):
+        build("AnomalyFolder", root, "DATASET.ANOMALY.FOLDER.NORMAL_DIR", "ok")
+    with pytest.raises(DatasetLayoutError, match=r"DATASET.ANOMALY.FOLDER.NORMAL_TEST_DIR folder not found: .*/parts/good_test"):
+        build("AnomalyFolder", root, "DATASET.ANOMALY.FOLDER.NORMAL_TEST_DIR", "good_test")
+    with pytest.raises(ConfigError, match=r"DATASET.ANOMALY.FOLDER.NORMAL_SPLIT_RATIO must be in \[0, 1\); got 1.5"):
+        build("AnomalyFolder", root, "DATASET.ANOMALY.FOLDER.NORMAL_SPLIT_RATIO", "1.5")
+
+
+@pytest.mark.parametrize("name", ["MVTec", "MVTecAD", "mvtec_anomaly_detection"])
+def test_mvtec_under_anomalib_and_archive_folder_names(tmp_path, name, caplog):
+    os.rename(make_mvtec(tmp_path), tmp_path / name)
+    with caplog.at_level("INFO"):
+        ds = build("MVTecAD", tmp_path)
+    assert ds.categories == ["bottle", "wood"] and ds.test[0].impath.startswith(str(tmp_path / name))
+    assert f"MVTecAD: reading {tmp_path / name} ({tmp_path / 'mvtec'} is absent)" in caplog.text
+    assert build("MVTecAD", tmp_path / name).categories == ["bottle", "wood"]  # ROOT = the folder
+
+
+def test_mvtec_several_candidate_folders_is_an_error(tmp_path):
+    base = make_mvtec(tmp_path)
+    os.rename(base, tmp_path / "MVTecAD")
+    os.makedirs(tmp_path / "mvtec_anomaly_detection")
+    with pytest.raises(DatasetLayoutError, match=r"MVTecAD: several folders could hold MVTecAD: "
+                       r".*/MVTecAD, .*/mvtec_anomaly_detection; rename the one to use to .*/mvtec"):
+        build("MVTecAD", tmp_path)

@@ -106,3 +106,40 @@ def test_overlay_and_file_names():
     arr = np.asarray(out)
     assert tuple(arr[7, 7]) != tuple(arr[0, 0])  # hot and cold differ
     assert map_file_name("/d/bottle/test/broken_large/000.png") == "broken_large_000.png"
+
+
+def test_undefined_metrics_name_category_metric_and_reason(tmp_path, caplog):
+    """Category 'b' has only normal test images, 'c' anomalous images with empty masks and 'd'
+    anomalous images without masks: their metrics are None, named in one warning each with the
+    reason, and the means are over the categories where each metric is defined."""
+    ev = AnomalyDetection(make_cfg(tmp_path), categories=["a", "b", "c", "d"])
+    ev.process(*batch("a", [0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9]))
+    ev.process(*batch("b", [0, 0], [0.1, 0.2]))
+    out, gt = batch("c", [0, 1], [0.1, 0.9])
+    gt["mask"][:] = 0
+    ev.process(out, gt)
+    out, gt = batch("d", [0, 1, 1], [0.1, 0.3, 0.9])
+    gt["mask"][:] = 0
+    gt["has_mask"] = torch.tensor([True, False, False])
+    ev.process(out, gt)
+    with caplog.at_level("WARNING"):
+        res = ev.evaluate()
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == [
+        "category 'b': image_auroc, image_ap, image_f1max undefined: only normal test images "
+        "(2 normal, 0 anomalous); the mean is over the other 3 of 4 categories",
+        "category 'b': pixel_auroc, pixel_ap, pixel_f1max, pixel_aupro undefined: no anomalous "
+        "test images, so no defect pixels; the mean is over the other 1 of 4 categories",
+        "category 'c': pixel_auroc, pixel_ap, pixel_f1max, pixel_aupro undefined: no defect "
+        "pixels: every mask of its 1 anomalous image is empty; the mean is over the other 1 of 4 "
+        "categories",
+        "category 'd': pixel_auroc, pixel_ap, pixel_f1max, pixel_aupro undefined: 2 of 2 anomalous "
+        "images have no mask; the mean is over the other 1 of 4 categories"]
+    assert res["per_category"]["b"]["image_auroc"] is None and res["per_category"]["c"]["image_auroc"] == 100.0
+    assert res["per_category"]["d"]["pixel_auroc"] is None and res["per_category"]["d"]["image_auroc"] == 100.0
+    assert res["pixel_auroc"] == pytest.approx(100.0)  # only category a has pixel metrics
+    assert res["undefined"]["b"]["image_auroc"].startswith("only normal test images")
+    assert sorted(res["undefined"]) == ["b", "c", "d"]
+    only_b = AnomalyDetection(make_cfg(tmp_path))
+    only_b.process(*batch("b", [0, 0], [0.1, 0.2]))
+    assert all(v is None for k, v in only_b.evaluate().items() if k in ANOMALY_METRIC_KEYS)
