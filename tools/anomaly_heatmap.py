@@ -9,7 +9,9 @@ r"""Run an anomaly trainer on one image or a folder and write heatmap overlays.
 
 Per image: ``<output>/<stem>.png`` (the image with its anomaly map overlaid, at the trainer's
 input size; one colour scale, the joint range of all the maps), ``grid.png`` of all of them,
-and one line ``<score> <image>`` in ``scores.txt`` (and on stdout), highest score first.
+and one line ``<score> <image>`` in ``scores.txt`` (and on stdout), highest score first; with
+``--threshold VALUE`` (or the ``results.json`` of an evaluation run made with ``--threshold
+f1max``) a third field, ``anomalous`` or ``normal``.
 """
 import argparse
 import os
@@ -35,6 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", required=True, help="an image file or a folder of images")
     p.add_argument("--category", default="object", help="object name used by the prompts")
     p.add_argument("--output", required=True, help="folder for the overlays")
+    p.add_argument("--threshold", default="", metavar="VALUE|RESULTS_JSON",
+                   help="add a decision column (anomalous/normal) to scores.txt: a score "
+                        "threshold, or the results.json of an evaluation run made with "
+                        "--threshold f1max (its threshold for --category)")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config options")
     return p
 
@@ -58,6 +64,22 @@ def build_trainer(args):
             raise DasslLiteError(f"{args.trainer} has learned weights: pass --model-dir")
         trainer.load_model(args.model_dir, epoch=args.load_epoch)
     return trainer
+
+
+def image_threshold(value: str, category: str):
+    """None (no decisions), a number, or the threshold a results.json recorded for
+    ``category``; ``f1max`` needs labelled images, which a folder of images is not."""
+    from dassl_lite.evaluation.anomaly_threshold import (F1MAX, parse_threshold,
+                                                         recorded_threshold)
+
+    if value and (value.endswith(".json") or os.path.isfile(value)):
+        return recorded_threshold(value, category)
+    threshold = parse_threshold(value, "--threshold")
+    if threshold == F1MAX:
+        raise DasslLiteError("--threshold f1max needs labelled images: evaluate a labelled set "
+                             "with tools/anomaly.py --threshold f1max and pass its results.json "
+                             "here, or give a number")
+    return threshold
 
 
 def score_images(trainer):
@@ -89,10 +111,12 @@ def score_images(trainer):
 def main(argv=None) -> int:
     from dassl_lite.data import read_image
     from dassl_lite.evaluation.anomaly_maps import make_grid, overlay, save_png
+    from dassl_lite.evaluation.anomaly_threshold import score_lines, write_scores
     from dassl_lite.utils import setup_logger
 
     args = build_parser().parse_args(argv)
     try:
+        threshold = image_threshold(args.threshold, args.category.replace(" ", "_"))
         setup_logger(args.output)
         trainer = build_trainer(args)
         paths, scores, maps = score_images(trainer)
@@ -100,15 +124,14 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     lo, hi = float(maps.min()), float(maps.max())  # one colour scale for all the images
-    tiles, lines = [], []
+    tiles = []
     for i in sorted(range(len(paths)), key=lambda i: -scores[i]):
         img = overlay(read_image(paths[i]), maps[i], vmin=lo, vmax=hi)
         save_png(img, os.path.join(args.output, os.path.splitext(os.path.basename(paths[i]))[0] + ".png"))
         tiles.append(img)
-        lines.append(f"{scores[i]:.4f} {paths[i]}")
     save_png(make_grid(tiles), os.path.join(args.output, "grid.png"))
-    with open(os.path.join(args.output, "scores.txt"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+    lines = score_lines(paths, scores, None if threshold is None else [threshold] * len(paths))
+    write_scores(os.path.join(args.output, "scores.txt"), lines)
     print("\n".join(lines))
     return 0
 

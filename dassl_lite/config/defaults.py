@@ -191,6 +191,9 @@ _C.TEST.ANOMALY.FPR_LIMIT = 0.3
 _C.TEST.ANOMALY.PIXEL_BITS = 24
 # Write overlays of every test map and a grid per category to OUTPUT_DIR/maps (--save-maps)
 _C.TEST.ANOMALY.SAVE_MAPS = False
+# Per-image decisions in OUTPUT_DIR/scores.txt: None (none), a number (score >= it is
+# anomalous) or "f1max" (per category, the F1-maximising threshold on the labelled test images)
+_C.TEST.ANOMALY.THRESHOLD = None
 
 # ---------------------------------------------------------------- Trainer
 # Each trainer adds its own section through a registered config extender.

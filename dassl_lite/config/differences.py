@@ -12,7 +12,8 @@ from ..utils.io import load_yaml, plain_config
 
 # Config keys that may differ between invocations without changing what a run computes.
 IGNORED_KEYS = ("OUTPUT_DIR", "RESUME", "DATASET.ROOT", "MODEL.BACKBONE.CACHE_DIR",
-                "DATALOADER.NUM_WORKERS")
+                "DATALOADER.NUM_WORKERS",
+                "TEST.ANOMALY.THRESHOLD")  # decisions only: a protocol re-evaluates for another
 
 
 def _flatten(node: Any, prefix: str = "") -> Dict[str, Any]:

@@ -18,6 +18,7 @@ import torch
 
 from ..errors import DasslLiteError
 from ..evaluation import ANOMALY_METRIC_KEYS, AnomalyDetection, build_evaluator
+from ..evaluation.anomaly_threshold import threshold_setting
 from ..utils.io import atomic_write_json
 from .trainer import TrainerX
 
@@ -77,6 +78,8 @@ class AnomalyTrainer(TrainerX):
         record.update({
             "per_category": results["per_category"],
             "undefined": results.get("undefined", {}),
+            "threshold": results.get("threshold"),
+            "threshold_setting": threshold_setting(cfg),
             "aupro_mode": results["aupro_mode"],
             "map_sigma": cfg.TEST.ANOMALY.MAP_SIGMA,
             "num_samples": num_samples,

@@ -28,6 +28,8 @@ from ..config import ConfigError
 from ..registry import EVALUATOR_REGISTRY
 from .anomaly_maps import save_category_maps
 from .anomaly_metrics import AUPRO_MODES, AUPRO_NORMS, image_metrics, pixel_metrics
+from .anomaly_threshold import F1MAX, decision_stats, f1max_threshold, parse_threshold
+from .anomaly_threshold import score_lines, write_scores
 from .evaluator import EvaluatorBase
 
 logger = logging.getLogger(__name__)
@@ -81,7 +83,7 @@ class AnomalyDetection(EvaluatorBase):
 
     ``categories``: the categories expected (a processed category outside it is an error; one
     without samples is reported as missing). Config: ``TEST.ANOMALY.{MAP_SIGMA, AUPRO,
-    AUPRO_NORM, FPR_LIMIT, PIXEL_BITS, SAVE_MAPS}``.
+    AUPRO_NORM, FPR_LIMIT, PIXEL_BITS, SAVE_MAPS, THRESHOLD}``.
     """
 
     def __init__(self, cfg, categories: Optional[Sequence[str]] = None, **kwargs: Any) -> None:
@@ -95,6 +97,7 @@ class AnomalyDetection(EvaluatorBase):
                               f"{', '.join(AUPRO_NORMS)}; got {opts.AUPRO_NORM!r}")
         if not 0 < opts.FPR_LIMIT <= 1:
             raise ConfigError(f"TEST.ANOMALY.FPR_LIMIT must be in (0, 1]; got {opts.FPR_LIMIT}")
+        self.threshold = parse_threshold(opts.THRESHOLD)
         self.categories = list(categories) if categories is not None else None
         self.sigma = float(opts.MAP_SIGMA)
         self.reset()
@@ -202,9 +205,38 @@ class AnomalyDetection(EvaluatorBase):
             self.save_maps(os.path.join(self.cfg.OUTPUT_DIR, "maps"))
         results["per_category"] = {c: dict(r) for c, r in per_cat.items()}
         results["undefined"] = undefined
+        if self.threshold is not None:
+            results["threshold"] = self.decide(os.path.join(self.cfg.OUTPUT_DIR, "scores.txt"))
         results["aupro_mode"] = self.aupro_mode
         results["num_images"] = sum(len(b["labels"]) for b in self._data.values())
         return results
+
+    def decide(self, path: str) -> Dict[str, Any]:
+        """Per-image decisions at ``TEST.ANOMALY.THRESHOLD`` written to ``path`` (see
+        :mod:`.anomaly_threshold`); returns ``{"mode", "scores_file", "per_category": {category:
+        counts, precision, recall, f1, accuracy at its threshold, or None}}``."""
+        per_cat, paths, scores, thresholds = {}, [], [], []
+        for category in sorted(self._data):
+            b = self._data[category]
+            threshold = self.threshold
+            if threshold == F1MAX:
+                if len(set(b["labels"])) < 2:
+                    logger.warning("category %r: no F1-max threshold (its test images are all "
+                                   "%s); its images are 'undecided' in %s", category,
+                                   "normal" if b["labels"][0] == 0 else "anomalous", path)
+                    threshold = None
+                else:
+                    threshold = f1max_threshold(b["labels"], b["scores"])
+            per_cat[category] = (None if threshold is None else
+                                 decision_stats(b["labels"], b["scores"], threshold))
+            paths += b["impaths"]
+            scores += b["scores"]
+            thresholds += [threshold] * len(b["scores"])
+        write_scores(path, score_lines(paths, scores, thresholds, decimals=6))
+        logger.info("Per-image decisions (threshold %s) written to %s",
+                    self.threshold if self.threshold == F1MAX else f"{self.threshold:g}", path)
+        return {"mode": F1MAX if self.threshold == F1MAX else "value", "scores_file": path,
+                "per_category": per_cat}
 
     @property
     def aupro_mode(self) -> str:

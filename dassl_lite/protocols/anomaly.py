@@ -24,6 +24,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from ..cli import import_user_module
 from ..errors import DasslLiteError
 from ..evaluation.anomaly import METRIC_KEYS, undefined_messages
+from ..evaluation.anomaly_threshold import parse_threshold
 from ..utils.io import atomic_write_json, atomic_write_text
 from . import report
 from .cli import _setup_console, split_opts
@@ -63,6 +64,11 @@ def build_parser(repo_root: str) -> argparse.ArgumentParser:
     p.add_argument("--import", dest="imports", action="append", default=[],
                    metavar="MODULE_OR_FILE")
     p.add_argument("--launcher", default="subprocess", choices=["subprocess", "inprocess"])
+    p.add_argument("--threshold", default="", metavar="VALUE|f1max",
+                   help="per-image decisions in each evaluation run's scores.txt: a score "
+                        "threshold (score >= VALUE is anomalous) or f1max (per category, the "
+                        "F1-maximising threshold on the labelled test images; recorded in "
+                        "results.json). Default: no decisions")
     p.add_argument("--dry-run", action="store_true", help="list the jobs and their state only")
     p.add_argument("--verbose", action="store_true", help="echo the jobs' output")
     p.add_argument("--table-format", default="github")
@@ -92,9 +98,10 @@ def run_dir(spec: RunSpec, *parts: str) -> str:
 
 
 def plan_anomaly(spec: RunSpec, pairs: Sequence[Tuple[DatasetConfig, DatasetConfig]],
-                 seeds: Sequence[int], shots: Sequence[int]) -> List[Job]:
+                 seeds: Sequence[int], shots: Sequence[int], threshold: str = "") -> List[Job]:
     """Per source and seed one training run; per direction, k (0 first) and seed one
-    evaluation of its weights."""
+    evaluation of its weights (with ``TEST.ANOMALY.THRESHOLD threshold`` when given)."""
+    decide = ["TEST.ANOMALY.THRESHOLD", str(threshold)] if threshold != "" else []
     jobs, trains = [], {}
     for source, target in pairs:
         for seed in seeds:
@@ -109,7 +116,7 @@ def plan_anomaly(spec: RunSpec, pairs: Sequence[Tuple[DatasetConfig, DatasetConf
                 out = run_dir(spec, f"{source.label}_to_{target.label}", spec.trainer,
                               spec.cfg_label, f"shots_{k}", f"seed{seed}")
                 jobs.append(make_job(spec, eval_kind(source, k), target, seed, k, out,
-                                     ["DATASET.NUM_SHOTS", str(k)],
+                                     ["DATASET.NUM_SHOTS", str(k), *decide],
                                      train_job=trains[source.label, seed]))
     return jobs
 
@@ -174,13 +181,16 @@ def _plan(args, opts):
                              "variable")
     if any(k < 1 for k in args.shots):
         raise DasslLiteError(f"--shots must be positive; got {args.shots}")
+    threshold = parse_threshold(args.threshold, "--threshold")
     dataset_dir = os.path.join(args.configs_dir, "datasets")
     pairs = directions(resolve_dataset(args.train_dataset, dataset_dir),
                        [resolve_dataset(t, dataset_dir) for t in args.test_datasets], args.one_way)
     trainer_dir = os.path.join(args.configs_dir, "trainers")
     specs = [RunSpec(t, resolve_trainer_config(args.config_file, t, trainer_dir), args.root,
                      args.output_root, list(args.imports), opts) for t in args.trainer]
-    return pairs, [(spec, plan_anomaly(spec, pairs, args.seeds, args.shots)) for spec in specs]
+    threshold = "" if threshold is None else str(threshold)
+    return pairs, [(spec, plan_anomaly(spec, pairs, args.seeds, args.shots, threshold))
+                   for spec in specs]
 
 
 def main(argv: Optional[Sequence[str]] = None, repo_root: str = ".") -> int:
@@ -212,6 +222,10 @@ def main(argv: Optional[Sequence[str]] = None, repo_root: str = ".") -> int:
               + anomaly_table(summary, args.table_format))
     for line in undefined_notes(outcomes):
         print(line)
+    decided = [o.job.output_dir for o in outcomes if o.ok and o.job.is_eval]
+    if args.threshold and decided:
+        print(f"Per-image decisions (--threshold {args.threshold}) are in scores.txt of each "
+              f"evaluation run, e.g. {os.path.join(decided[0], 'scores.txt')}")
     failed = failed_outcomes(outcomes)
     for o in failed:
         print(f"- {o.job.name}: {o.state.replace('_', ' ')}: {o.detail}")

@@ -24,6 +24,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from ..config.differences import IGNORED_KEYS, config_differences  # noqa: F401 (were here)
 from ..engine.checkpoint import POINTER_FILE
 from ..errors import DasslLiteError
+from ..evaluation.anomaly_threshold import threshold_setting
 
 logger = logging.getLogger(__name__)
 
@@ -135,13 +136,20 @@ def job_status(job: Job) -> Tuple[str, str]:
         train_results = read_results(job.train_job.output_dir)
         if not train_finished(job.train_job, train_results):
             return "waiting", "its training run is not finished"
-        if results is not None and results.get("epoch") == train_results.get("epoch"):
+        if (results is not None and results.get("epoch") == train_results.get("epoch")
+                and _same_threshold(job, results)):
             return "finished", _epoch_text(results)
         return "new", ""
     if train_finished(job, results):
         return "finished", _epoch_text(results)
     epoch = checkpoint_epoch(job.output_dir)
     return ("resume", f"from epoch {epoch}") if epoch is not None else ("new", "")
+
+
+def _same_threshold(job: Job, results: Dict[str, Any]) -> bool:
+    """Whether an evaluation's results were written with the decision threshold asked now
+    (``TEST.ANOMALY.THRESHOLD``; "" for runs without one)."""
+    return threshold_setting(job.cfg) == str(results.get("threshold_setting", ""))
 
 
 def _epoch_text(results: Dict[str, Any]) -> str:

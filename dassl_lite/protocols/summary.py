@@ -96,13 +96,13 @@ def summarize_crossdataset(spec: RunSpec, source: DatasetConfig, targets: Sequen
 def error_line(log_tail: str) -> str:
     """The job's own error from the tail of its log: the last ``error:`` line (what
     ``tools/train.py`` prints), else the last line of a traceback (``SomeError: ...``), else
-    the last non-empty line; "" for an empty tail. At most 400 characters."""
+    the last non-empty line; "" for an empty tail. At most 1000 characters."""
     lines = [line.strip() for line in log_tail.splitlines() if line.strip()]
     pick = next((line for line in reversed(lines) if line.startswith("error:")), None)
     if pick is None:
         pick = next((line for line in reversed(lines) if _TRACEBACK_END.match(line)),
                     lines[-1] if lines else "")
-    return pick if len(pick) <= 400 else pick[:397] + "..."
+    return pick if len(pick) <= 1000 else pick[:997] + "..."
 
 
 _TRACEBACK_END = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt)\b.*")
