@@ -143,3 +143,17 @@ def test_undefined_metrics_name_category_metric_and_reason(tmp_path, caplog):
     only_b = AnomalyDetection(make_cfg(tmp_path))
     only_b.process(*batch("b", [0, 0], [0.1, 0.2]))
     assert all(v is None for k, v in only_b.evaluate().items() if k in ANOMALY_METRIC_KEYS)
+
+
+def test_threshold_writes_decisions(tmp_path):
+    ev = AnomalyDetection(make_cfg(tmp_path, "TEST.ANOMALY.THRESHOLD", "0.5"))
+    ev.process(*batch("a", [0, 1, 1, 0], [0.3, 0.2, 0.9, 0.6]))
+    res = ev.evaluate()
+    lines = (tmp_path / "scores.txt").read_text().splitlines()
+    assert lines == ["0.900000 /x/a/2.png anomalous", "0.600000 /x/a/3.png anomalous",
+                     "0.300000 /x/a/0.png normal", "0.200000 /x/a/1.png normal"]
+    a = res["threshold"]["per_category"]["a"]
+    assert (a["tp"], a["fp"], a["fn"], a["tn"]) == (1, 1, 1, 1) and a["f1"] == 50.0
+    assert res["threshold"]["mode"] == "value"
+    with pytest.raises(ConfigError, match="TEST.ANOMALY.THRESHOLD must be a number"):
+        AnomalyDetection(make_cfg(tmp_path, "TEST.ANOMALY.THRESHOLD", "top"))
