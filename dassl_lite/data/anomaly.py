@@ -169,7 +169,7 @@ def _mask_array(img: Image.Image, path: str, of: str) -> np.ndarray:
             raise ImageReadError(
                 f"Mask {path}{of} is a colour ({img.mode}) image whose channels differ: expected "
                 f"a single-channel mask, 0 = normal and 255 (or 1) = defect", path)
-        _notice_once(f"mode {img.mode}", f"Mask {path}{of} is a {img.mode} image with equal "
+        _notice_once(f"mode {img.mode}", f"Mask {path}{of} is an {img.mode} image with equal "
                      f"channels: read its first channel as the mask"
                      + (", alpha ignored" if "A" in img.mode else ""))
         return colour[..., 0]

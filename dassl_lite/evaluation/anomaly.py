@@ -61,10 +61,11 @@ def undefined_messages(undefined: Mapping[str, Mapping[str, str]], num_categorie
         for metric, reason in why.items():
             by_reason.setdefault(reason, []).append(metric)
         for reason, metrics in by_reason.items():
-            left = sum(1 for c in undefined if metrics[0] in undefined[c])
+            rest = num_categories - sum(1 for c in undefined if metrics[0] in undefined[c])
+            mean = (f"the mean is over the other {rest} of {num_categories} categories" if rest
+                    else "no category has them, so their means are undefined too")
             lines.append(f"{prefix}category {category!r}: {', '.join(metrics)} undefined: "
-                         f"{reason}; the mean is over the other {num_categories - left} of "
-                         f"{num_categories} categories")
+                         f"{reason}; {mean}")
     return lines
 
 

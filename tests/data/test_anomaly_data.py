@@ -107,7 +107,7 @@ def test_read_mask_conventions_and_notices(tmp_path, caplog):
     with caplog.at_level("WARNING"):
         assert np.asarray(read_mask(grey_rgb)).tolist() == expected
     assert [r.getMessage() for r in caplog.records] == [
-        f"Mask {grey_rgb} is a RGB image with equal channels: read its first channel as the "
+        f"Mask {grey_rgb} is an RGB image with equal channels: read its first channel as the "
         f"mask (further masks like it are not reported)"]
     Image.fromarray(square).convert("1").save(tmp_path / "bits.png")  # a 1-bit mask: as is
     assert np.asarray(read_mask(str(tmp_path / "bits.png"))).tolist() == expected

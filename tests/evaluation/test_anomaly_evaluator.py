@@ -157,3 +157,19 @@ def test_threshold_writes_decisions(tmp_path):
     assert res["threshold"]["mode"] == "value"
     with pytest.raises(ConfigError, match="TEST.ANOMALY.THRESHOLD must be a number"):
         AnomalyDetection(make_cfg(tmp_path, "TEST.ANOMALY.THRESHOLD", "top"))
+
+
+def test_undefined_everywhere_is_said_so(tmp_path):
+    from dassl_lite.evaluation.anomaly import undefined_messages
+    from dassl_lite.protocols.anomaly import _metric_stat, anomaly_table
+
+    why = {"blank": {"image_auroc": "only normal test images (1 normal, 0 anomalous)"}}
+    assert undefined_messages(why, 1, prefix="- job: ") == [
+        "- job: category 'blank': image_auroc undefined: only normal test images (1 normal, 0 "
+        "anomalous); no category has them, so their means are undefined too"]
+    stat = _metric_stat({1: {"image_auroc": None}, 2: {"image_auroc": None}}, "image_auroc")
+    assert stat["undefined"] and stat["missing"] == [] and stat["mean"] is None
+    missing = _metric_stat({1: {"image_auroc": None}, 2: None}, "image_auroc")
+    assert "undefined" not in missing and missing["missing"] == [1, 2]
+    table = anomaly_table({"metrics": ["image_auroc"], "directions": {"a -> b": {"0": {"image_auroc": stat}}}})
+    assert "| a -> b      | zero-shot | undefined     |" in table
