@@ -6,9 +6,10 @@
     mvtec/<category>/ground_truth/<defect>/NNN_mask.png   (0/255)
 
 ``mvtec`` may also be named as anomalib (``MVTec``, ``MVTecAD``) or the official archive
-(``mvtec_anomaly_detection``) name it. Categories are the sub-folders holding ``test/``; an image ``test/<defect>/NNN.png`` is paired
-with ``ground_truth/<defect>/NNN_mask.png`` (anomalib's rule: the mask stem starts with the image
-stem). A defect folder whose masks are missing is an error naming the mask file.
+(``mvtec_anomaly_detection``) name it. Categories are the sub-folders holding ``test/``; an
+image ``test/<defect>/NNN.png`` is paired with ``ground_truth/<defect>/NNN_mask.png``
+(anomalib's rule: the mask stem starts with the image stem). A defect folder whose masks are
+missing is an error naming the mask file.
 """
 from __future__ import annotations
 

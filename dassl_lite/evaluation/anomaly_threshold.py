@@ -12,11 +12,11 @@ a threshold to new images, pass the number (or the ``results.json`` that recorde
     <score> <image path> [<decision>]
 
 ``score`` with 4 decimals (6 for ``scores.txt`` of evaluation runs), then the image path, then,
-when a threshold is given, ``anomalous`` or ``normal`` (``undecided`` for an image of a category
-where ``f1max`` has no threshold: one without both normal and anomalous images). The first two fields are the file's
-original format, so readers of ``<score> <image>`` keep working; a path may contain spaces, so
-read the score as the first field and the decision as the last (``line.split(" ", 1)``, then
-``rsplit(" ", 1)``).
+when a threshold is given, ``anomalous`` or ``normal`` (``undecided`` for an image of a
+category where ``f1max`` has no threshold: one without both normal and anomalous images). The
+first two fields are the file's original format, so readers of ``<score> <image>`` keep
+working; a path may contain spaces, so read the score as the first field and the decision as
+the last (``line.split(" ", 1)``, then ``rsplit(" ", 1)``).
 """
 from __future__ import annotations
 
