@@ -21,6 +21,7 @@ if ROOT not in sys.path:
 
 import datasets  # noqa: E402,F401  (registers the datasets, AnomalyImages among them)
 import trainers  # noqa: E402,F401  (registers the trainers)
+from dassl_lite.cli import add_list_configs_flag, list_configs_requested  # noqa: E402
 from dassl_lite.errors import DasslLiteError  # noqa: E402
 
 
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--category", default="object", help="object name used by the prompts")
     p.add_argument("--output", required=True, help="folder for the overlays")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config options")
+    add_list_configs_flag(p)
     return p
 
 
@@ -91,6 +93,9 @@ def main(argv=None) -> int:
     from dassl_lite.evaluation.anomaly_maps import make_grid, overlay, save_png
     from dassl_lite.utils import setup_logger
 
+    listed = list_configs_requested(sys.argv[1:] if argv is None else argv)
+    if listed is not None:
+        return listed
     args = build_parser().parse_args(argv)
     try:
         setup_logger(args.output)
