@@ -14,6 +14,7 @@ import torch.nn as nn
 from ..data import DataManager
 from ..errors import DasslLiteError
 from ..evaluation import build_evaluator
+from ..optim import warmup_only_warning
 from ..utils.io import atomic_write_json
 from ..utils.meters import AverageMeter, MetricMeter
 from .base import TrainerBase
@@ -137,9 +138,17 @@ class SimpleTrainer(TrainerBase):
             )
         directory = self.cfg.RESUME or self.output_dir
         self.start_epoch = self.resume_model_if_exist(directory)
+        self.warn_if_warmup_only()
         if is_main_process():
             self.init_writer(os.path.join(self.output_dir, "tensorboard"))
         self.time_start = time.time()
+
+    def warn_if_warmup_only(self) -> None:
+        """Warn (once, at the start) when every epoch is a warm-up epoch of a scheduler."""
+        warning = warmup_only_warning(self.cfg.OPTIM)
+        scheduled = any(s is not None for s in self._scheds.values())
+        if warning and scheduled and self.start_epoch < self.max_epoch:
+            logger.warning(warning)
 
     def after_epoch(self) -> None:
         last_epoch = (self.epoch + 1) == self.max_epoch
