@@ -16,6 +16,7 @@ import sys
 from typing import Callable, List, Optional, Sequence
 
 from .config import apply_config_extenders, get_cfg_default, merge_from_file, merge_from_list
+from .config.bundled import bundled_configs, find_config
 from .config.sections import changed_keys, trainer_sections, unread_section_warnings
 from .config.validate import validate_cfg
 from .engine import build_trainer
@@ -57,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(TEST.ANOMALY.SAVE_MAPS True)")
     p.add_argument("--list-trainers", action="store_true", help="list registered trainers and exit")
     p.add_argument("--list-datasets", action="store_true", help="list registered datasets and exit")
+    add_list_configs_flag(p)
     p.add_argument(
         "--import", dest="imports", action="append", default=[], metavar="MODULE_OR_FILE",
         help="import a module (dotted name or .py path) that registers trainers/datasets; repeatable",
@@ -64,6 +66,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("opts", default=None, nargs=argparse.REMAINDER,
                    help="modify config options using the command line (KEY VALUE pairs)")
     return p
+
+
+def add_list_configs_flag(p: argparse.ArgumentParser) -> None:
+    """``--list-configs [TRAINER]``: print the bundled config files (one of TRAINER's) and exit."""
+    p.add_argument("--list-configs", nargs="?", const="*", default=None, metavar="TRAINER",
+                   help="list the config files that ship with dassl_lite (all, or TRAINER's) "
+                        "and exit; --config-file/--dataset-config-file accept these paths from "
+                        "any folder")
+
+
+def list_configs(trainer: str) -> None:
+    """Print the bundled configs (``trainer`` "*": all of them), one ``configs/...`` per line."""
+    print("\n".join(bundled_configs("" if trainer == "*" else trainer)))
+
+
+def list_configs_requested(argv: Sequence[str]) -> Optional[int]:
+    """For tools with required flags (the protocol tools): when ``argv`` holds
+    ``--list-configs [TRAINER]``, print the bundled configs and return the exit status (2 and
+    an ``error:`` line for a trainer without configs); None when not asked."""
+    p = argparse.ArgumentParser(add_help=False)
+    add_list_configs_flag(p)
+    asked, _ = p.parse_known_args(list(argv))
+    if asked.list_configs is None:
+        return None
+    try:
+        list_configs(asked.list_configs)
+    except DasslLiteError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def resolve_config_files(args) -> List[str]:
+    """Point ``--config-file``/``--dataset-config-file`` at the bundled file a missing relative
+    path names (see :mod:`dassl_lite.config.bundled`); returns one notice per path replaced."""
+    notices = []
+    for attr, flag in (("dataset_config_file", "--dataset-config-file"),
+                       ("config_file", "--config-file")):
+        if getattr(args, attr, ""):
+            path, notice = find_config(getattr(args, attr), flag)
+            setattr(args, attr, path)
+            notices += [notice] if notice else []
+    return notices
 
 
 def import_user_module(spec: str) -> None:
@@ -121,6 +166,8 @@ def setup_cfg(args, notices: Optional[List[str]] = None):
 
     Options set in a trainer section that the chosen trainer does not read are warned about:
     appended to ``notices`` when given (the caller logs them), else logged here."""
+    for notice in resolve_config_files(args):
+        logger.info(notice)
     cfg = get_cfg_default()
     apply_config_extenders(cfg)
     defaults, sources = cfg.clone(), {}
@@ -225,12 +272,15 @@ def _train(trainer, cfg) -> None:
         raise RunInterrupted(cfg.OUTPUT_DIR, trainer.last_checkpoint, where) from None
 
 
-def run(args, notices: Sequence[str] = ()) -> None:
+def run(args, notices: Sequence[str] = (), infos: Sequence[str] = ()) -> None:
     """Set up config, logging and seeds, then train or evaluate as the flags say. ``notices``
-    are logged as warnings once logging (console and ``log.txt``) is set up."""
+    are logged as warnings, ``infos`` as information, once logging (console and ``log.txt``)
+    is set up."""
     notices = list(notices)
     cfg = setup_cfg(args, notices)
     setup_logger(cfg.OUTPUT_DIR)
+    for info in infos:
+        logger.info(info)
     for notice in notices:
         logger.warning(notice)
     if not args.eval_only:
@@ -325,15 +375,18 @@ def main(argv: Optional[Sequence[str]] = None,
     try:
         for spec in args.imports:
             import_user_module(spec)
-        if args.list_trainers or args.list_datasets:
+        if args.list_trainers or args.list_datasets or args.list_configs is not None:
             for flag, reg in ((args.list_trainers, TRAINER_REGISTRY),
                               (args.list_datasets, DATASET_REGISTRY)):
                 if flag:
                     print("\n".join(reg.names()))
+            if args.list_configs is not None:
+                list_configs(args.list_configs)
             return 0
         check_flags(args)
+        infos = resolve_config_files(args)
         notices = (prepare(args) or []) if prepare is not None else []
-        run(args, notices)
+        run(args, notices, infos)
     except (Exception, KeyboardInterrupt) as e:
         if debug_enabled(args):
             raise

@@ -7,6 +7,10 @@
 #   PromptSRC few_shot.sh DATASET SHOTS
 #            reproduce_base2novel_setting.sh DATASET SEED WEIGHTSPATH
 #            reproduce_few_shot.sh DATASET SHOTS WEIGHTSPATH   reproduce_xd.sh DATASET SEED WEIGHTSPATH
+#   zero-shot zsclip/zeroshot.sh, coop/zeroshot.sh DATASET CFG
+#   KgCoOp   kgcoop/base2new_train.sh, kgcoop/base2new_test.sh DATASET WEIGHT (seeds $SEEDS)
+# Upstream MaPLe's names (maple/base2new_train_maple.sh, independent-vlp/*_ivlp.sh, vpt/*_vpt.sh,
+# language-prompting/*_lp.sh) source the project's scripts/<trainer>/*.sh.
 #
 # Folders are upstream's; reproduce_* evaluate released checkpoints (WEIGHTSPATH/base/seed<S>,
 # WEIGHTSPATH/seed<S>, WEIGHTSPATH/<K>shot/seed<S>) at the epoch of their newest
@@ -113,5 +117,42 @@ reproduce_few_shot() {  # DATASET SHOTS WEIGHTSPATH [KEY VALUE ...]: seeds $SEED
     for seed in $SEEDS; do
         released_eval "$OUTPUT/few_shot/$(stem "$dataset")/$TRAINER/$(stem "$CFG")_${shots}shots/seed$seed" \
             "$weights/${shots}shot/seed$seed" "$seed" "$dataset" "$@" DATASET.NUM_SHOTS "$shots"
+    done
+}
+
+zeroshot() {  # DATASET CFG [KEY VALUE ...]: upstream zeroshot.sh (output/<TRAINER>/<CFG>/<DATASET>)
+    [ $# -ge 2 ] || usage "DATASET CFG [KEY VALUE ...]"
+    dry_run || require_data
+    local dataset=$1 dir
+    CFG=$2
+    shift 2
+    dir="$OUTPUT/$TRAINER/$(stem "$CFG")/$(stem "$dataset")"
+    if dry_run; then echo "[dry-run] would write $dir"; fi
+    train_py --dataset-config-file "$(dataset_yaml "$dataset")" --output-dir "$dir" --eval-only "$@"
+}
+
+kgcoop_dir() {  # PHASE DATASET WEIGHT SEED: KgCoOp's base2new folder (shots_<K>_<W>)
+    echo "$OUTPUT/base2new/$1/$(stem "$2")/shots_${SHOTS}_$3/$TRAINER/$(stem "$CFG")/seed$4"
+}
+
+kgcoop_base2new() {  # train|test DATASET WEIGHT [KEY VALUE ...]: upstream KgCoOp base2new_*.sh
+    local phase=$1
+    shift
+    [ $# -ge 2 ] || usage "DATASET WEIGHT [KEY VALUE ...]"
+    dry_run || require_data
+    local dataset=$1 weight=$2 seed
+    shift 2
+    local opts=(TRAINER.KGCOOP.N_CTX "${NCTX:-4}" TRAINER.KGCOOP.CSC "${CSC:-False}"
+                TRAINER.KGCOOP.W "$weight" TRAINER.KGCOOP.CLASS_TOKEN_POSITION "${CTP:-end}"
+                DATASET.NUM_SHOTS "$SHOTS")
+    for seed in $SEEDS; do
+        local train_dir
+        train_dir="$(kgcoop_dir train_base "$dataset" "$weight" "$seed")"
+        if [ "$phase" = train ]; then
+            train_run "$train_dir" "$seed" "$dataset" "$@" "${opts[@]}" DATASET.SUBSAMPLE_CLASSES base
+        else
+            eval_run "$(kgcoop_dir test_new "$dataset" "$weight" "$seed")" "$train_dir" "$seed" \
+                "$dataset" "$@" "${opts[@]}" DATASET.SUBSAMPLE_CLASSES new
+        fi
     done
 }

@@ -165,3 +165,35 @@ def test_two_import_paths_are_one_module():
                        timeout=300, env=dict(os.environ, PYTHONPATH=REPO))
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["True"] * 4
+
+
+@pytest.mark.slow
+def test_installed_commands_find_the_bundled_configs(installed, tmp_path):
+    """The docs' ``--config-file configs/...`` paths work from an empty folder with only the
+    wheel installed (the bundled file is used and named), ``--list-configs`` lists them."""
+    python, bin_dir, _, _ = installed
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    listed = run_in(empty, bin_dir / "dassl-train", "--list-configs", "MaPLe")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.split() == ["configs/trainers/MaPLe/toy.yaml",
+                                     "configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml",
+                                     "configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx_cross_"
+                                     "datasets.yaml"]
+    r = run_in(empty, bin_dir / "dassl-train", "--trainer", "CoOp", "--dataset-config-file",
+               "configs/datasets/oxford_pets.yaml", "--config-file",
+               "configs/trainers/CoOp/vit_b16.yaml", "--root", empty / "data", "--output-dir",
+               "out")
+    assert r.returncode == 2 and "OxfordPets" in r.stderr  # the dataset itself is absent
+    site = run_in(empty, python, "-c", "import dassl_lite, os; print(os.path.dirname("
+                  "dassl_lite.__file__))").stdout.strip()
+    log = (empty / "out" / "log.txt").read_text()
+    assert (f"--dataset-config-file configs/datasets/oxford_pets.yaml: not in {empty}; using the "
+            f"bundled config {site}/configs/datasets/oxford_pets.yaml") in log
+    missing = run_in(empty, bin_dir / "dassl-base2new", "--trainer", "MaPLe", "--config-file",
+                     "configs/trainers/MaPLe/vit_b16_c2_ep5_batch4.yaml", "--datasets", "dtd",
+                     "--root", "data", "--dry-run")
+    assert missing.returncode == 2 and missing.stderr.startswith(
+        "error: --config-file configs/trainers/MaPLe/vit_b16_c2_ep5_batch4.yaml does not exist "
+        f"(relative to {empty}); nearest bundled configs: "
+        "configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml, ")

@@ -23,6 +23,7 @@ if ROOT not in sys.path:
 
 import datasets  # noqa: E402,F401  (registers the datasets, AnomalyImages among them)
 import trainers  # noqa: E402,F401  (registers the trainers)
+from dassl_lite.cli import add_list_configs_flag, list_configs_requested  # noqa: E402
 from dassl_lite.errors import DasslLiteError  # noqa: E402
 
 
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "threshold, or the results.json of an evaluation run made with "
                         "--threshold f1max (its threshold for --category)")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config options")
+    add_list_configs_flag(p)
     return p
 
 
@@ -114,6 +116,9 @@ def main(argv=None) -> int:
     from dassl_lite.evaluation.anomaly_threshold import score_lines, write_scores
     from dassl_lite.utils import setup_logger
 
+    listed = list_configs_requested(sys.argv[1:] if argv is None else argv)
+    if listed is not None:
+        return listed
     args = build_parser().parse_args(argv)
     try:
         threshold = image_threshold(args.threshold, args.category.replace(" ", "_"))

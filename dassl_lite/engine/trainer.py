@@ -14,8 +14,9 @@ import torch.nn as nn
 from ..data import DataManager
 from ..errors import DasslLiteError
 from ..evaluation import build_evaluator
+from ..optim import warmup_only_warning
 from ..utils.io import atomic_write_json
-from ..utils.meters import AverageMeter, MetricMeter
+from ..utils.meters import AverageMeter, MetricMeter, RecentRate
 from .base import TrainerBase
 from .distributed import (ShardedEvaluation, agree_on_seed, barrier, get_world_size,
                           init_distributed, is_distributed, is_main_process, main_process_first,
@@ -61,6 +62,7 @@ class SimpleTrainer(TrainerBase):
         self.max_epoch = cfg.OPTIM.MAX_EPOCH
         self.output_dir = cfg.OUTPUT_DIR
         self.best_result = -float("inf")
+        self.step_rate = RecentRate()  # the ETA follows the recent batches' speed
         self.build_data_loader()
         self.build_model()
         self.maybe_data_parallel()
@@ -137,9 +139,23 @@ class SimpleTrainer(TrainerBase):
             )
         directory = self.cfg.RESUME or self.output_dir
         self.start_epoch = self.resume_model_if_exist(directory)
+        self.warn_if_warmup_only()
         if is_main_process():
             self.init_writer(os.path.join(self.output_dir, "tensorboard"))
         self.time_start = time.time()
+
+    def global_step(self) -> int:
+        """Training iterations the current weights have seen: TensorBoard's step axis for
+        training (per batch) and test results (after an epoch) alike."""
+        loader = getattr(self, "train_loader_x", None)
+        return (self.model_epoch or 0) * (len(loader) if loader is not None else 0)
+
+    def warn_if_warmup_only(self) -> None:
+        """Warn (once, at the start) when every epoch is a warm-up epoch of a scheduler."""
+        warning = warmup_only_warning(self.cfg.OPTIM)
+        scheduled = any(s is not None for s in self._scheds.values())
+        if warning and scheduled and self.start_epoch < self.max_epoch:
+            logger.warning(warning)
 
     def after_epoch(self) -> None:
         last_epoch = (self.epoch + 1) == self.max_epoch
@@ -248,7 +264,7 @@ class SimpleTrainer(TrainerBase):
             self.init_writer(os.path.join(self.output_dir, "tensorboard"))
         try:
             for k, v in scalars.items():
-                self.write_scalar(f"{split}/{k}", v, self.epoch)
+                self.write_scalar(f"{split}/{k}", v, self.global_step())
         finally:
             if owns_writer:
                 self.close_writer()
@@ -283,6 +299,8 @@ class SimpleTrainer(TrainerBase):
 class TrainerX(SimpleTrainer):
     """A trainer with one labelled training loader (``train_loader_x``)."""
 
+    clock = staticmethod(time.perf_counter)  # batch timing (a test may substitute a fake clock)
+
     def parse_batch_train(self, batch: Dict[str, Any]) -> Tuple[torch.Tensor, torch.Tensor]:
         return batch["img"].to(self.device), batch["label"].to(self.device)
 
@@ -291,14 +309,15 @@ class TrainerX(SimpleTrainer):
         losses, batch_time, data_time = MetricMeter(), AverageMeter(), AverageMeter()
         self.num_batches = len(self.train_loader_x)
         set_sampler_epoch(self.train_loader_x, self.epoch)
-        end = time.time()
+        end = self.clock()
         for self.batch_idx, batch in enumerate(self.train_loader_x):
-            data_time.update(time.time() - end)
+            data_time.update(self.clock() - end)
             losses.update(self.forward_backward(batch))
-            batch_time.update(time.time() - end)
+            batch_time.update(self.clock() - end)
+            self.step_rate.update(batch_time.val)
             self.log_iteration(losses, batch_time, data_time)
             check_interrupt()  # a safe point: after a whole step
-            end = time.time()
+            end = self.clock()
 
     def log_iteration(self, losses: MetricMeter, batch_time: AverageMeter,
                       data_time: AverageMeter) -> None:
@@ -308,7 +327,7 @@ class TrainerX(SimpleTrainer):
         if meet_freq or self.num_batches < freq:
             remaining = self.num_batches - self.batch_idx - 1
             remaining += (self.max_epoch - self.epoch - 1) * self.num_batches
-            eta = datetime.timedelta(seconds=int(batch_time.avg * remaining))
+            eta = datetime.timedelta(seconds=int(self.step_rate.eta(remaining)))
             logger.info(
                 f"epoch [{self.epoch + 1}/{self.max_epoch}] "
                 f"batch [{self.batch_idx + 1}/{self.num_batches}] "

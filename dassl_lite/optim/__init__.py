@@ -6,6 +6,7 @@ from .lr_scheduler import (
     MultiStepLR,
     StepLR,
     build_lr_scheduler,
+    warmup_only_warning,
 )
 from .optimizer import build_optimizer
 
@@ -17,4 +18,5 @@ __all__ = [
     "StepLR",
     "build_lr_scheduler",
     "build_optimizer",
+    "warmup_only_warning",
 ]

@@ -17,7 +17,7 @@ so a restored scheduler continues with the identical lr sequence.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 from torch.optim import Optimizer
@@ -27,6 +27,7 @@ from ..registry import LR_SCHEDULER_REGISTRY
 
 __all__ = [
     "build_lr_scheduler",
+    "warmup_only_warning",
     "ConstantWarmupScheduler",
     "LinearWarmupScheduler",
     "StepLR",
@@ -201,6 +202,22 @@ def _cosine(optimizer: Optimizer, optim_cfg) -> torch_sched.LRScheduler:
     if optim_cfg.MAX_EPOCH <= 0:
         raise ValueError(f"OPTIM.MAX_EPOCH must be > 0 for cosine; got {optim_cfg.MAX_EPOCH!r}")
     return CosineAnnealingLR(optimizer, T_max=float(optim_cfg.MAX_EPOCH))
+
+
+def warmup_only_warning(optim_cfg) -> Optional[str]:
+    """The warning for a run whose every epoch is a warm-up epoch (``WARMUP_EPOCH >=
+    MAX_EPOCH``): it never trains at ``OPTIM.LR``. None for any other run."""
+    warmup, epochs = optim_cfg.WARMUP_EPOCH, optim_cfg.MAX_EPOCH
+    if warmup <= 0 or warmup < epochs:
+        return None
+    if optim_cfg.WARMUP_TYPE == "linear":
+        lr = f"rising linearly from OPTIM.WARMUP_MIN_LR {optim_cfg.WARMUP_MIN_LR:g}"
+    else:
+        lr = f"OPTIM.WARMUP_CONS_LR {optim_cfg.WARMUP_CONS_LR:g}"
+    return (f"OPTIM.MAX_EPOCH {epochs} with OPTIM.WARMUP_EPOCH {warmup}: every epoch of this run "
+            f"is warm-up, so it trains only at the warm-up learning rate ({lr}), never at OPTIM.LR "
+            f"{optim_cfg.LR:g}; set OPTIM.MAX_EPOCH above {warmup} or OPTIM.WARMUP_EPOCH below "
+            f"{epochs}")
 
 
 def build_lr_scheduler(optimizer: Optimizer, optim_cfg) -> torch_sched.LRScheduler:

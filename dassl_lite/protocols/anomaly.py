@@ -21,7 +21,7 @@ import os
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from ..cli import import_user_module
+from ..cli import add_list_configs_flag, import_user_module, list_configs_requested
 from ..errors import DasslLiteError
 from ..evaluation.anomaly import METRIC_KEYS, undefined_messages
 from ..evaluation.anomaly_threshold import parse_threshold
@@ -73,6 +73,7 @@ def build_parser(repo_root: str) -> argparse.ArgumentParser:
     p.add_argument("--verbose", action="store_true", help="echo the jobs' output")
     p.add_argument("--table-format", default="github")
     p.add_argument("--configs-dir", default=os.path.join(repo_root, "configs"))
+    add_list_configs_flag(p)
     return p
 
 
@@ -196,6 +197,9 @@ def _plan(args, opts):
 def main(argv: Optional[Sequence[str]] = None, repo_root: str = ".") -> int:
     """Exit status: 0 all jobs finished, 1 some failed, 2 bad arguments, 130 interrupted."""
     flags, opts = split_opts(sys.argv[1:] if argv is None else argv)
+    listed = list_configs_requested(flags)
+    if listed is not None:
+        return listed
     args = build_parser(repo_root).parse_args(flags)
     _setup_console()
     try:

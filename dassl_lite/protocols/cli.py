@@ -12,7 +12,7 @@ import re
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple, Type
 
-from ..cli import import_user_module
+from ..cli import add_list_configs_flag, import_user_module, list_configs_requested
 from ..errors import DasslLiteError
 from ..registry import TRAINER_REGISTRY
 from . import report
@@ -216,6 +216,7 @@ def build_parser(protocol: str, repo_root: str) -> argparse.ArgumentParser:
     p.add_argument("--table-format", default="github", help="tabulate format (default github)")
     p.add_argument("--configs-dir", default=os.path.join(repo_root, "configs"),
                    help="folder holding datasets/*.yaml and trainers/<TRAINER>/*.yaml")
+    add_list_configs_flag(p)
     cls.add_arguments(p)
     return p
 
@@ -317,6 +318,9 @@ def _run(jobs, args, repo_root: str) -> List[Outcome]:
 def main(protocol: str, argv: Optional[Sequence[str]] = None, repo_root: str = ".") -> int:
     """Run ``protocol`` (base2new, fewshot, crossdataset) as its tool does."""
     flags, opts = split_opts(sys.argv[1:] if argv is None else argv)
+    listed = list_configs_requested(flags)
+    if listed is not None:
+        return listed
     args = build_parser(protocol, repo_root).parse_args(flags)
     _setup_console()
     try:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import difflib
 import glob
+import logging
 import os
 from dataclasses import dataclass
 from typing import Dict, List, Sequence
 
+from ..config.bundled import find_config, trainer_config_folders
 from ..errors import DasslLiteError
-from ..registry import TRAINER_REGISTRY
 from ..utils.io import load_yaml
+
+logger = logging.getLogger(__name__)
 
 # Dataset config stems (configs/datasets/<stem>.yaml) of each named benchmark.
 BENCHMARKS: Dict[str, List[str]] = {
@@ -54,9 +57,8 @@ def resolve_dataset(spec: str, config_dir: str) -> DatasetConfig:
     """``spec`` is a YAML path, a file stem in ``config_dir`` (``oxford_pets``) or a registered
     dataset name (``OxfordPets``, matched against the files' ``DATASET.NAME``)."""
     if spec.endswith((".yaml", ".yml")) or os.sep in spec:
-        if not os.path.isfile(spec):
-            raise DasslLiteError(f"Dataset config {spec!r} does not exist")
-        return DatasetConfig(_stem(spec), os.path.abspath(spec), _read_dataset_name(spec))
+        path = _config_path(spec, "Dataset config")
+        return DatasetConfig(_stem(path), os.path.abspath(path), _read_dataset_name(path))
     catalogue = _catalogue(config_dir)
     for entry in catalogue:
         if spec in (entry.label, entry.name):
@@ -92,26 +94,11 @@ def resolve_datasets(specs: Sequence[str], benchmark: str, config_dir: str) -> L
     return resolved
 
 
-def trainer_config_folders(trainer: str, config_dir: str) -> List[str]:
-    """Where the configs of ``trainer`` live: ``config_dir/<trainer>/``, then the folders of the
-    registered trainers it subclasses that read the same config section (same ``precision_key``:
-    ``ZeroshotCLIP2`` uses ``ZeroshotCLIP``'s configs; ``KgCoOp`` does not use CoOp's, whose
-    ``TRAINER.COOP`` values it would silently ignore)."""
-    names = [trainer]
-    if trainer in TRAINER_REGISTRY:
-        own = TRAINER_REGISTRY.get(trainer)
-        for cls in own.__mro__[1:]:
-            if (cls.__name__ in TRAINER_REGISTRY and TRAINER_REGISTRY.get(cls.__name__) is cls
-                    and getattr(cls, "precision_key", None) == getattr(own, "precision_key", None)):
-                names.append(cls.__name__)
-    return [os.path.join(config_dir, n) for n in names]
-
-
 def resolve_trainer_config(spec: str, trainer: str, config_dir: str) -> str:
     """``spec`` is a YAML path or a config name under ``config_dir/<trainer>/`` (``vit_b16``), or
     under the folder of a registered trainer that ``trainer`` subclasses."""
-    if os.path.isfile(spec):
-        return os.path.abspath(spec)
+    if os.path.isfile(spec) or os.sep in spec or "/" in spec:
+        return os.path.abspath(_config_path(spec, "--config-file"))
     folders = trainer_config_folders(trainer, config_dir)
     for folder in folders:
         path = os.path.join(folder, spec if spec.endswith(".yaml") else spec + ".yaml")
@@ -120,6 +107,15 @@ def resolve_trainer_config(spec: str, trainer: str, config_dir: str) -> str:
     names = sorted({_stem(p) for f in folders for p in glob.glob(os.path.join(f, "*.yaml"))})
     raise DasslLiteError(f"Trainer config {spec!r} is neither a file nor a name in "
                          f"{' or '.join(folders)} (available: {', '.join(names) or 'none'})")
+
+
+def _config_path(spec: str, what: str) -> str:
+    """``spec`` when it is a file, else the bundled config it names (logged); else an error
+    that says it does not exist and lists the nearest bundled names."""
+    path, notice = find_config(spec, what)
+    if notice:
+        logger.info(notice)
+    return path
 
 
 def config_label(path: str) -> str:

@@ -1,8 +1,8 @@
 """Running averages for training statistics (Dassl's AverageMeter / MetricMeter)."""
 from __future__ import annotations
 
-from collections import defaultdict
-from typing import Dict, Union
+from collections import defaultdict, deque
+from typing import Deque, Dict, Optional, Union
 
 import torch
 
@@ -53,3 +53,32 @@ class MetricMeter:
         return self.delimiter.join(
             f"{name} {m.val:.4f} ({m.avg:.4f})" for name, m in self.meters.items()
         )
+
+
+class RecentRate:
+    """Seconds per step over the last ``window`` steps, for ETAs that follow the current speed.
+
+    The first step of a run (loader start-up, lazy initialisation, autotuning) is left out as
+    soon as a second one is measured, so one slow start does not inflate the ETA for the rest
+    of the run as a run-long average would.
+    """
+
+    def __init__(self, window: int = 20) -> None:
+        self.first: Optional[float] = None
+        self.recent: Deque[float] = deque(maxlen=window)
+
+    def update(self, seconds: float) -> None:
+        if self.first is None:
+            self.first = float(seconds)
+        else:
+            self.recent.append(float(seconds))
+
+    def seconds_per_step(self) -> float:
+        """Mean of the recent steps (the first step alone until a second is measured)."""
+        if self.recent:
+            return sum(self.recent) / len(self.recent)
+        return self.first or 0.0
+
+    def eta(self, steps_left: int) -> float:
+        """Seconds the remaining ``steps_left`` steps take at the recent rate."""
+        return self.seconds_per_step() * steps_left

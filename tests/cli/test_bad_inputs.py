@@ -129,7 +129,8 @@ ROWS = [
     ("wrong-type", lambda c: c.tiny("OPTIM.MAX_EPOCH", "abc"), 2,
      "error: Cannot merge command-line options"),
     ("config-file-missing", lambda c: c.tiny("--config-file", c.tmp / "none.yaml"), 2,
-     "error: Config file not found"),
+     "none.yaml does not exist; no bundled config has a similar name (all of them: "
+     "--list-configs [TRAINER])"),
     ("config-file-bad-yaml", lambda c: c.tiny("--config-file", c.file("b.yaml", "OPTIM: [1,")), 2,
      "is not valid YAML"),
     ("config-file-not-mapping", lambda c: c.tiny("--config-file", c.file("l.yaml", "- 1\n- 2\n")),

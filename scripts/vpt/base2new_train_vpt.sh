@@ -1,0 +1,4 @@
+#!/bin/bash
+# Upstream MaPLe (multimodal-prompt-learning) name for scripts/vpt/base2new_train.sh (same arguments, same folders).
+# Usage: DATA=/path/to/datasets bash scripts/vpt/base2new_train_vpt.sh DATASET SEED [KEY VALUE ...]  (see scripts/common.sh)
+source "$(dirname "${BASH_SOURCE[0]}")/base2new_train.sh"
