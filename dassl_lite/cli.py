@@ -24,7 +24,7 @@ from .engine.resume import check_resume, check_resume_models
 from .errors import DasslLiteError
 from .registry import DATASET_REGISTRY, TRAINER_REGISTRY
 from .utils import collect_env_info, set_random_seed, setup_logger
-from .utils.distributed import is_main_process
+from .utils.distributed import check_launch_env, is_main_process
 from .utils.io import atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -230,6 +230,7 @@ def run(args, notices: Sequence[str] = ()) -> None:
     are logged as warnings once logging (console and ``log.txt``) is set up."""
     notices = list(notices)
     cfg = setup_cfg(args, notices)
+    check_launch_env()  # stale RANK/WORLD_SIZE: stop before anything is written
     setup_logger(cfg.OUTPUT_DIR)
     for notice in notices:
         logger.warning(notice)
