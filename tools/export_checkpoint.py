@@ -172,7 +172,7 @@ def check_out_dir(out_dir: str, run_dir: str) -> None:
                 if os.path.isfile(target) and _is_training_checkpoint(target):
                     why = f"it holds the training checkpoint {target}"
             elif files:
-                why = f"it holds {files[max(files)]} (a run's checkpoint without pointer)"
+                why = f"it holds {files[max(files)]}, a checkpoint without its pointer"
             if why:
                 break
     if why:
