@@ -19,6 +19,7 @@ from .config import apply_config_extenders, get_cfg_default, merge_from_file, me
 from .config.sections import changed_keys, trainer_sections, unread_section_warnings
 from .config.validate import validate_cfg
 from .engine import build_trainer
+from .engine.distributed import init_distributed
 from .engine.interrupt import stop_on_interrupt
 from .engine.resume import check_resume, check_resume_models
 from .errors import DasslLiteError
@@ -231,6 +232,7 @@ def run(args, notices: Sequence[str] = ()) -> None:
     notices = list(notices)
     cfg = setup_cfg(args, notices)
     check_launch_env()  # stale RANK/WORLD_SIZE: stop before anything is written
+    init_distributed(cfg.USE_CUDA)  # under torchrun: every rank joins before any file is written
     setup_logger(cfg.OUTPUT_DIR)
     for notice in notices:
         logger.warning(notice)

@@ -15,7 +15,7 @@ Without ``WORLD_SIZE > 1`` in the environment nothing here changes a run. Launch
 do not describe a process group are errors (:func:`check_launch_env`): a non-integer value names
 the variable; a non-zero ``RANK``/``LOCAL_RANK`` without ``WORLD_SIZE > 1`` (left over from an
 earlier torchrun job) stops the run, since such a process would train without writing anything;
-ranks that do not join within ``$DASSL_LITE_DIST_TIMEOUT`` seconds (default 50) are named.
+ranks that do not join within ``$DASSL_LITE_DIST_TIMEOUT`` seconds (default 30) are named.
 """
 from __future__ import annotations
 
@@ -35,16 +35,14 @@ import torch.nn as nn
 from ..errors import DasslLiteError
 # The rank helpers and the sampler sharding live in utils (data loading uses them too); they
 # stay importable from here.
-from ..utils.distributed import (barrier, check_launch_env, env_int, env_world_size, get_rank,
-                                 get_world_size, is_distributed, is_main_process,
-                                 main_process_first, sampler_seed, shard_sampler)
+from ..utils.distributed import (TIMEOUT_ENV, barrier, check_launch_env, env_int, env_world_size,
+                                 get_rank, get_world_size, is_distributed, is_main_process,
+                                 join_timeout_s, main_process_first, sampler_seed, shard_sampler)
 from ..utils.seed import set_random_seed
 
 logger = logging.getLogger(__name__)
 
 TORCHRUN_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
-TIMEOUT_ENV = "DASSL_LITE_DIST_TIMEOUT"  # seconds every rank has to join the process group
-DEFAULT_JOIN_TIMEOUT_S = 50.0
 
 
 def init_distributed(use_cuda: bool) -> Optional[torch.device]:
@@ -75,18 +73,6 @@ def init_distributed(use_cuda: bool) -> Optional[torch.device]:
         logger.info(f"Process group: rank {dist.get_rank()} of {dist.get_world_size()} "
                     f"({dist.get_backend()}, device {device})")
     return device
-
-
-def join_timeout_s() -> float:
-    """Seconds every rank has to join the process group (``$DASSL_LITE_DIST_TIMEOUT``)."""
-    raw = os.environ.get(TIMEOUT_ENV, "").strip()
-    try:
-        value = float(raw) if raw else DEFAULT_JOIN_TIMEOUT_S
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise DasslLiteError(f"{TIMEOUT_ENV}={raw!r}: expected a number of seconds > 0")
-    return value
 
 
 def _rendezvous(world: int, rank: int) -> "dist.Store":

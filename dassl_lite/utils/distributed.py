@@ -22,6 +22,8 @@ from ..errors import DasslLiteError
 
 logger = logging.getLogger(__name__)
 
+TIMEOUT_ENV = "DASSL_LITE_DIST_TIMEOUT"  # seconds every rank has to join the process group
+DEFAULT_JOIN_TIMEOUT_S = 30.0
 _MEANING = {"WORLD_SIZE": "the number of processes", "RANK": "this process's rank",
             "LOCAL_RANK": "this process's rank on its machine", "MASTER_PORT": "a TCP port"}
 
@@ -72,7 +74,21 @@ def check_launch_env() -> int:
     elif ranks["RANK"] >= world:
         raise DasslLiteError(f"RANK={ranks['RANK']} is not below WORLD_SIZE={world}: expected "
                              f"ranks 0..{world - 1} (stale launch variables?)")
+    else:
+        join_timeout_s()
     return world
+
+
+def join_timeout_s() -> float:
+    """Seconds every rank has to join the process group (``$DASSL_LITE_DIST_TIMEOUT``)."""
+    raw = os.environ.get(TIMEOUT_ENV, "").strip()
+    try:
+        value = float(raw) if raw else DEFAULT_JOIN_TIMEOUT_S
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise DasslLiteError(f"{TIMEOUT_ENV}={raw!r}: expected a number of seconds > 0")
+    return value
 
 
 def is_distributed() -> bool:
