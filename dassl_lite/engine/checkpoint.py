@@ -162,6 +162,9 @@ def epoch_files(model_dir: str) -> Dict[int, str]:
             for m in map(EPOCH_FILE.match, os.listdir(model_dir)) if m}
 
 
+_RECOVERED: set = set()  # newer epoch files already reported (resume is checked, then done)
+
+
 def resume_checkpoint(model_dir: str) -> Optional[str]:
     """The checkpoint a resumed run continues from: the pointer's file, unless a newer
     ``model.pth.tar-<N>`` loads (a run killed after saving epoch N but before updating the
@@ -187,6 +190,9 @@ def resume_checkpoint(model_dir: str) -> Optional[str]:
             continue
         said = (f"{os.path.join(model_dir, POINTER_FILE)} names {os.path.basename(pointed)}"
                 if pointed else f"{model_dir} has no {POINTER_FILE} pointer")
+        if (path, pointed) in _RECOVERED:
+            return path
+        _RECOVERED.add((path, pointed))
         logger.warning(f"{said}, but {os.path.basename(path)} is newer and loads (a run stopped "
                        f"between saving it and updating the pointer): resuming from {path}")
         return path

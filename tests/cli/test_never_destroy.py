@@ -330,3 +330,21 @@ def test_resume_refuses_when_no_epoch_file_loads_and_there_is_no_pointer(tiny_ro
             f"epoch files loads (model.pth.tar-1)") in r.err
     assert _snapshot(run / "model") == before and not (run / "results.json").exists()
     shutil.rmtree(run)
+
+
+def test_models_killed_at_different_epochs_resume_together_from_the_older(tmp_path, caplog):
+    from dassl_lite.engine.base import TrainerBase
+    from dassl_lite.engine.checkpoint import CheckpointError
+
+    for name, epochs in (("a", (1, 2)), ("b", (1,))):
+        (tmp_path / name).mkdir()
+        for e in epochs:
+            (tmp_path / name / f"model.pth.tar-{e}").write_bytes(b"x")
+    found = {"a": str(tmp_path / "a" / "model.pth.tar-2"),
+             "b": str(tmp_path / "b" / "model.pth.tar-1")}
+    common = TrainerBase._common_epoch(str(tmp_path), found)
+    assert common == {n: str(tmp_path / n / "model.pth.tar-1") for n in "ab"}
+    assert "stopped at different epochs (a 2, b 1): resuming all from epoch 1" in caplog.text
+    os.remove(tmp_path / "a" / "model.pth.tar-1")
+    with pytest.raises(CheckpointError, match=r"model.pth.tar-1 is missing"):
+        TrainerBase._common_epoch(str(tmp_path), found)
