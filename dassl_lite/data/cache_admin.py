@@ -2,9 +2,9 @@
 
 ``clear`` deletes only the cache's own buckets: folders whose ``meta.json`` is a JSON object with
 the bucket keys (see :meth:`~.feature_cache.FeatureCache.bucket`) and that hold nothing but that
-file, ``seg-*`` segment files and the temporary files of their atomic writes. A folder holding anything else (a user's
-file or folder, a bucket with a foreign file) is refused as a whole, naming those entries, and
-nothing is deleted. ``show`` is :func:`.feature_cache.main`'s.
+file, ``seg-*`` segment files and the temporary files of their atomic writes. A folder holding
+anything else (a user's file or folder, a bucket with a foreign file) is refused as a whole,
+naming those entries, and nothing is deleted. ``show`` is :func:`.feature_cache.main`'s.
 """
 from __future__ import annotations
 
