@@ -20,12 +20,13 @@ from .config.bundled import bundled_configs, find_config
 from .config.sections import changed_keys, trainer_sections, unread_section_warnings
 from .config.validate import validate_cfg
 from .engine import build_trainer
+from .engine.distributed import init_distributed
 from .engine.interrupt import stop_on_interrupt
 from .engine.resume import check_resume, check_resume_models
 from .errors import DasslLiteError
 from .registry import DATASET_REGISTRY, TRAINER_REGISTRY
 from .utils import collect_env_info, set_random_seed, setup_logger
-from .utils.distributed import is_main_process
+from .utils.distributed import check_launch_env, is_main_process
 from .utils.io import atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -278,6 +279,8 @@ def run(args, notices: Sequence[str] = (), infos: Sequence[str] = ()) -> None:
     is set up."""
     notices = list(notices)
     cfg = setup_cfg(args, notices)
+    check_launch_env()  # stale RANK/WORLD_SIZE: stop before anything is written
+    init_distributed(cfg.USE_CUDA)  # under torchrun: every rank joins before any file is written
     setup_logger(cfg.OUTPUT_DIR)
     for info in infos:
         logger.info(info)

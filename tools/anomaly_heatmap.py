@@ -12,6 +12,10 @@ input size; one colour scale, the joint range of all the maps), ``grid.png`` of 
 and one line ``<score> <image>`` in ``scores.txt`` (and on stdout), highest score first; with
 ``--threshold VALUE`` (or the ``results.json`` of an evaluation run made with ``--threshold
 f1max``) a third field, ``anomalous`` or ``normal``.
+
+The output folder must not be, or contain, the input (an image file, or the folder of images):
+the overlays are named after the images and would replace them. A new folder, or one inside the
+input folder (its images are listed, not its subfolders), is fine.
 """
 import argparse
 import os
@@ -45,6 +49,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config options")
     add_list_configs_flag(p)
     return p
+
+
+def check_output(input_path: str, output: str) -> None:
+    """Refuse an ``--output`` that is, or contains, ``--input`` (an image or a folder of them):
+    an overlay is named after its image and would replace it."""
+    src, out = os.path.realpath(input_path), os.path.realpath(output)
+    if os.path.commonpath([src, out]) != out:
+        return
+    folder = input_path if os.path.isdir(src) else os.path.dirname(input_path)
+    where = (f"is the input {'folder' if os.path.isdir(src) else 'image'}" if src == out
+             else f"contains the input {input_path}")
+    raise DasslLiteError(
+        f"--output {output} {where}: the overlays (<image name>.png, grid.png, scores.txt, "
+        f"log.txt) would overwrite input images. Nothing written; give a new folder, e.g. "
+        f"--output {os.path.join(folder, 'heatmaps')}")
 
 
 def build_trainer(args):
@@ -121,6 +140,7 @@ def main(argv=None) -> int:
         return listed
     args = build_parser().parse_args(argv)
     try:
+        check_output(args.input, args.output)
         threshold = image_threshold(args.threshold, args.category.replace(" ", "_"))
         setup_logger(args.output)
         trainer = build_trainer(args)

@@ -19,6 +19,12 @@ with a ``checkpoint`` pointer, as Dassl saves it (``state_dict``, ``epoch``, ``o
   ``compound_prompts_text`` becomes upstream's list.
 
 Every key of the upstream module is present, so ``load_state_dict(..., strict=True)`` accepts it.
+
+``--out`` must not be a run's folder: the run itself, or any folder holding a ``config.yaml`` or
+training checkpoints (a ``<model>/checkpoint`` pointer to a file with optimizer state, or
+``model.pth.tar-N`` files without a pointer) is refused before anything is written, since the
+export would replace the run's own ``model.pth.tar-N`` and it could no longer resume. Exporting
+again into an earlier export's folder is fine.
 """
 import argparse
 import os
@@ -100,8 +106,9 @@ EXPORTERS: Dict[str, Tuple[str, Callable[[object], State]]] = {
 }
 
 
-def rebuild(run_dir: str, root: str = "", epoch=None):
-    """The trainer of ``run_dir/config.yaml`` with the run's weights loaded."""
+def rebuild(run_dir: str, root: str = "", epoch=None, work_dir: str = ""):
+    """The trainer of ``run_dir/config.yaml`` with the run's weights loaded; ``work_dir`` is its
+    OUTPUT_DIR (a new temporary folder when empty: the caller removes it)."""
     from dassl_lite.config import apply_config_extenders, get_cfg_default, merge_from_file
     from dassl_lite.engine import build_trainer
 
@@ -117,7 +124,7 @@ def rebuild(run_dir: str, root: str = "", epoch=None):
                              f"{', '.join(EXPORTERS)}")
     if root:
         cfg.DATASET.ROOT = root
-    cfg.OUTPUT_DIR = tempfile.mkdtemp(prefix="dassl_lite_export_")
+    cfg.OUTPUT_DIR = work_dir or tempfile.mkdtemp(prefix="dassl_lite_export_")
     cfg.freeze()
     trainer = build_trainer(cfg)
     trainer.load_model(run_dir, epoch=epoch)
@@ -129,6 +136,50 @@ def export(trainer) -> Tuple[str, State]:
     folder, state_of = EXPORTERS[trainer.cfg.TRAINER.NAME]
     state = OrderedDict((k, v.detach().cpu().clone()) for k, v in state_of(trainer).items())
     return folder, state
+
+
+def _is_training_checkpoint(path: str) -> bool:
+    """Whether ``path`` holds a training checkpoint (optimizer state, RNG state), not an export
+    (which has ``optimizer: None``); a file that does not load counts as one (not ours)."""
+    from dassl_lite.engine.checkpoint import load_checkpoint
+
+    try:
+        ckpt = load_checkpoint(path)
+    except DasslLiteError:
+        return True
+    return ckpt.get("optimizer") is not None or ckpt.get("rng_state") is not None
+
+
+def check_out_dir(out_dir: str, run_dir: str) -> None:
+    """Refuse an ``--out`` that is a run's folder (see the module docstring); names the file that
+    shows it."""
+    from dassl_lite.engine.checkpoint import POINTER_FILE, epoch_files
+
+    out, run = os.path.realpath(out_dir), os.path.realpath(run_dir)
+    why = ""
+    if out == run:
+        why = "it is the run being exported"
+    elif os.path.isfile(os.path.join(out, "config.yaml")):
+        why = f"it holds {os.path.join(out_dir, 'config.yaml')}"
+    elif os.path.isdir(out):
+        for name in sorted(os.listdir(out)):
+            model_dir = os.path.join(out, name)
+            pointer = os.path.join(model_dir, POINTER_FILE)
+            files = epoch_files(model_dir)
+            if os.path.isfile(pointer):
+                with open(pointer) as f:
+                    target = os.path.join(model_dir, f.readline().strip())
+                if os.path.isfile(target) and _is_training_checkpoint(target):
+                    why = f"it holds the training checkpoint {target}"
+            elif files:
+                why = f"it holds {files[max(files)]}, a checkpoint without its pointer"
+            if why:
+                break
+    if why:
+        raise DasslLiteError(
+            f"--out {out_dir} is a run's folder ({why}): exporting there would replace the run's "
+            f"own model.pth.tar-N and the run could no longer resume. Give a new folder, e.g. "
+            f"--out {os.path.join(out_dir, 'upstream')}")
 
 
 def write_upstream_checkpoint(out_dir: str, folder: str, state: State, epoch: int) -> str:
@@ -153,9 +204,11 @@ def main(argv=None) -> int:
     p.add_argument("--epoch", type=int, default=None, help="checkpoint epoch (default: latest)")
     args = p.parse_args(argv)
     try:
-        trainer = rebuild(args.run_dir, args.root, args.epoch)
-        folder, state = export(trainer)
-        path = write_upstream_checkpoint(args.out, folder, state, trainer.model_epoch)
+        check_out_dir(args.out, args.run_dir)
+        with tempfile.TemporaryDirectory(prefix="dassl_lite_export_") as work:
+            trainer = rebuild(args.run_dir, args.root, args.epoch, work_dir=work)
+            folder, state = export(trainer)
+            path = write_upstream_checkpoint(args.out, folder, state, trainer.model_epoch)
     except DasslLiteError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -12,8 +12,8 @@ import torch.nn as nn
 from ..errors import DasslLiteError
 from ..utils.seed import get_rng_state, set_rng_state
 from .checkpoint import (
-    BEST_FILE, CheckpointError, epoch_file, latest_checkpoint, load_checkpoint, save_checkpoint,
-    trainable_state_dict,
+    BEST_FILE, EPOCH_FILE, CheckpointError, epoch_file, latest_checkpoint, load_checkpoint,
+    resume_checkpoint, save_checkpoint, trainable_state_dict,
 )
 from .interrupt import check_interrupt
 
@@ -228,12 +228,13 @@ class TrainerBase:
     def resume_model_if_exist(self, directory: str) -> int:
         """Restore the latest checkpoints in ``directory``; returns the epoch to start from."""
         names = self.get_model_names()
-        found = {n: latest_checkpoint(os.path.join(directory, n)) for n in names}
+        found = {n: resume_checkpoint(os.path.join(directory, n)) for n in names}
         if not any(found.values()):
             return 0
         absent = [n for n, p in found.items() if p is None]
         if absent:
             raise CheckpointError(f"Cannot resume from {directory!r}: no checkpoint for {absent}")
+        found = self._common_epoch(directory, found)
         start_epoch = 0
         for name, path in found.items():
             ckpt = load_checkpoint(path)
@@ -254,6 +255,27 @@ class TrainerBase:
             f"Resumed from {directory} at epoch {start_epoch}; use a new --output-dir to start afresh"
         )
         return start_epoch
+
+    @staticmethod
+    def _common_epoch(directory: str, found: Dict[str, str]) -> Dict[str, str]:
+        """``found`` with every model at the oldest epoch among them, when a kill between two
+        models' saves left them at different epochs."""
+        epochs = {n: int(m.group(1)) for n, p in found.items()
+                  if (m := EPOCH_FILE.match(os.path.basename(p)))}
+        if len(set(epochs.values())) <= 1:
+            return found
+        oldest = min(epochs.values())
+        common = {n: os.path.join(directory, n, epoch_file(oldest)) for n in found}
+        lacking = [p for p in common.values() if not os.path.isfile(p)]
+        if lacking:
+            raise CheckpointError(
+                f"Cannot resume from {directory!r}: its models stopped at different epochs "
+                f"({', '.join(f'{n} {e}' for n, e in sorted(epochs.items()))}) and "
+                f"{', '.join(lacking)} is missing")
+        logger.warning(f"Models of {directory} stopped at different epochs "
+                       f"({', '.join(f'{n} {e}' for n, e in sorted(epochs.items()))}): resuming "
+                       f"all from epoch {oldest}")
+        return common
 
     # ------------------------------------------------------------------ tensorboard
     def init_writer(self, log_dir: str) -> None:

@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 POINTER_FILE = "checkpoint"
 BEST_FILE = "model-best.pth.tar"
+EPOCH_FILE = re.compile(r"^model\.pth\.tar-(\d+)$")
 # Temporary files of an interrupted atomic write (utils.io) or best-model copy in a model folder.
 STALE_TEMP = re.compile(
     r"^\.(model\.pth\.tar-\d+|model-best\.pth\.tar|checkpoint)\..*\.tmp$"
@@ -151,3 +152,53 @@ def latest_checkpoint(model_dir: str) -> Optional[str]:
     if not os.path.isfile(path):
         raise CheckpointError(f"{pointer!r} names {name!r}, but {path!r} does not exist")
     return path
+
+
+def epoch_files(model_dir: str) -> Dict[int, str]:
+    """``{epoch: path}`` of every ``model.pth.tar-<epoch>`` in ``model_dir``."""
+    if not os.path.isdir(model_dir):
+        return {}
+    return {int(m.group(1)): os.path.join(model_dir, m.group(0))
+            for m in map(EPOCH_FILE.match, os.listdir(model_dir)) if m}
+
+
+_RECOVERED: set = set()  # newer epoch files already reported (resume is checked, then done)
+
+
+def resume_checkpoint(model_dir: str) -> Optional[str]:
+    """The checkpoint a resumed run continues from: the pointer's file, unless a newer
+    ``model.pth.tar-<N>`` loads (a run killed after saving epoch N but before updating the
+    ``checkpoint`` pointer, or before writing its first pointer). None: no checkpoint at all.
+
+    Epoch files are written atomically, so a present one is complete; each newer candidate is
+    still loaded to check, and one that does not load is skipped with a warning naming it."""
+    pointed = latest_checkpoint(model_dir)  # raises when the pointer names a missing file
+    match = EPOCH_FILE.match(os.path.basename(pointed)) if pointed else None
+    since = int(match.group(1)) if match else (0 if pointed else -1)
+    newer = sorted(((e, p) for e, p in epoch_files(model_dir).items() if e > since), reverse=True)
+    unreadable = []
+    for epoch, path in newer:
+        try:
+            ckpt = load_checkpoint(path)
+        except CheckpointError as e:
+            unreadable.append(path)
+            logger.warning(f"Skipping {path} on resume: {e}")
+            continue
+        if ckpt.get("epoch") not in (None, epoch):
+            unreadable.append(path)
+            logger.warning(f"Skipping {path} on resume: it holds epoch {ckpt.get('epoch')}")
+            continue
+        said = (f"{os.path.join(model_dir, POINTER_FILE)} names {os.path.basename(pointed)}"
+                if pointed else f"{model_dir} has no {POINTER_FILE} pointer")
+        if (path, pointed) in _RECOVERED:
+            return path
+        _RECOVERED.add((path, pointed))
+        logger.warning(f"{said}, but {os.path.basename(path)} is newer and loads (a run stopped "
+                       f"between saving it and updating the pointer): resuming from {path}")
+        return path
+    if pointed is None and unreadable:
+        raise CheckpointError(
+            f"Cannot resume from {model_dir}: it has no {POINTER_FILE} pointer and none of its "
+            f"epoch files loads ({', '.join(os.path.basename(p) for p in unreadable)}); move "
+            f"them away to start afresh, or use a new --output-dir")
+    return pointed

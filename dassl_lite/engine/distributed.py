@@ -11,14 +11,21 @@ GPU, one device per local rank; Gloo on CPU). Then
   dataset index: the images ``DistributedSampler`` repeats to even out the shards are counted once;
 * only rank 0 writes files (log.txt, TensorBoard, checkpoints, results.json, config.yaml).
 
-Without ``WORLD_SIZE > 1`` in the environment nothing here changes a run.
+Without ``WORLD_SIZE > 1`` in the environment nothing here changes a run. Launch variables that
+do not describe a process group are errors (:func:`check_launch_env`): a non-integer value names
+the variable; a non-zero ``RANK``/``LOCAL_RANK`` without ``WORLD_SIZE > 1`` (left over from an
+earlier torchrun job) stops the run, since such a process would train without writing anything;
+ranks that do not join within ``$DASSL_LITE_DIST_TIMEOUT`` seconds (default 30) are named.
 """
 from __future__ import annotations
 
 import atexit
+import datetime
 import inspect
 import logging
 import os
+import socket
+import time
 from typing import Any, List, Optional
 
 import torch
@@ -28,8 +35,9 @@ import torch.nn as nn
 from ..errors import DasslLiteError
 # The rank helpers and the sampler sharding live in utils (data loading uses them too); they
 # stay importable from here.
-from ..utils.distributed import (barrier, get_rank, get_world_size, is_distributed,
-                                 is_main_process, main_process_first, sampler_seed, shard_sampler)
+from ..utils.distributed import (TIMEOUT_ENV, barrier, check_launch_env, env_int, env_world_size,
+                                 get_rank, get_world_size, is_distributed, is_main_process,
+                                 join_timeout_s, main_process_first, sampler_seed, shard_sampler)
 from ..utils.seed import set_random_seed
 
 logger = logging.getLogger(__name__)
@@ -37,15 +45,10 @@ logger = logging.getLogger(__name__)
 TORCHRUN_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
-def env_world_size() -> int:
-    """``WORLD_SIZE`` as torchrun sets it (1 when unset)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
 def init_distributed(use_cuda: bool) -> Optional[torch.device]:
     """Join the process group torchrun describes; returns this process's device, or None when
     ``WORLD_SIZE`` is not above 1 (a single-process run)."""
-    world = env_world_size()
+    world = check_launch_env()
     if world <= 1:
         return None
     missing = [k for k in TORCHRUN_ENV if k not in os.environ]
@@ -63,11 +66,70 @@ def init_distributed(use_cuda: bool) -> Optional[torch.device]:
         torch.cuda.set_device(local_rank)
     device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if cuda else "gloo")
+        store = _rendezvous(world, int(os.environ["RANK"]))
+        dist.init_process_group(backend="nccl" if cuda else "gloo", store=store,
+                                rank=int(os.environ["RANK"]), world_size=world)
         atexit.register(destroy_distributed)
         logger.info(f"Process group: rank {dist.get_rank()} of {dist.get_world_size()} "
                     f"({dist.get_backend()}, device {device})")
     return device
+
+
+def _rendezvous(world: int, rank: int) -> "dist.Store":
+    """The store of the process group once all ``world`` ranks have checked in; ranks missing
+    after :func:`join_timeout_s` seconds are an error that names them (instead of waiting for
+    the collective timeout, 30 minutes, when the launch variables are stale)."""
+    host, port = os.environ["MASTER_ADDR"], env_int("MASTER_PORT", 0)
+    timeout = join_timeout_s()
+    where = f"MASTER_ADDR={host} MASTER_PORT={port}"
+    # under torchrun's agent store rank 0 is a client too; each restart gets fresh keys
+    agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "") == "True"
+    prefix = f"dassl_lite/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
+    master = rank == 0 and not agent
+    deadline = time.monotonic() + timeout
+    if not master and not _wait_for_port(host, port, deadline):
+        raise DasslLiteError(
+            f"Process group of WORLD_SIZE={world}, this process RANK={rank}: rank 0 (the master) "
+            f"did not answer at {where} within {timeout:g} s (${TIMEOUT_ENV}). Are the launch "
+            f"variables stale (set in the shell, not by torchrun)? Unset "
+            f"{', '.join(TORCHRUN_ENV)} for a single-process run, or start rank 0")
+    try:
+        store = dist.TCPStore(host, port, world, is_master=master,
+                              timeout=datetime.timedelta(seconds=timeout),
+                              wait_for_workers=False, multi_tenant=True)
+    except Exception as e:  # address in use, unknown host, ...
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise DasslLiteError(
+            f"Process group of WORLD_SIZE={world}, this process RANK={rank}: cannot "
+            f"{'open' if master else 'join'} its store at {where}: {first}") from None
+    store.set(f"{prefix}/joined/{rank}", "1")
+    missing = list(range(world))
+    while missing:
+        missing = [r for r in missing if not store.check([f"{prefix}/joined/{r}"])]
+        if not missing or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    if missing:
+        raise DasslLiteError(
+            f"Process group of WORLD_SIZE={world} at {where}: rank(s) "
+            f"{', '.join(map(str, missing))} did not join within {timeout:g} s "
+            f"(${TIMEOUT_ENV}). Are the launch variables stale (set in the shell, not by "
+            f"torchrun)? Unset {', '.join(TORCHRUN_ENV)} for a single-process run, or start "
+            f"every rank")
+    store.set_timeout(datetime.timedelta(minutes=30))  # collectives' own timeout from here on
+    return dist.PrefixStore(f"{prefix}/pg", store)
+
+
+def _wait_for_port(host: str, port: int, deadline: float) -> bool:
+    """Whether ``host:port`` accepts a TCP connection before ``deadline`` (``time.monotonic``)."""
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=1.0):
+                return True
+        except OSError:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.2)
 
 
 def destroy_distributed() -> None:

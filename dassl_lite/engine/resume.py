@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from typing import Dict, Optional
 
 from ..config.differences import config_differences
 from ..errors import DasslLiteError
-from .checkpoint import POINTER_FILE, remove_stale_temp_files
+from .checkpoint import (EPOCH_FILE, POINTER_FILE, CheckpointError, epoch_files,
+                         remove_stale_temp_files, resume_checkpoint)
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +28,6 @@ _IGNORED_PREFIXES = ("TEST.", "DATALOADER.TEST.")
 # (resuming a DDP run on another number of processes keeps world x batch) and the epoch count
 # (training a finished run for more epochs, as Dassl allows).
 RESUME_WARNED = ("DATALOADER.TRAIN_X.BATCH_SIZE", "OPTIM.MAX_EPOCH")
-_EPOCH_FILE = re.compile(r"^model\.pth\.tar-(\d+)$")
 
 
 class ResumeError(DasslLiteError):
@@ -36,13 +35,24 @@ class ResumeError(DasslLiteError):
 
 
 def checkpoint_pointers(directory: str) -> Dict[str, str]:
-    """``{model name: file its pointer names}`` for each ``directory/<model>/checkpoint``."""
+    """``{model name: checkpoint file a resume continues from}`` for each ``directory/<model>``
+    holding a ``checkpoint`` pointer or ``model.pth.tar-<N>`` files: the pointer's file, or a
+    newer epoch file that loads (:func:`~.checkpoint.resume_checkpoint`)."""
     found = {}
     for name in sorted(os.listdir(directory)):
-        pointer = os.path.join(directory, name, POINTER_FILE)
-        if os.path.isfile(pointer):
-            with open(pointer) as f:
-                found[name] = f.readline().strip()
+        model_dir = os.path.join(directory, name)
+        pointer = os.path.join(model_dir, POINTER_FILE)
+        if not (os.path.isfile(pointer) or epoch_files(model_dir)):
+            continue
+        try:
+            path = resume_checkpoint(model_dir)
+        except CheckpointError:
+            if not os.path.isfile(pointer):
+                raise
+            with open(pointer) as f:  # names a missing file: the trainer reports it on resume
+                path = f.readline().strip()
+        if path:
+            found[name] = os.path.basename(path)
     return found
 
 
@@ -98,7 +108,7 @@ def check_resume(cfg, explicit: bool) -> Optional[int]:
     for name in pointers:
         remove_stale_temp_files(os.path.join(directory, name))
     _check_same_config(cfg, directory)
-    epochs = [int(m.group(1)) for m in map(_EPOCH_FILE.match, pointers.values()) if m]
+    epochs = [int(m.group(1)) for m in map(EPOCH_FILE.match, pointers.values()) if m]
     epoch = min(epochs) if epochs else None
     if epoch is not None and epoch >= cfg.OPTIM.MAX_EPOCH:
         logger.info(f"The run in {directory} already finished (epoch {epoch} of "

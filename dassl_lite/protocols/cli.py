@@ -17,11 +17,11 @@ from ..errors import DasslLiteError
 from ..registry import TRAINER_REGISTRY
 from . import report
 from .plans import RunSpec, plan_base2new, plan_crossdataset, plan_fewshot
-from .pool import device_slots, run_jobs_on_devices
+from .pool import check_devices_present, device_slots, run_jobs_on_devices
 from .resolve import BENCHMARKS, benchmark_datasets, resolve_dataset, resolve_datasets
 from .resolve import resolve_trainer_config
 from .runner import InProcessLauncher, Outcome, SubprocessLauncher, run_jobs
-from .slurm import SlurmOptions, run_jobs_with_submitit
+from .slurm import SlurmOptions, check_slurm_available, run_jobs_with_submitit
 from .summary import (METRICS, failed_outcomes, summarize_base2new, summarize_crossdataset,
                       summarize_fewshot)
 
@@ -294,6 +294,8 @@ def _check_launch_flags(args) -> None:
                              f"used with --launcher {args.launcher}")
     if args.gpus_per_job > 1 and not (args.devices or args.launcher == "slurm"):
         raise DasslLiteError("--gpus-per-job > 1 needs --devices or --launcher slurm")
+    if args.launcher == "slurm" and not args.dry_run:
+        check_slurm_available(args.submitit_cluster)
 
 
 def _run(jobs, args, repo_root: str) -> List[Outcome]:
@@ -328,6 +330,8 @@ def main(protocol: str, argv: Optional[Sequence[str]] = None, repo_root: str = "
         proto, plans = _plan(protocol, args, opts)
         if args.devices:
             device_slots(args.devices, args.gpus_per_job)  # bad ids fail before any job
+            if not args.dry_run:
+                check_devices_present(args.devices)
     except DasslLiteError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -8,6 +8,7 @@ go on. Finished jobs are skipped and unfinished ones resumed, as with the sequen
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import traceback
 from typing import Callable, Dict, List, Optional, Sequence
@@ -29,6 +30,29 @@ def device_slots(devices: str, gpus_per_job: int = 1) -> List[str]:
         raise DasslLiteError(f"--gpus-per-job {gpus_per_job} must divide the {len(ids)} devices "
                              f"of --devices {devices}")
     return [",".join(ids[i:i + gpus_per_job]) for i in range(0, len(ids), gpus_per_job)]
+
+
+def check_devices_present(devices: str, count: Optional[int] = None) -> None:
+    """Every id of ``--devices`` names a GPU of this machine (ids ``0 .. count-1``, ``count``
+    from ``torch.cuda.device_count()``; ``GPU-``/``MIG-`` UUIDs pass when there is a GPU): a
+    missing one would make its jobs run on the CPU without a word."""
+    if count is None:
+        import torch
+
+        count = torch.cuda.device_count()
+    ids = [d.strip() for d in devices.split(",") if d.strip()]
+    missing = [d for d in ids if not (d.isdigit() and int(d) < count
+                                      or count and d.startswith(("GPU-", "MIG-")))]
+    if not missing:
+        return
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    available = (f"GPU {', '.join(map(str, range(count)))}" if count
+                 else "no GPU (torch sees no CUDA device)")
+    raise DasslLiteError(
+        f"--devices {devices}: no GPU {', '.join(missing)} on this machine; available: "
+        f"{available}{f' (CUDA_VISIBLE_DEVICES={visible})' if visible is not None else ''}. "
+        f"Without them the jobs would run on the CPU; drop --devices to run the jobs one after "
+        f"the other")
 
 
 class _Queue:

@@ -13,13 +13,16 @@ reported with its logs while the others go on.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import logging
 import os
 import shlex
+import shutil
 import sys
 from dataclasses import dataclass
 from typing import Dict, List, Sequence
 
+from ..errors import DasslLiteError
 from .jobs import JOB_LOG, Job
 from .runner import InProcessLauncher, Outcome, SubprocessLauncher, _outcome_line, launch, precheck
 
@@ -41,6 +44,19 @@ class SlurmOptions:
     @property
     def train_script(self) -> str:
         return os.path.join(self.repo_root, "tools", "train.py")
+
+
+def check_slurm_available(cluster: str = "slurm") -> None:
+    """``--launcher slurm`` needs submitit, and (unless ``cluster`` is ``local``) Slurm's
+    ``sbatch`` on PATH; says which is missing in one line, before any job."""
+    if importlib.util.find_spec("submitit") is None:
+        raise DasslLiteError("--launcher slurm needs the submitit package, which is not "
+                             "installed (pip install submitit)")
+    if cluster == "slurm" and shutil.which("sbatch") is None:
+        raise DasslLiteError("--launcher slurm: no Slurm on this machine (sbatch is not on "
+                             "PATH); run from a Slurm login node, or use --devices or the "
+                             "default subprocess launcher (--submitit-cluster local tests the "
+                             "Slurm path without Slurm)")
 
 
 def make_executor(opts: SlurmOptions):

@@ -47,6 +47,15 @@ def _log_file_path(output: str) -> str:
     return path
 
 
+def _env_rank() -> int:
+    """``RANK`` under a launcher (``WORLD_SIZE > 1``), else 0; malformed values count as 0 here
+    (``engine.distributed.check_launch_env`` reports them)."""
+    try:
+        return int(os.environ.get("RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
+    except ValueError:
+        return 0
+
+
 def setup_logger(output: Optional[str] = None, level: int = logging.INFO) -> Optional[str]:
     """Send log records to stdout and, when ``output`` is given, to ``output/log.txt``.
 
@@ -54,7 +63,7 @@ def setup_logger(output: Optional[str] = None, level: int = logging.INFO) -> Opt
     Under torchrun only rank 0 writes ``log.txt``; the other ranks print warnings and errors,
     prefixed with their rank.
     """
-    rank = int(os.environ.get("RANK", "0"))
+    rank = _env_rank()
     if rank != 0:
         output, level = None, max(level, logging.WARNING)
     root = logging.getLogger()

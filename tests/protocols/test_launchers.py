@@ -121,3 +121,44 @@ def test_submitit_local_executor_gives_the_in_process_summary(tool, tmp_path):
     assert summaries[0]["datasets"]["tiny_dataset"]["hm"]["mean"] is not None
     again = tool("base2new", *args, launcher="slurm")
     assert again.code == 0 and "Submitted" not in again.out and again.out.count("skipped") == 2
+
+
+def test_devices_that_this_machine_lacks_are_named_before_any_job(tool):
+    import torch
+
+    r = tool("base2new", "--datasets", TINY_DATASET, "--devices", "98,99", launcher="subprocess")
+    assert r.code == 2 and r.err.startswith("error: --devices 98,99: no GPU 98, 99 on this "
+                                            "machine; available: ")
+    count = torch.cuda.device_count()
+    assert (f"available: GPU {', '.join(map(str, range(count)))}" if count
+            else "available: no GPU (torch sees no CUDA device)") in r.err
+    assert "would run on the CPU" in r.err
+    assert not (tool.out / "base2new").exists()
+
+
+@pytest.mark.parametrize("devices, count, missing", [("0,1", 0, "0, 1"), ("1,2", 2, "2"),
+                                                     ("0,x", 4, "x"), ("GPU-1a2b", 0, "GPU-1a2b")])
+def test_check_devices_present(devices, count, missing):
+    from dassl_lite.protocols.pool import check_devices_present
+
+    with pytest.raises(DasslLiteError, match=f"--devices {devices}: no GPU {missing} on this"):
+        check_devices_present(devices, count)
+    check_devices_present("0,1", 2)
+    check_devices_present("GPU-1a2b", 1)
+
+
+def test_slurm_launcher_without_submitit_or_sbatch_says_so_in_one_line(tool, monkeypatch,
+                                                                        tmp_path):
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    r = tool("base2new", "--datasets", TINY_DATASET, launcher="slurm")
+    assert r.code == 2 and r.err == (
+        "error: --launcher slurm: no Slurm on this machine (sbatch is not on PATH); run from a "
+        "Slurm login node, or use --devices or the default subprocess launcher "
+        "(--submitit-cluster local tests the Slurm path without Slurm)\n")
+    monkeypatch.setitem(sys.modules, "submitit", None)  # as if not installed
+    r = tool("base2new", "--datasets", TINY_DATASET, launcher="slurm")
+    assert r.code == 2 and r.err == ("error: --launcher slurm needs the submitit package, which "
+                                     "is not installed (pip install submitit)\n")
+    assert not (tool.out / "base2new").exists()

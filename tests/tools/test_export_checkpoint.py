@@ -153,3 +153,24 @@ def test_unsupported_trainer_and_missing_config_are_named(tmp_path, capsys):
     assert tool.main([str(tmp_path), "--out", str(tmp_path / "x")]) == 2
     assert ("No upstream layout for trainer 'VPT'; exportable: CoOp, CoCoOp, MaPLe"
             in capsys.readouterr().err)
+
+
+@pytest.mark.slow
+def test_export_leaves_no_temporary_folder_and_never_replaces_the_runs_files(
+        toy_trainer, small_toy_root, tmp_path, monkeypatch, capsys):
+    run, out = tmp_path / "run", tmp_path / "exported"
+    trained_run(toy_trainer, small_toy_root, run, "CoOp")
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr("tempfile.tempdir", str(temp))
+    files = sorted(p for p in run.rglob("*") if p.is_file())
+    before = {p: p.read_bytes() for p in files}
+    tool = load_tool()
+    for _ in range(2):  # exporting again into an earlier export's folder is fine
+        assert tool.main([str(run), "--out", str(out), "--root", small_toy_root]) == 0
+    assert not [n for n in os.listdir(temp) if n.startswith("dassl_lite_export_")]
+    assert tool.main([str(run), "--out", str(run), "--root", small_toy_root]) == 2
+    assert (f"error: --out {run} is a run's folder (it is the run being exported)"
+            in capsys.readouterr().err)
+    assert sorted(p for p in run.rglob("*") if p.is_file()) == files
+    assert all(p.read_bytes() == data for p, data in before.items())
