@@ -148,8 +148,10 @@ def job_status(job: Job) -> Tuple[str, str]:
 
 def _same_threshold(job: Job, results: Dict[str, Any]) -> bool:
     """Whether an evaluation's results were written with the decision threshold asked now
-    (``TEST.ANOMALY.THRESHOLD``; "" for runs without one)."""
-    return threshold_setting(job.cfg) == str(results.get("threshold_setting", ""))
+    (``TEST.ANOMALY.THRESHOLD``; "" for runs without one, and for a job planned without a
+    config, as the launcher tests' jobs are)."""
+    asked = threshold_setting(job.cfg) if job.cfg is not None else ""
+    return asked == str(results.get("threshold_setting", ""))
 
 
 def _epoch_text(results: Dict[str, Any]) -> str:
