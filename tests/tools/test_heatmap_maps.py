@@ -15,14 +15,15 @@ from dassl_lite.evaluation.anomaly_maps import GRID_PAD, GRID_TILE, LINE_HEIGHT,
 def test_save_maps_writes_the_maps_behind_the_overlays(toy_anomaly_root, tmp_path, capsys):
     from tools.anomaly_heatmap import main
 
-    folder = tmp_path / "imgs"
-    folder.mkdir()
     src = os.path.join(toy_anomaly_root, "toy_visa", "yellow_star", "Data", "Images")
-    shutil.copy(os.path.join(src, "Anomaly", "000.JPG"), folder / "bad.jpg")
-    shutil.copy(os.path.join(src, "Normal", "0000.JPG"), folder / "good.jpg")
+    folder = tmp_path / "imgs"
+    for name, (kind, file) in {"bad": ("Anomaly", "001.JPG"), "good": ("Normal", "0001.JPG")}.items():
+        folder.mkdir(exist_ok=True)
+        shutil.copy(os.path.join(src, kind, file), folder / f"{name}.jpg")
+    args = ["--trainer", "ZeroshotAD", "--config-file", "toy", "--input", str(folder),
+            "--category", "yellow star"]
     out = tmp_path / "heat"
-    assert main(["--trainer", "ZeroshotAD", "--config-file", "toy", "--input", str(folder),
-                 "--category", "yellow star", "--output", str(out), "--save-maps"]) == 0
+    assert main([*args, "--output", str(out), "--save-maps"]) == 0
     maps = {name: np.load(out / f"{name}.npy") for name in ("bad", "good")}
     assert all(m.shape == (128, 128) and m.dtype == np.float32 for m in maps.values())
     lo = min(float(m.min()) for m in maps.values())
@@ -34,6 +35,5 @@ def test_save_maps_writes_the_maps_behind_the_overlays(toy_anomaly_root, tmp_pat
     cell = GRID_TILE + GRID_PAD
     assert grid.size == (GRID_PAD + 2 * cell + 64, GRID_PAD + cell + 2 * LINE_HEIGHT)
     without = tmp_path / "plain"
-    assert main(["--trainer", "ZeroshotAD", "--config-file", "toy", "--input", str(folder),
-                 "--category", "yellow star", "--output", str(without)]) == 0
+    assert main([*args, "--output", str(without)]) == 0
     assert not list(without.glob("*.npy"))  # raw maps only on request
