@@ -25,9 +25,9 @@ from typing import Dict, List, Optional, Sequence
 import torch
 
 from .cli import build_parser, setup_cfg
-from .data import read_image
 from .engine import build_trainer
 from .errors import DasslLiteError
+from .utils.image import read_image
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dassl_lite.data import read_image
+from dassl_lite.utils.image import read_image
 from dassl_lite.evaluation.anomaly_maps import GRID_PAD, GRID_TILE, LINE_HEIGHT, overlay
 
 
