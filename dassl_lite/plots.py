@@ -6,7 +6,7 @@
   dataset (colour: metric, hatching: trainer), std over seeds as error bars, the value axis
   around the data and the legend right of the axes;
 - :func:`plot_training_curves`: the scalars of runs' TensorBoard events, one panel per tag
-  (axis labels: iteration and the metric), several runs overlaid, optional smoothing.
+  (axis labels: the step and the metric), several runs overlaid, optional smoothing.
 
 Summaries are the ``summary_*.json`` files that ``tools/fewshot.py`` and ``tools/base2new.py``
 write. Figures are drawn on ``matplotlib.figure.Figure`` (no pyplot state) at a fixed size
@@ -296,7 +296,8 @@ PERCENT_METRICS = ("acc", "accuracy", "error", "macro_f1", "perclass_accuracy")
 
 def _axis_labels(ax, tag: str) -> None:
     name = tag.rpartition("/")[2]
-    ax.set_xlabel("iteration", fontsize=7)
+    # training scalars are written per iteration; older runs wrote test/val results per epoch
+    ax.set_xlabel("iteration" if tag.startswith("train/") else "step", fontsize=7)
     ax.set_ylabel(name + (" (%)" if name in PERCENT_METRICS else ""), fontsize=7)
 
 
@@ -315,7 +316,7 @@ def plot_training_curves(run_dirs, stem: str, tags: Optional[Sequence[str]] = No
             raise DasslLiteError(f"No scalar {', '.join(unknown)} in {run_dir}'s events; it "
                                  f"has {', '.join(sorted(scalars))}")
     names = run_labels(run_dirs)
-    title = names[0] if len(runs) == 1 else f"{len(runs)} runs"
+    title = ", ".join(names) if len(runs) <= 3 else f"{len(runs)} runs"
     fig = _new_figure(f"Training curves: {title}" + (f" (smoothed {smooth})" if smooth else ""))
     cols = min(3, len(chosen))
     rows = math.ceil(len(chosen) / cols)

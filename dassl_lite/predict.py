@@ -95,7 +95,13 @@ def load_run(model_dir: str, *, load_epoch: Optional[int] = None, trainer: str =
     with tempfile.TemporaryDirectory(prefix="dassl_lite_predict_") as scratch:
         argv = _config_argv(model_dir, trainer, config_file, dataset_config_file, root, scratch)
         cfg = setup_cfg(build_parser().parse_args([*argv, *opts]))
-        built = build_trainer(cfg)
+        try:
+            built = build_trainer(cfg)
+        except DasslLiteError as e:
+            raise DasslLiteError(
+                f"Cannot rebuild the run in {model_dir}: its dataset {cfg.DATASET.NAME} (under "
+                f"{cfg.DATASET.ROOT or 'DATASET.ROOT'}; --root changes it) gives the class names "
+                f"and the model: {e}") from None
         if getattr(built, "task", "classification") != "classification":
             raise DasslLiteError(
                 f"{cfg.TRAINER.NAME} is a {built.task} trainer: score images with "

@@ -209,12 +209,13 @@ def test_curves_overlay_runs_with_axis_labels_and_smoothing(tmp_path, monkeypatc
     assert sorted(by_title) == ["test/accuracy", "train/loss", "train/lr"]
     loss = by_title["train/loss"]
     assert (loss.get_xlabel(), loss.get_ylabel()) == ("iteration", "loss")
-    assert by_title["test/accuracy"].get_ylabel() == "accuracy (%)"
+    assert (by_title["test/accuracy"].get_xlabel(), by_title["test/accuracy"].get_ylabel()) == (
+        "step", "accuracy (%)")
     assert len(loss.lines) == 4  # per run: faint raw + smoothed
     assert [line.get_alpha() for line in loss.lines] == [0.25, None, 0.25, None]
     assert len(by_title["train/lr"].lines) == 2  # a schedule is not smoothed
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["seed1", "seed2"]
-    assert "2 runs (smoothed 0.6)" in fig._suptitle.get_text()
+    assert fig._suptitle.get_text() == "Training curves: seed1, seed2 (smoothed 0.6)"
 
 
 def test_curves_tool_overlays_several_runs(tmp_path):

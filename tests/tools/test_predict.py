@@ -143,6 +143,14 @@ def test_recorded_class_names_must_match_the_dataset(run_dir, evaluator_predicti
     assert err.startswith("error: The run was trained on other classes than dataset ToyShapes "
                           "gives now (label 3: 'teal star' recorded, ")
     assert str(copy / "classnames.json") in err
+    empty = tmp_path / "no_data"
+    empty.mkdir()
+    assert load_tool("predict").main(["--model-dir", run_dir, image, "--root", str(empty),
+                                      "--opts", "DATASET.NAME", "OxfordPets"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: Cannot rebuild the run in {run_dir}: its dataset OxfordPets "
+                          f"(under {empty}; --root changes it) gives the class names and the "
+                          f"model: OxfordPets: dataset folder not found")
     assert load_tool("predict").main(["--model-dir", run_dir, image, "--topk", "65"]) == 2
     assert capsys.readouterr().err.strip() == ("error: --topk must be between 1 and the run's 64 "
                                                "classes; got 65")
