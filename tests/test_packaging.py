@@ -97,7 +97,7 @@ def test_wheel_holds_one_top_level_package(installed):
     entry_points = zipfile.ZipFile(wheel).read(
         next(n for n in names if n.endswith("entry_points.txt"))).decode()
     for command in ("dassl-train", "dassl-base2new", "dassl-fewshot", "dassl-crossdataset",
-                    "dassl-parse-results", "dassl-plot", "dassl-anomaly"):
+                    "dassl-parse-results", "dassl-plot", "dassl-anomaly", "dassl-predict"):
         assert f"{command} = dassl_lite.commands:" in entry_points
 
 

@@ -131,3 +131,143 @@ def test_eval_only_run_writes_tensorboard_scalars(make_cfg, build_seeded, tmp_pa
     scalars = read_scalars(str(tmp_path / "eval"))
     assert scalars["test/accuracy"] == [(0, pytest.approx(accuracy))]
     assert "test/macro_f1" in scalars
+
+
+# ---------------------------------------------------------------- figures people read
+
+B2N = [base2new_summary("CoOp", {"toy_shapes": ({1: 90.0, 2: 92.0}, {1: 50.0, 2: 54.0})}),
+       base2new_summary("MaPLe", {"toy_shapes": ({1: 88.0, 2: 90.0}, {1: 60.0, 2: 62.0})})]
+
+
+def test_value_range_is_around_the_data():
+    from dassl_lite.plots import value_range
+
+    # lowest mean - std 48, highest 92 + 2 = 94: span 46, margin 0.15 * 46 = 6.9
+    assert value_range([(50.0, 2.0), (92.0, 2.0)]) == pytest.approx((41.1, 100.0))
+    assert value_range([(70.0, 0.0), (71.0, 0.0)]) == (68.0, 73.0)  # at least 2 units
+    assert value_range([]) == (0.0, 100.0)
+
+
+def test_base2new_axis_and_legend_outside_the_bars(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    saved = {}
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: saved.setdefault("fig", fig))
+    plot_base2new(B2N, str(tmp_path / "b2n"), formats=("png",))
+    fig = saved["fig"]
+    ax = fig.axes[0]
+    lo, hi = ax.get_ylim()
+    assert 38 < lo < 50 and hi > 92  # new 50..62 -> the axis starts near the data, not at 0
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    legend = ax.get_legend().get_window_extent(renderer)
+    assert legend.x0 >= ax.get_window_extent(renderer).x1  # right of the axes
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["base", "new", "HM", "CoOp", "MaPLe"]
+    hatches = {p.get_hatch() for p in ax.patches}
+    assert len(hatches) == 2  # one per trainer
+
+
+def write_events(folder, losses, acc=None):
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(folder / "tensorboard"))
+    for step, loss in enumerate(losses):
+        writer.add_scalar("train/loss", loss, step * 10)
+        writer.add_scalar("train/lr", 0.002, step * 10)
+    if acc is not None:
+        writer.add_scalar("test/accuracy", acc, 10 * len(losses))
+    writer.close()
+
+
+def test_smoothing_is_tensorboards_debiased_average():
+    from dassl_lite.plots import smooth_ema
+
+    assert smooth_ema([1.0, 3.0], 0.0) == [1.0, 3.0]
+    # w=0.5: ema 0.5, 0.5*0.5 + 0.5*3 = 1.75; debiased by 1 - 0.5, 1 - 0.25
+    assert smooth_ema([1.0, 3.0], 0.5) == pytest.approx([1.0, 1.75 / 0.75])
+    with pytest.raises(DasslLiteError, match=r"--smooth must be >= 0 and < 1 .*; got 1.0"):
+        smooth_ema([1.0], 1.0)
+
+
+def test_curves_overlay_runs_with_axis_labels_and_smoothing(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    rng = np.random.default_rng(0)
+    for seed in (1, 2):
+        write_events(tmp_path / "CoOp" / f"seed{seed}",
+                     list(2.0 - 0.1 * np.arange(20) + 0.3 * rng.standard_normal(20)), 70.0 + seed)
+    runs = [str(tmp_path / "CoOp" / "seed1"), str(tmp_path / "CoOp" / "seed2")]
+    saved = {}
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: saved.setdefault("fig", fig))
+    plot_training_curves(runs, str(tmp_path / "c"), formats=("png",), smooth=0.6)
+    fig = saved["fig"]
+    by_title = {ax.get_title(): ax for ax in fig.axes}
+    assert sorted(by_title) == ["test/accuracy", "train/loss", "train/lr"]
+    loss = by_title["train/loss"]
+    assert (loss.get_xlabel(), loss.get_ylabel()) == ("iteration", "loss")
+    assert (by_title["test/accuracy"].get_xlabel(), by_title["test/accuracy"].get_ylabel()) == (
+        "step", "accuracy (%)")
+    assert len(loss.lines) == 4  # per run: faint raw + smoothed
+    assert [line.get_alpha() for line in loss.lines] == [0.25, None, 0.25, None]
+    assert len(by_title["train/lr"].lines) == 2  # a schedule is not smoothed
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["seed1", "seed2"]
+    assert fig._suptitle.get_text() == "Training curves: seed1, seed2 (smoothed 0.6)"
+
+
+def test_curves_tool_overlays_several_runs(tmp_path):
+    for seed in (1, 2):
+        write_events(tmp_path / f"seed{seed}", [2.0, 1.5, 1.0])
+    tool = [sys.executable, os.path.join(REPO, "tools", "plot.py"), "curves",
+            str(tmp_path / "seed1"), str(tmp_path / "seed2"), "--out", str(tmp_path / "p"),
+            "--formats", "png"]
+    r = subprocess.run(tool, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == [str(tmp_path / "p" / "curves_compare.png")]
+    check_png(tmp_path / "p" / "curves_compare.png")
+    r = subprocess.run([*tool, "--smooth", "1.5"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "--smooth must be >= 0 and < 1" in r.stderr
+
+
+# ---------------------------------------------------------------- summaries that are not
+
+@pytest.mark.parametrize("content, message", [
+    ([1, 2], "{path} holds a JSON list; expected a base2new summary (an object with keys "
+             "protocol, trainer, metric, datasets; tools/base2new.py writes them as "
+             "summary_*.json)"),
+    ({"protocol": "base2new", "trainer": "CoOp", "datasets": {}},
+     "{path}: lacks 'metric'; expected keys protocol, trainer, metric, datasets "
+     "(tools/base2new.py writes them as summary_*.json)"),
+    ({"protocol": "base2new", "trainer": "CoOp", "metric": "accuracy",
+      "datasets": {"toy_shapes": {"base": {"mean": 1, "std": 0, "missing": []},
+                                  "new": {"mean": 1, "std": 0}}}},
+     "{path}: datasets.toy_shapes lacks 'hm'; expected keys base, new, hm "
+     "(tools/base2new.py writes them as summary_*.json)"),
+    ({"protocol": "fewshot"}, "{path} is a 'fewshot' summary; expected a 'base2new' summary "
+                              "(tools/base2new.py writes them as summary_*.json)"),
+])
+def test_tool_names_the_file_and_what_a_summary_lacks(tmp_path, content, message):
+    path = tmp_path / "summary.json"
+    path.write_text(json.dumps(content))
+    r = subprocess.run([sys.executable, os.path.join(REPO, "tools", "plot.py"), "base2new",
+                        str(path), "--out", str(tmp_path / "p")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.strip() == "error: " + message.format(path=path)
+    assert not (tmp_path / "p").exists()
+
+
+def test_fewshot_summary_without_a_shot_entry_is_named(tmp_path):
+    from dassl_lite.plots import load_summaries
+
+    broken = json.loads(json.dumps(COOP))
+    del broken["datasets"]["toy_sketch"]["4"]["per_seed"]
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps(broken))
+    with pytest.raises(DasslLiteError) as e:
+        load_summaries([str(path)], "fewshot")
+    assert str(e.value) == (f"{path}: datasets.toy_sketch.4 lacks 'per_seed'; expected keys "
+                            f"per_seed, missing (tools/fewshot.py writes them as summary_*.json)")

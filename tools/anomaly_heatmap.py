@@ -8,10 +8,11 @@ r"""Run an anomaly trainer on one image or a folder and write heatmap overlays.
         --input my_images/ --category "metal nut" --output heatmaps/ TEST.ANOMALY.MAP_SIGMA 4
 
 Per image: ``<output>/<stem>.png`` (the image with its anomaly map overlaid, at the trainer's
-input size; one colour scale, the joint range of all the maps), ``grid.png`` of all of them,
-and one line ``<score> <image>`` in ``scores.txt`` (and on stdout), highest score first; with
-``--threshold VALUE`` (or the ``results.json`` of an evaluation run made with ``--threshold
-f1max``) a third field, ``anomalous`` or ``normal``.
+input size; one colour scale, the joint range of all the maps), with ``--save-maps`` the raw
+map as ``<stem>.npy``, and one line ``<score> <image>`` in ``scores.txt`` (and on stdout),
+highest score first; with ``--threshold VALUE`` (or the ``results.json`` of an evaluation run
+made with ``--threshold f1max``) a third field, ``anomalous`` or ``normal``. ``grid.png`` shows
+the first 36, each labelled with its file and score, beside a colour bar of the map values.
 
 The output folder must not be, or contain, the input (an image file, or the folder of images):
 the overlays are named after the images and would replace them. A new folder, or one inside the
@@ -46,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="add a decision column (anomalous/normal) to scores.txt: a score "
                         "threshold, or the results.json of an evaluation run made with "
                         "--threshold f1max (its threshold for --category)")
+    p.add_argument("--save-maps", action="store_true",
+                   help="also write each raw map as <output>/<stem>.npy (float32, the "
+                        "trainer's input size, smoothed as overlaid)")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config options")
     add_list_configs_flag(p)
     return p
@@ -130,10 +134,14 @@ def score_images(trainer):
 
 
 def main(argv=None) -> int:
+    import numpy as np
+
     from dassl_lite.data import read_image
-    from dassl_lite.evaluation.anomaly_maps import make_grid, overlay, save_png
+    from dassl_lite.evaluation.anomaly_maps import (GRID_MAX_IMAGES, make_grid, overlay,
+                                                    save_png, tile_caption)
     from dassl_lite.evaluation.anomaly_threshold import score_lines, write_scores
     from dassl_lite.utils import setup_logger
+    from dassl_lite.utils.io import atomic_write
 
     listed = list_configs_requested(sys.argv[1:] if argv is None else argv)
     if listed is not None:
@@ -149,12 +157,18 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     lo, hi = float(maps.min()), float(maps.max())  # one colour scale for all the images
-    tiles = []
+    tiles, captions = [], []
     for i in sorted(range(len(paths)), key=lambda i: -scores[i]):
+        stem = os.path.join(args.output, os.path.splitext(os.path.basename(paths[i]))[0])
         img = overlay(read_image(paths[i]), maps[i], vmin=lo, vmax=hi)
-        save_png(img, os.path.join(args.output, os.path.splitext(os.path.basename(paths[i]))[0] + ".png"))
+        save_png(img, stem + ".png")
+        if args.save_maps:
+            atomic_write(stem + ".npy", lambda f, m=maps[i]: np.save(f, m.astype(np.float32)))
         tiles.append(img)
-    save_png(make_grid(tiles), os.path.join(args.output, "grid.png"))
+        captions.append(tile_caption(paths[i], scores[i]))  # no ground truth for own images
+    grid = make_grid(tiles[:GRID_MAX_IMAGES], captions=captions[:GRID_MAX_IMAGES],
+                     value_range=(lo, hi))
+    save_png(grid, os.path.join(args.output, "grid.png"))
     lines = score_lines(paths, scores, None if threshold is None else [threshold] * len(paths))
     write_scores(os.path.join(args.output, "scores.txt"), lines)
     print("\n".join(lines))

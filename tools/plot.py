@@ -6,11 +6,15 @@ r"""Draw protocol summaries and training runs as PNG and SVG (``dassl-plot`` onc
         [--trainers CoOp MaPLe]
     python tools/plot.py base2new output/base2new/summary_*_shots16.json --out plots
     python tools/plot.py curves output/toy_shapes/CoOp/toy_16shots/seed1 --out plots \
-        [--tags train/loss train/acc]
+        [--tags train/loss train/acc] [--smooth 0.6]
+    python tools/plot.py curves output/toy_shapes/CoOp/toy_16shots/seed{1,2,3} --out plots
 
-Writes OUT/fewshot_<dataset>.{png,svg}, OUT/base2new.{png,svg} or
-OUT/curves_<parent>_<run>.{png,svg} and prints their paths. ``--trainers`` picks and orders the trainers; one without a summary among
-the files given is an error naming it.
+Writes OUT/fewshot_<dataset>.{png,svg}, OUT/base2new.{png,svg}, OUT/curves_<parent>_<run>.{png,svg}
+(one run) or OUT/curves_compare.{png,svg} (several runs, overlaid; ``--name`` sets the file
+name) and prints their paths. ``--trainers`` picks and orders the trainers; one without a
+summary among the files given is an error naming it, as is a file that is not a summary of the
+protocol or lacks one of its keys. ``--smooth W`` (0 <= W < 1) draws TensorBoard's moving
+average over the faint raw curve.
 """
 import argparse
 import logging
@@ -38,19 +42,31 @@ def parse_args(argv=None) -> argparse.Namespace:
             s.add_argument("--dataset", default="average",
                            help="dataset label or 'average' (default)")
     c = sub.add_parser("curves", help="training curves from a run's TensorBoard events")
-    c.add_argument("run_dir", help="a run's OUTPUT_DIR (or its tensorboard folder)")
+    c.add_argument("run_dirs", nargs="+",
+                   help="runs' OUTPUT_DIRs (or their tensorboard folders); several are overlaid")
     c.add_argument("--tags", nargs="+", help="scalar tags to draw (default: all)")
+    c.add_argument("--smooth", type=float, default=0.0,
+                   help="moving-average weight in [0, 1), as TensorBoard's slider (default 0)")
+    c.add_argument("--name", default="", help="file name without extension (default: "
+                   "curves_<parent>_<run> for one run, curves_compare for several)")
     for s in sub.choices.values():
         s.add_argument("--out", default="plots", help="output folder (default ./plots)")
         s.add_argument("--formats", nargs="+", default=list(FORMATS), choices=list(FORMATS))
     return p.parse_args(argv)
 
 
+def curves_name(args: argparse.Namespace) -> str:
+    if args.name:
+        return args.name
+    if len(args.run_dirs) > 1:
+        return "curves_compare"
+    return "curves_" + "_".join(os.path.abspath(args.run_dirs[0]).split(os.sep)[-2:])
+
+
 def run(args: argparse.Namespace) -> list:
     if args.kind == "curves":
-        name = "_".join(os.path.abspath(args.run_dir).split(os.sep)[-2:])  # e.g. toy_8shots_seed1
-        return plot_training_curves(args.run_dir, os.path.join(args.out, f"curves_{name}"),
-                                    args.tags, args.formats)
+        return plot_training_curves(args.run_dirs, os.path.join(args.out, curves_name(args)),
+                                    args.tags, args.formats, args.smooth)
     summaries = select_trainers(load_summaries(args.summaries, args.kind), args.trainers)
     if args.kind == "fewshot":
         return plot_fewshot(summaries, os.path.join(args.out, f"fewshot_{args.dataset}"),

@@ -141,6 +141,7 @@ class SimpleTrainer(TrainerBase):
         self.start_epoch = self.resume_model_if_exist(directory)
         self.warn_if_warmup_only()
         if is_main_process():
+            self.write_classnames()
             self.init_writer(os.path.join(self.output_dir, "tensorboard"))
         self.time_start = time.time()
 
@@ -156,6 +157,13 @@ class SimpleTrainer(TrainerBase):
         scheduled = any(s is not None for s in self._scheds.values())
         if warning and scheduled and self.start_epoch < self.max_epoch:
             logger.warning(warning)
+
+    def write_classnames(self) -> None:
+        """Record the class names in label order (``OUTPUT_DIR/classnames.json``), so a
+        prediction with the run's weights names its classes as training saw them."""
+        if self.task == "classification":
+            atomic_write_json(os.path.join(self.output_dir, "classnames.json"),
+                              list(self.dm.classnames))
 
     def after_epoch(self) -> None:
         last_epoch = (self.epoch + 1) == self.max_epoch

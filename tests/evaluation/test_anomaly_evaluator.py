@@ -94,7 +94,24 @@ def test_save_maps_writes_overlays_and_a_grid(tmp_path):
     plain = np.asarray(Image.open(paths[1]).resize((16, 16)))
     assert np.abs(over.astype(int) - plain).max() > 50  # the overlay is not the image
     assert (over[4, 4:11] == 255).all()  # the mask's top edge: white contour
-    assert Image.open(tmp_path / "out" / "maps" / "a" / "grid.png").size == (6 * 128, 128)
+    grid = np.asarray(Image.open(tmp_path / "out" / "maps" / "a" / "grid.png").convert("RGB"))
+    # 4 tiles of 128 + 4 px padding, the colour bar's 64 px; rows: tile + 3 caption lines
+    assert grid.shape == (4 + 128 + 4 + 3 * 13, 4 * 132 + 4 + 64, 3)
+    caption = grid[4 + 128 + 1:4 + 128 + 4 + 3 * 13, 4:132]
+    assert (caption.min(axis=2) < 100).mean() > 0.03  # text under the first tile
+    bar_x = 4 * 132 + 4 + 4 + 7  # inside the colour bar
+    column = [tuple(c) for c in grid[:, bar_x]]
+    red, blue = column.index((200, 0, 0)), column.index((0, 0, 143))  # the map's max, min
+    assert red < blue and column[red - 1] == (0, 0, 0)  # high values on top, framed
+
+
+def test_tile_captions_name_image_score_and_ground_truth():
+    from dassl_lite.evaluation.anomaly_maps import tile_caption
+
+    assert tile_caption("/d/bottle/test/broken/003.png", 0.81234, 1) == [
+        "broken/003.png", "score 0.812", "gt: anomalous"]
+    assert tile_caption("/d/good/1.png", 0.1, 0)[2] == "gt: normal"
+    assert tile_caption("mine.jpg", 0.5) == ["mine.jpg", "score 0.500"]  # no ground truth
 
 
 def test_overlay_and_file_names():

@@ -45,7 +45,9 @@ def test_train_py_on_toy_visa_writes_metrics_and_heatmaps(toy_anomaly_root, tmp_
     assert overlay.size == image.size == (128, 128)
     diff = np.abs(np.asarray(overlay, int) - np.asarray(image.convert("RGB"), int))
     assert diff.mean() > 10  # the map is overlaid
-    assert Image.open(out / "maps" / "pink_moon" / "grid.png").size == (6 * 128, 5 * 128)
+    # 26 images: 5 rows of 6 tiles (132 px with padding, 3 caption lines), the colour bar
+    assert Image.open(out / "maps" / "pink_moon" / "grid.png").size == (4 + 6 * 132 + 64,
+                                                                        4 + 5 * (132 + 3 * 13))
 
 
 @pytest.mark.slow

@@ -1,0 +1,39 @@
+"""tools/anomaly_heatmap.py --save-maps: the raw maps (.npy) are exactly what each overlay
+shows (on the joint colour scale), and the grid carries captions and a colour bar."""
+import os
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dassl_lite.utils.image import read_image
+from dassl_lite.evaluation.anomaly_maps import GRID_PAD, GRID_TILE, LINE_HEIGHT, overlay
+
+
+@pytest.mark.slow
+def test_save_maps_writes_the_maps_behind_the_overlays(toy_anomaly_root, tmp_path, capsys):
+    from tools.anomaly_heatmap import main
+
+    src = os.path.join(toy_anomaly_root, "toy_visa", "yellow_star", "Data", "Images")
+    folder = tmp_path / "imgs"
+    for name, (kind, file) in {"bad": ("Anomaly", "001.JPG"), "good": ("Normal", "0001.JPG")}.items():
+        folder.mkdir(exist_ok=True)
+        shutil.copy(os.path.join(src, kind, file), folder / f"{name}.jpg")
+    args = ["--trainer", "ZeroshotAD", "--config-file", "toy", "--input", str(folder),
+            "--category", "yellow star"]
+    out = tmp_path / "heat"
+    assert main([*args, "--output", str(out), "--save-maps"]) == 0
+    maps = {name: np.load(out / f"{name}.npy") for name in ("bad", "good")}
+    assert all(m.shape == (128, 128) and m.dtype == np.float32 for m in maps.values())
+    lo = min(float(m.min()) for m in maps.values())
+    hi = max(float(m.max()) for m in maps.values())
+    for name, amap in maps.items():
+        redrawn = overlay(read_image(str(folder / f"{name}.jpg")), amap, vmin=lo, vmax=hi)
+        assert np.array_equal(np.asarray(redrawn), np.asarray(Image.open(out / f"{name}.png")))
+    grid = Image.open(out / "grid.png")
+    cell = GRID_TILE + GRID_PAD
+    assert grid.size == (GRID_PAD + 2 * cell + 64, GRID_PAD + cell + 2 * LINE_HEIGHT)
+    without = tmp_path / "plain"
+    assert main([*args, "--output", str(without)]) == 0
+    assert not list(without.glob("*.npy"))  # raw maps only on request
