@@ -1,4 +1,5 @@
-"""Package layout of dassl_lite (metadata lives in pyproject.toml).
+"""Package layout of dassl_lite (metadata, including the dependency ranges, lives in
+pyproject.toml; requirements.txt is the exact lock that ``make`` installs).
 
 The repository folders ``trainers/``, ``datasets/``, ``configs/`` and ``tools/`` are installed
 inside the package as ``dassl_lite.trainers``, ``dassl_lite.datasets``, ``dassl_lite.configs`` and
@@ -7,20 +8,11 @@ Face ``datasets``). Every file and subfolder in them is found at build time, so 
 dataset, config or tool needs no edit here. ``dassl_lite/apps.py`` gives the same names in a
 checkout and keeps ``trainers.x`` and ``dassl_lite.trainers.x`` one module.
 """
-from pathlib import Path
 
 from setuptools import find_namespace_packages, setup
 
-HERE = Path(__file__).parent
 APP_FOLDERS = ("trainers", "datasets", "configs", "tools")
 SKIP = ["*__pycache__*", "*.egg-info*"]
-
-
-def read_requirements(name: str):
-    """Requirement lines of ``name`` without comments and ``-r`` includes."""
-    lines = (HERE / name).read_text().splitlines()
-    reqs = [ln.split("#")[0].strip() for ln in lines]
-    return [r for r in reqs if r and not r.startswith("-")]
 
 
 def app_packages():
@@ -40,7 +32,4 @@ setup(
     package_dir=package_dir,
     package_data={"": ["*.yaml", "*.yml", "*.txt.gz", "*.json", "*.pt"]},
     include_package_data=False,
-    install_requires=read_requirements("requirements.txt"),
-    extras_require={"test": read_requirements("requirements-test.txt"),
-                    "open_clip": ["open_clip_torch==3.3.0"]},  # open_clip:MODEL:TAG backbones
 )

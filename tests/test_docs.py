@@ -86,6 +86,16 @@ def test_front_page_lists_exactly_the_registered_datasets():
         f"not registered {sorted(set(names) - set(registered))} (keep it sorted)")
 
 
+def test_methods_page_names_every_registered_trainer():
+    from dassl_lite.registry import TRAINER_REGISTRY
+
+    table = read("docs/methods.md").split("The registered trainers", 1)[1].split("\n\n", 2)[1]
+    named = set(re.findall(r"`(\w+)`", "\n".join(ln.split("|")[1] for ln in table.splitlines()[2:])))
+    assert named == set(builtin(TRAINER_REGISTRY)), (
+        f"docs/methods.md's trainer table: missing {sorted(set(builtin(TRAINER_REGISTRY)) - named)}, "
+        f"not registered {sorted(named - set(builtin(TRAINER_REGISTRY)))}")
+
+
 def entry_points():
     with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
         return set(tomllib.load(f)["project"]["scripts"])

@@ -197,3 +197,182 @@ def test_installed_commands_find_the_bundled_configs(installed, tmp_path):
         "error: --config-file configs/trainers/MaPLe/vit_b16_c2_ep5_batch4.yaml does not exist "
         f"(relative to {empty}); nearest bundled configs: "
         "configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml, ")
+
+# ------------------------------------------------- licence, dependency ranges, lowest versions
+
+def wheel_metadata(wheel):
+    z = zipfile.ZipFile(wheel)
+    return z.read(next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))).decode()
+
+
+def requires(metadata):
+    """``{name: specifier}`` of the wheel's run-time requirements (no extras)."""
+    from packaging.requirements import Requirement
+
+    reqs = [Requirement(ln.split(":", 1)[1].strip()) for ln in metadata.splitlines()
+            if ln.startswith("Requires-Dist:")]
+    return {r.name.lower().replace("_", "-"): r.specifier for r in reqs if r.marker is None}
+
+
+def locked():
+    """``{name: version}`` of requirements.txt, which pins every line exactly."""
+    pins = {}
+    with open(os.path.join(REPO, "requirements.txt")) as f:
+        for line in f:
+            line = line.split("#")[0].strip()
+            if line:
+                name, sep, version = line.partition("==")
+                assert sep, f"requirements.txt: '{line}' is not an exact pin (NAME==VERSION)"
+                pins[name.lower().replace("_", "-")] = version
+    return pins
+
+
+def lower_bound(specifier):
+    (spec,) = list(specifier)
+    assert spec.operator == ">=", f"expected only a lower bound '>=', got '{specifier}'"
+    return spec.version
+
+
+@pytest.mark.slow
+def test_wheel_carries_the_licence_named_in_pyproject(installed):
+    import tomllib
+
+    _, _, _, wheel = installed
+    z = zipfile.ZipFile(wheel)
+    licence = next(n for n in z.namelist() if n.endswith(".dist-info/licenses/LICENSE"))
+    with open(os.path.join(REPO, "LICENSE"), "rb") as f:
+        assert z.read(licence) == f.read()
+    with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
+        expression = tomllib.load(f)["project"]["license"]
+    assert f"License-Expression: {expression}" in wheel_metadata(wheel).splitlines()
+    assert expression == "MIT" and z.read(licence).decode().startswith("MIT License")
+
+
+@pytest.mark.slow
+def test_metadata_states_ranges_and_requirements_txt_is_the_lock(installed):
+    _, _, _, wheel = installed
+    ranges, pins = requires(wheel_metadata(wheel)), locked()
+    assert set(ranges) == set(pins), "pyproject.toml's dependencies and requirements.txt name other packages"
+    for name, specifier in ranges.items():
+        low = lower_bound(specifier)
+        assert specifier.contains(pins[name]), f"the lock {name}=={pins[name]} is outside {specifier}"
+        if name != "timm":  # timm is tested below at a lower version than the lock
+            assert low == pins[name], f"{name}: lower bound {low} is not the tested lock {pins[name]}"
+    assert lower_bound(ranges["timm"]) == "1.0.29"
+
+
+LOWEST = ("torch", "torchvision", "timm", "open-clip-torch")
+
+
+@pytest.mark.slow
+def test_lowest_allowed_versions_train_the_toy_coop_run(installed, small_toy_root, tmp_path):
+    """A fresh environment with the wheel and torch / torchvision / timm / open_clip_torch at the
+    lowest versions its metadata allows (resolved by pip from its configured indexes), every other
+    package from this environment: the toy CoOp run trains and a timm ViT is built."""
+    _, _, _, wheel = installed
+    metadata = wheel_metadata(wheel)
+    bounds = dict(requires(metadata))
+    extra = [ln for ln in metadata.splitlines() if ln.startswith("Requires-Dist: open_clip_torch")
+             and 'extra == "open-clip"' in ln]
+    assert extra and ">=" in extra[0]
+    bounds["open-clip-torch"] = extra[0].split(">=")[1].split(";")[0].strip()
+    low = {name: (bounds[name] if isinstance(bounds[name], str) else lower_bound(bounds[name]))
+           for name in LOWEST}
+    venv = tmp_path / "lowest"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=300)
+    python = venv / "bin" / "python"
+    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    with open(os.path.join(purelib, "extra_site.pth"), "w") as f:
+        f.write(sysconfig.get_paths()["purelib"] + "\n")
+    pip = [str(python), "-m", "pip", "install", "--only-binary", ":all:"]
+    r = subprocess.run([*pip, "--no-deps", "--force-reinstall", "--no-index", str(wheel)],
+                       env=env_for_pip(), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    # pip resolves the pins against the wheel's ranges; packages this environment already has
+    # at another version are installed into the new venv, never removed from this one
+    r = subprocess.run([*pip, *(f"{n}=={v}" for n, v in low.items())], env=env_for_pip(),
+                       capture_output=True, text=True, timeout=1200)
+    assert r.returncode == 0, r.stdout + r.stderr
+    check = subprocess.run([str(python), "-m", "pip", "check"], env=env_for_pip(),
+                           capture_output=True, text=True, timeout=300)
+    assert check.returncode == 0, check.stdout + check.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code = f"import importlib.metadata as m; print(*[m.version(n) for n in {list(LOWEST)!r}])"
+    versions = run_in(empty, python, "-c", code)
+    assert versions.returncode == 0, versions.stderr
+    assert [v.split("+")[0] for v in versions.stdout.split()] == list(low.values())
+    r = run_in(empty, venv / "bin" / "dassl-train", "--trainer", "CoOp", "--root", small_toy_root,
+               "--output-dir", "out", "OPTIM.MAX_EPOCH", "2", "DATASET.NUM_SHOTS", "1")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "* accuracy:" in (empty / "out" / "log.txt").read_text()
+    assert (empty / "out" / "prompt_learner" / "model.pth.tar-2").is_file()
+    # timm builds the supervised ViT (ToyViT) of VPTSupervised
+    r = run_in(empty, venv / "bin" / "dassl-train", "--trainer", "VPTSupervised", "--root",
+               small_toy_root, "--output-dir", "vpt", "OPTIM.MAX_EPOCH", "1", "DATASET.NUM_SHOTS", "1")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "* accuracy:" in (empty / "vpt" / "log.txt").read_text()
+
+
+# ------------------------------------------------------------ the README's front page, as written
+
+def front_page_commands():
+    """The ``dassl-*`` commands of README.md's shell blocks, continuation lines joined."""
+    import re
+    import shlex
+
+    with open(os.path.join(REPO, "README.md")) as f:
+        blocks = re.findall(r"```bash\n(.*?)```", f.read(), re.S)
+    commands = []
+    for block in blocks:
+        for command in block.replace("\\\n", " ").splitlines():
+            command = command.split("#")[0].strip()
+            if command.startswith("dassl-"):
+                commands.append(shlex.split(command))
+    return commands
+
+
+def test_front_page_commands_are_found():
+    commands = front_page_commands()
+    assert [c[:2] for c in commands] == [["dassl-train", "--list-trainers"],
+                                         ["dassl-train", "--trainer"],
+                                         ["dassl-base2new", "--trainer"],
+                                         ["dassl-train", "--trainer"]]
+
+
+def readme_table_row(trainer):
+    import re
+
+    with open(os.path.join(REPO, "README.md")) as f:
+        m = re.search(rf"^\| {trainer} +\| toy +\| ([\d.]+) +\| ([\d.]+) +\| ([\d.]+) ", f.read(), re.M)
+    assert m, f"README.md: no row for {trainer} in the protocol table"
+    return [float(x) for x in m.groups()]
+
+
+@pytest.mark.slow
+def test_front_page_commands_run_as_written_from_an_empty_folder(installed, tmp_path):
+    """Every ``dassl-*`` command of README.md, in order, in one empty folder, with only the
+    installed wheel's commands on PATH; the printed protocol table matches the README's."""
+    _, bin_dir, _, _ = installed
+    empty = tmp_path / "front_page"
+    empty.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(OMP_NUM_THREADS="2", PATH=f"{bin_dir}{os.pathsep}{env.get('PATH', '')}")
+    outputs = []
+    for command in front_page_commands():
+        r = subprocess.run(command, cwd=empty, env=env, capture_output=True, text=True, timeout=1800)
+        assert r.returncode == 0, f"{' '.join(command)}\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}"
+        outputs.append(r.stdout)
+    assert outputs[0].split() == builtin_trainers()
+    coop = empty / "output" / "coop_toy"
+    assert "* accuracy:" in (coop / "log.txt").read_text() and (coop / "results.json").is_file()
+    table = outputs[2][outputs[2].index("Average over datasets"):]
+    for trainer, tolerance in (("ZeroshotCLIP", 0.0), ("CoOp", 1.0)):
+        row = next(ln for ln in table.splitlines() if ln.startswith(f"| {trainer} "))
+        printed = [float(x) for x in row.split("|")[3:6]]
+        assert all(abs(p - r) <= tolerance for p, r in zip(printed, readme_table_row(trainer))), row
+    zsad = empty / "output" / "zsad"
+    assert "pixel_aupro" in (zsad / "results.json").read_text()
+    assert any(name.endswith(".png") for _, _, files in os.walk(zsad / "maps") for name in files)
+    assert sorted(os.listdir(empty)) == ["data", "output"]
