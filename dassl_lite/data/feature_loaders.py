@@ -172,8 +172,8 @@ class CachedEvalLoader:
                                           self.encode, self.loader.batch_size, self.num_workers)
         shard = "" if len(wanted) == len(self.items) else f" of {len(self.items):,} (this shard)"
         logger.info(f"Feature cache ({self.split}, {len(keys):,} images{shard}): "
-                    f"{self.stats.hits:,} hit, {self.stats.encoded:,} encoded and stored in "
-                    f"{self.bucket.dir}")
+                    f"{self.stats.hits:,} hit, {self.stats.encoded:,} encoded "
+                    f"{self.bucket.stored_in()}")
         if len(wanted) < len(self.items):
             full = feats.new_zeros(len(self.items), feats.shape[1])
             full[torch.tensor(wanted)] = feats
@@ -278,7 +278,7 @@ def cached_train_loader(loader: DataLoader, bucket: FeatureBucket, encode: Encod
                                      loader.batch_size, cfg.DATALOADER.NUM_WORKERS,
                                      split_across_ranks=True)
         logger.info(f"Feature cache (train_x, {len(items):,} images x {n_views} views): "
-                    f"{stats.hits:,} hit, {stats.encoded:,} encoded and stored in {bucket.dir}")
+                    f"{stats.hits:,} hit, {stats.encoded:,} encoded {bucket.stored_in()}")
         return feats.view(len(items), n_views, -1)
 
     dataset = _FeatureDataset(views, [d.label for d in items], n_views)
@@ -310,7 +310,7 @@ def exact_train_loader(loader: DataLoader, bucket: FeatureBucket, encode: Encode
             per_outcome.append(feats)
             hits, encoded = hits + stats.hits, encoded + stats.encoded
         logger.info(f"Feature cache (train_x, {len(items):,} images x {n_out} flip outcomes, "
-                    f"exact): {hits:,} hit, {encoded:,} encoded and stored in {bucket.dir}")
+                    f"exact): {hits:,} hit, {encoded:,} encoded {bucket.stored_in()}")
         return torch.stack(per_outcome, dim=1)
 
     return _like(loader, _FlipFeatureDataset(outcomes, [d.label for d in items], flip_ps))

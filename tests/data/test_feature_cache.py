@@ -64,7 +64,7 @@ def test_keys_files_are_parsed_once_and_forgotten_when_evicted(tmp_path, monkeyp
         got, missing = bucket.read(["a|test", "b|test"])
         assert missing == [] and torch.equal(got, feats_for(["a|test", "b|test"]))
     assert len(loads) == 0  # both written by this process: known since their write
-    fc._SEGMENT_KEYS.clear()  # as a fresh process
+    fc._SEGMENTS.clear()  # as a fresh process
     bucket.read(["a|test"])
     bucket.read(["a|test"])
     assert len(loads) == 2  # two segments, each parsed once
@@ -73,7 +73,7 @@ def test_keys_files_are_parsed_once_and_forgotten_when_evicted(tmp_path, monkeyp
         os.remove(os.path.join(bucket.dir, seg_a + suffix))
     got, missing = bucket.read(["a|test", "b|test"])
     assert missing == [0] and torch.equal(got[1], feats_for(["b|test"])[0])
-    assert not any(seg_a in p for p in fc._SEGMENT_KEYS)
+    assert not any(seg_a in p for p in fc._SEGMENTS)
 
 
 def test_buckets_differ_by_encoder_dtype_transform_and_precision(tmp_path):
@@ -122,7 +122,8 @@ def test_size_bound_evicts_least_recently_used_segments(tmp_path):
     bucket = cache.bucket("abc", "fp32", "T")
     for i in range(3):
         bucket.write([f"k{i}"], torch.ones(1, 1000))
-    stems = {json.load(open(stem + ".keys.json"))[0]: stem for _, _, stem in cache.segments()}
+    stems = {json.load(open(stem + ".keys.json"))["keys"][0]: stem
+             for _, _, stem in cache.segments()}
     for key, used in (("k0", 100), ("k1", 300), ("k2", 200)):
         os.utime(stems[key] + ".keys.json", (used, used))
     bucket.read(["k0"])  # a read marks k0 as just used: k2 is now the least recently used
