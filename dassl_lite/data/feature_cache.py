@@ -99,7 +99,7 @@ class CacheStats:
 
 
 # keys file path -> its parsed record, for committed (hence immutable) segments of this process
-_SEGMENTS: Dict[str, "SegmentRecord"] = {}
+_SEGMENTS: Dict[str, SegmentRecord] = {}
 # keys files of segments found bad by this process (reported once; skipped if they remain)
 _BAD: Set[str] = set()
 _READ_ONLY_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM)
@@ -171,23 +171,25 @@ class FeatureBucket:
                 pass  # evicted meanwhile
             except SegmentError as e:
                 self._drop(seg, SegmentError(e.reason, path))
+            except OSError as e:  # unreadable (permissions): skipped, not ours to remove
+                self._drop(seg, SegmentError(f"cannot be read ({e.strerror or e})", path), False)
         return record
 
-    def _drop(self, seg: str, error: SegmentError) -> None:
+    def _drop(self, seg: str, error: SegmentError, remove: bool = True) -> None:
         """Report a bad segment (once per process) and remove it unless the bucket is read-only,
         so that one bad file costs one refill, not one per run."""
         keys_path = os.path.join(self.dir, seg + KEYS_SUFFIX)
         _SEGMENTS.pop(keys_path, None)
         _BAD.add(keys_path)
-        action = "is skipped (the cache is read-only)"
-        if not self.read_only:
+        action = "is left in place (opened read-only)" if remove else "is left in place"
+        if remove and not self.read_only:
             try:
                 for suffix in (KEYS_SUFFIX, ".npy"):  # keys first, as eviction does
-                    if os.path.exists(os.path.join(self.dir, seg + suffix)):
+                    with contextlib.suppress(FileNotFoundError):
                         os.remove(os.path.join(self.dir, seg + suffix))
                 action = "was removed"
             except OSError as e:
-                action = f"is skipped (it could not be removed: {e.strerror or e})"
+                action = f"is left in place (it could not be removed: {e.strerror or e})"
         logger.warning(f"Feature cache: {error}; the entries of segment {seg} are not served "
                        f"(encoded again where needed) and the segment {action}")
 
@@ -221,6 +223,8 @@ class FeatureBucket:
                 _SEGMENTS.pop(keys_path, None)  # evicted meanwhile
         except SegmentError as e:
             self._drop(seg, SegmentError(e.reason, npy))
+        except OSError as e:
+            self._drop(seg, SegmentError(f"cannot be read ({e.strerror or e})", npy), False)
         return None
 
     def read(self, keys: Sequence[str]) -> Tuple[Optional[torch.Tensor], List[int]]:

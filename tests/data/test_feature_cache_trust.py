@@ -250,7 +250,7 @@ def test_read_only_cache_skips_a_bad_segment_and_leaves_it(world, monkeypatch, c
     assert torch.equal(got, first) and stats.encoded == 4
     assert os.path.exists(stem + ".npy") and os.path.exists(stem + fc.KEYS_SUFFIX)
     assert any(m.startswith(f"Feature cache: {stem}.npy is truncated") and
-               m.endswith("and the segment is skipped (the cache is read-only)")
+               m.endswith("and the segment is left in place (opened read-only)")
                for m in caplog.messages)
 
 
@@ -297,3 +297,21 @@ def test_show_reports_a_bad_segment_and_changes_nothing(world, capsys, caplog):
     assert any(m.startswith(f"Feature cache: {stem}{fc.KEYS_SUFFIX} is not valid JSON")
                for m in caplog.messages)
     assert " 0 " in capsys.readouterr().out.splitlines()[-1]  # no entry counted
+
+
+def test_an_unreadable_segment_is_named_and_left_in_place(world, monkeypatch, caplog):
+    """A file this process may not read (as root no chmod stops a read, so it is simulated)."""
+    first, _ = fill(world[4], world)
+    stem = only_segment(world[4])
+
+    def denied(path, record):
+        raise PermissionError(errno.EACCES, "Permission denied", path)
+
+    monkeypatch.setattr(fc, "load_verified", denied)
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    got, stats = fill(world[4], world)
+    assert torch.equal(got, first) and stats.encoded == 4
+    assert caplog.messages[0].startswith(
+        f"Feature cache: {stem}.npy cannot be read (Permission denied)")
+    assert caplog.messages[0].endswith("and the segment is left in place")
+    assert os.path.exists(stem + ".npy") and os.path.exists(stem + fc.KEYS_SUFFIX)
