@@ -45,8 +45,7 @@ import torch
 from ..utils.io import atomic_write_bytes, atomic_write_json
 from .feature_files import (
     FeatureCacheError, SegmentError, SegmentRecord, load_verified, parse_keys_file,
-    read_bucket_meta,
-    segment_record,
+    read_bucket_meta, segment_record,
 )
 
 logger = logging.getLogger(__name__)
@@ -295,7 +294,7 @@ class FeatureBucket:
             with contextlib.suppress(OSError):  # uncommitted (never listed), but not left behind
                 os.remove(os.path.join(self.dir, seg + ".npy"))
             raise
-        _SEGMENTS[keys_path] = SegmentRecord(keys, len(npy), record["npy_sha256"])
+        _SEGMENTS[keys_path] = SegmentRecord(keys, record["npy_bytes"], record["npy_sha256"])
         self.cache.enforce_bound(keep=os.path.join(self.dir, seg))
 
 
