@@ -33,7 +33,6 @@ import io
 import json
 import logging
 import os
-import shutil
 import sys
 import uuid
 from dataclasses import dataclass
@@ -384,16 +383,6 @@ class FeatureCache:
                          "bytes": size, **meta})
         return rows
 
-    def clear(self) -> int:
-        """Remove every bucket; returns the bytes freed."""
-        freed = sum(r["bytes"] for r in self.summary())
-        if os.path.isdir(self.root):
-            for name in os.listdir(self.root):
-                path = os.path.join(self.root, name)
-                if os.path.isdir(path):
-                    shutil.rmtree(path, ignore_errors=True)
-        return freed
-
 
 def stable_seed(*parts: object) -> int:
     """A 63-bit seed from ``parts`` that is the same in every process and Python version."""
@@ -402,7 +391,8 @@ def stable_seed(*parts: object) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``dassl-cache show|clear [--dir DIR]``: list the cache's buckets or empty it."""
+    """``dassl-cache show [--dir DIR]``: list the cache's buckets. (``clear``, which deletes only
+    what the cache wrote, is :func:`dassl_lite.data.cache_admin.main`'s.)"""
     import argparse
 
     from tabulate import tabulate
@@ -410,14 +400,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="dassl-cache", description=(
         "Show or clear the on-disk cache of frozen image features "
         f"(default: ${ENV_DIR} or ~/.cache/dassl_lite/features)."))
-    parser.add_argument("command", choices=["show", "clear"])
+    parser.add_argument("command", choices=["show"])
     parser.add_argument("--dir", default="", help="cache root (DATALOADER.FEATURE_CACHE.DIR)")
     args = parser.parse_args(argv)
     cache = FeatureCache(args.dir)
-    if args.command == "clear":
-        freed = cache.clear()
-        print(f"Cleared {cache.root}: {freed / 2**20:.1f} MiB freed")
-        return 0
     problems: List[str] = []
     rows = cache.summary(problems)
     table = [[r["bucket"], r["entries"], r["segments"], f"{r['bytes'] / 2**20:.1f}", r["dtype"],

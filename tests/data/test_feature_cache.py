@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from dassl_lite.data.cache_admin import clear_cache
 from dassl_lite.data.feature_cache import (
     FeatureCache, image_identity, module_digest, stable_seed, store_dtype_name,
 )
@@ -139,8 +140,8 @@ def test_summary_and_clear(tmp_path):
     cache.bucket("abc", "fp32", "T").write(["a", "b"], torch.ones(2, 4))
     rows = cache.summary()
     assert len(rows) == 1 and rows[0]["entries"] == 2 and rows[0]["segments"] == 1
-    assert cache.clear() == rows[0]["bytes"] > 0
-    assert cache.summary() == []
+    assert clear_cache(str(tmp_path)) == (1, rows[0]["bytes"]) and rows[0]["bytes"] > 0
+    assert cache.summary() == [] and os.listdir(tmp_path) == []
 
 
 FILLER = r"""
