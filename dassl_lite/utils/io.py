@@ -56,6 +56,7 @@ def atomic_write(path: str, write: Callable[[IO[bytes]], None],
     The file gets the permissions a plain ``open(path, "wb")`` would give (0666 less the umask),
     not ``mkstemp``'s private 0600. ``size`` (bytes, when known) goes into a disk-full message."""
     directory = os.path.dirname(os.path.abspath(path))
+    check_writable_path(path)
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
     try:
@@ -72,6 +73,20 @@ def atomic_write(path: str, write: Callable[[IO[bytes]], None],
         if full and not isinstance(e, DasslLiteError):
             raise disk_full_error(path, size) from None
         raise
+
+
+def check_writable_path(path: str) -> None:
+    """Raise DasslLiteError naming ``path`` when a file cannot be written there: it is a folder
+    (never replaced), or a folder above it is a file."""
+    if os.path.isdir(path):
+        raise DasslLiteError(f"Cannot write {path}: it is a folder; give the path of a file to "
+                             f"write (nothing was written)")
+    parent = os.path.dirname(os.path.abspath(path))
+    while parent and not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if parent and not os.path.isdir(parent):
+        raise DasslLiteError(f"Cannot write {path}: {parent} is a file, not a folder "
+                             f"(nothing was written)")
 
 
 def _umask() -> int:
