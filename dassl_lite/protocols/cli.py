@@ -22,8 +22,8 @@ from .resolve import BENCHMARKS, benchmark_datasets, resolve_dataset, resolve_da
 from .resolve import resolve_trainer_config
 from .runner import InProcessLauncher, Outcome, SubprocessLauncher, run_jobs
 from .slurm import SlurmOptions, check_slurm_available, run_jobs_with_submitit
-from .summary import (METRICS, failed_outcomes, summarize_base2new, summarize_crossdataset,
-                      summarize_fewshot)
+from .summary import (METRICS, failed_outcomes, failure_lines, summarize_base2new,
+                      summarize_crossdataset, summarize_fewshot)
 
 PROTOCOL_LOGGER = "dassl_lite.protocols"
 _OPT_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")
@@ -280,10 +280,8 @@ def _report(proto: Protocol, plans, outcomes: List[Outcome], fmt: str) -> None:
     if failed:
         print(f"\n{len(failed)} of {len(outcomes)} jobs did not complete; their values are "
               f"marked missing:")
-        for o in failed:
-            print(f"- {o.job.name}: {o.state.replace('_', ' ')}: {o.detail}")
-            if o.log_tail:
-                print("    " + o.log_tail.replace("\n", "\n    "))
+        for line in failure_lines(failed):
+            print(line)
 
 
 def _check_launch_flags(args) -> None:
