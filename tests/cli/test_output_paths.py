@@ -77,3 +77,27 @@ def test_convert_checkpoint_folder_input_or_output_is_named(tmp_path, capsys):
     assert convert_checkpoint.main([str(out), str(tmp_path / "new.pth"), "--trust"]) == 2
     assert f"error: {out} is a folder; expected a checkpoint file" in capsys.readouterr().err
     assert not (tmp_path / "new.pth").exists()
+
+
+@pytest.mark.parametrize("text, words", [
+    ("0\n", "must hold a mapping; got int"), ("false\n", "must hold a mapping; got bool"),
+    ("''\n", "must hold a mapping; got str")])
+def test_a_config_file_holding_a_falsy_scalar_is_refused(text, words, fresh_root, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    out = tmp_path / "out"
+    r = run_main(tiny_argv(fresh_root, out, "--config-file", bad))
+    assert r.code == 2 and f"Config file '{bad}' {words}" in r.err
+    assert not out.exists()
+
+
+def test_an_empty_config_file_is_named_in_a_warning(tmp_path, caplog):
+    from dassl_lite.config import get_cfg_default, merge_from_file
+
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing yet\n")
+    cfg = get_cfg_default()
+    before = cfg.dump()
+    merge_from_file(cfg, str(empty))
+    assert cfg.dump() == before
+    assert f"Config file '{empty}' is empty (or only comments); nothing merged" in caplog.text
