@@ -29,7 +29,7 @@ from ..utils.io import atomic_write_json, atomic_write_text
 from . import report
 from .cli import _setup_console, split_opts
 from .jobs import Job, read_results
-from .plans import RunSpec, make_job
+from .plans import RunSpec, check_seeds_and_shots, make_job
 from .resolve import DatasetConfig, resolve_dataset, resolve_trainer_config
 from .runner import InProcessLauncher, Outcome, SubprocessLauncher, run_jobs
 from .stats import STD_CONVENTION, seed_stat
@@ -182,6 +182,7 @@ def _plan(args, opts):
                              "variable")
     if any(k < 1 for k in args.shots):
         raise DasslLiteError(f"--shots must be positive; got {args.shots}")
+    check_seeds_and_shots(args.seeds, args.shots)
     threshold = parse_threshold(args.threshold, "--threshold")
     dataset_dir = os.path.join(args.configs_dir, "datasets")
     pairs = directions(resolve_dataset(args.train_dataset, dataset_dir),

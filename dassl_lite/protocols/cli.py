@@ -16,7 +16,8 @@ from ..cli import add_list_configs_flag, import_user_module, list_configs_reques
 from ..errors import DasslLiteError
 from ..registry import TRAINER_REGISTRY
 from . import report
-from .plans import RunSpec, plan_base2new, plan_crossdataset, plan_fewshot
+from .plans import (RunSpec, check_seeds_and_shots, plan_base2new, plan_crossdataset,
+                    plan_fewshot)
 from .pool import check_devices_present, device_slots, run_jobs_on_devices
 from .resolve import BENCHMARKS, benchmark_datasets, resolve_dataset, resolve_datasets
 from .resolve import resolve_trainer_config
@@ -261,6 +262,7 @@ def _specs(args, opts: List[str]) -> List[RunSpec]:
 def _plan(protocol: str, args, opts):
     for module in args.imports:
         import_user_module(module)
+    check_seeds_and_shots(args.seeds, args.shots)
     proto = PROTOCOLS[protocol](args, os.path.join(args.configs_dir, "datasets"))
     specs = _specs(args, opts)
     return proto, [(spec, proto.plan(spec)) for spec in specs]
