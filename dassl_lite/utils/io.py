@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Any, Callable, IO, Optional
+from typing import Any, Callable, IO, Optional, Sequence
 
 import torch
 
@@ -87,6 +87,17 @@ def check_writable_path(path: str) -> None:
     if parent and not os.path.isdir(parent):
         raise DasslLiteError(f"Cannot write {path}: {parent} is a file, not a folder "
                              f"(nothing was written)")
+
+
+def check_not_inputs(outputs: Sequence[str], inputs: Sequence[str]) -> None:
+    """Raise DasslLiteError naming both when a file to be written is one of the inputs (or a
+    link to one): it would be replaced by the command's own output."""
+    real = {os.path.realpath(i): i for i in inputs}
+    for out in outputs:
+        if os.path.realpath(out) in real:
+            raise DasslLiteError(f"Cannot write {out}: it is the input {real[os.path.realpath(out)]}"
+                                 f", which writing would replace (nothing was written); choose "
+                                 f"another output folder")
 
 
 def _umask() -> int:

@@ -101,3 +101,32 @@ def test_an_empty_config_file_is_named_in_a_warning(tmp_path, caplog):
     merge_from_file(cfg, str(empty))
     assert cfg.dump() == before
     assert f"Config file '{empty}' is empty (or only comments); nothing merged" in caplog.text
+
+
+def test_plot_never_replaces_an_input_summary_and_names_a_file_as_out(tmp_path, capsys):
+    import json
+
+    from tests.test_plots import COOP
+
+    plot = _load_tool("plot")
+    summary = tmp_path / "fewshot_average.svg"  # a summary saved under the figure's name
+    summary.write_text(json.dumps(COOP))
+    assert plot.main(["fewshot", str(summary), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"Cannot write {summary}: it is the input {summary}" in err
+    assert json.loads(summary.read_text()) == COOP and not (tmp_path / "fewshot_average.png").exists()
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert plot.main(["fewshot", str(summary), "--out", str(afile)]) == 2
+    assert f"{afile} is a file, not a folder" in capsys.readouterr().err
+    assert afile.read_text() == "x"
+
+
+def _load_tool(name):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"{name}_tool_h26r",
+                                                  os.path.join(REPO, "tools", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
