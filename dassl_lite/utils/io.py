@@ -94,10 +94,11 @@ def check_not_inputs(outputs: Sequence[str], inputs: Sequence[str]) -> None:
     link to one): it would be replaced by the command's own output."""
     real = {os.path.realpath(i): i for i in inputs}
     for out in outputs:
-        if os.path.realpath(out) in real:
-            raise DasslLiteError(f"Cannot write {out}: it is the input {real[os.path.realpath(out)]}"
-                                 f", which writing would replace (nothing was written); choose "
-                                 f"another output folder")
+        given = real.get(os.path.realpath(out))
+        if given is not None:
+            raise DasslLiteError(f"Cannot write {out}: it is the input {given}, which writing "
+                                 f"would replace (nothing was written); choose another output "
+                                 f"folder")
 
 
 def _umask() -> int:

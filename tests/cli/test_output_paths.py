@@ -114,7 +114,8 @@ def test_plot_never_replaces_an_input_summary_and_names_a_file_as_out(tmp_path, 
     assert plot.main(["fewshot", str(summary), "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert f"Cannot write {summary}: it is the input {summary}" in err
-    assert json.loads(summary.read_text()) == COOP and not (tmp_path / "fewshot_average.png").exists()
+    assert json.loads(summary.read_text()) == COOP
+    assert not (tmp_path / "fewshot_average.png").exists()
     afile = tmp_path / "afile"
     afile.write_text("x")
     assert plot.main(["fewshot", str(summary), "--out", str(afile)]) == 2
