@@ -2,7 +2,6 @@
 goes, the dataset's own folder or the dataset root is refused, naming the path, before anything
 is written (and nothing of the user's is touched)."""
 import os
-import sys
 
 import pytest
 import torch
@@ -10,10 +9,9 @@ import torch
 from dassl_lite.errors import DasslLiteError
 from dassl_lite.utils.io import atomic_write_text
 
-from .conftest import REPO, run_main, tiny_argv
+from .conftest import load_tool, run_main, tiny_argv
 
-sys.path.insert(0, os.path.join(REPO, "tools"))
-import convert_checkpoint  # noqa: E402
+convert_checkpoint = load_tool("convert_checkpoint")
 
 
 def tree(folder):
@@ -108,7 +106,7 @@ def test_plot_never_replaces_an_input_summary_and_names_a_file_as_out(tmp_path, 
 
     from tests.test_plots import COOP
 
-    plot = _load_tool("plot")
+    plot = load_tool("plot")
     summary = tmp_path / "fewshot_average.svg"  # a summary saved under the figure's name
     summary.write_text(json.dumps(COOP))
     assert plot.main(["fewshot", str(summary), "--out", str(tmp_path)]) == 2
@@ -122,12 +120,3 @@ def test_plot_never_replaces_an_input_summary_and_names_a_file_as_out(tmp_path, 
     assert f"{afile} is a file, not a folder" in capsys.readouterr().err
     assert afile.read_text() == "x"
 
-
-def _load_tool(name):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"{name}_tool_h26r",
-                                                  os.path.join(REPO, "tools", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
