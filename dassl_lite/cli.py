@@ -247,6 +247,28 @@ def _check_flags_against_opts(args) -> None:
             )
 
 
+def check_output_dir(cfg) -> None:
+    """Refuse an OUTPUT_DIR that is a file, DATASET.ROOT itself, or the dataset's own folder (or
+    lies inside it): a run writes log.txt, config.yaml, results.json and model/ there."""
+    out = os.path.realpath(os.path.expanduser(cfg.OUTPUT_DIR))
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise DasslLiteError(f"--output-dir {cfg.OUTPUT_DIR} is a file; a run writes a folder "
+                             f"there (nothing was written)")
+    root = os.path.realpath(os.path.expanduser(cfg.DATASET.ROOT or "."))
+    name = cfg.DATASET.NAME
+    sub = getattr(DATASET_REGISTRY.get(name), "dataset_dir", "") if name in DATASET_REGISTRY else ""
+    if out == root:
+        raise DasslLiteError(f"--output-dir {cfg.OUTPUT_DIR} is the dataset root (--root "
+                             f"{cfg.DATASET.ROOT}); a run writes log.txt, config.yaml, "
+                             f"results.json and model/ there. Choose a folder of its own "
+                             f"(nothing was written)")
+    folder = os.path.join(root, sub) if sub else ""
+    if folder and (out == folder or out.startswith(folder + os.sep)):
+        raise DasslLiteError(f"--output-dir {cfg.OUTPUT_DIR} lies in {name}'s dataset folder "
+                             f"{folder}; a run's files would mix with the dataset's. Choose a "
+                             f"folder outside it (nothing was written)")
+
+
 def write_config(cfg) -> str:
     path = os.path.join(cfg.OUTPUT_DIR, "config.yaml")
     if is_main_process():  # under torchrun, rank 0 writes files
@@ -280,6 +302,7 @@ def run(args, notices: Sequence[str] = (), infos: Sequence[str] = ()) -> None:
     notices = list(notices)
     cfg = setup_cfg(args, notices)
     check_launch_env()  # stale RANK/WORLD_SIZE: stop before anything is written
+    check_output_dir(cfg)
     init_distributed(cfg.USE_CUDA)  # under torchrun: every rank joins before any file is written
     setup_logger(cfg.OUTPUT_DIR)
     for info in infos:

@@ -59,24 +59,42 @@ def read_meta_json(path: str, root: str) -> Records:
             meta = json.load(f)
     except FileNotFoundError:
         raise DatasetLayoutError(f"meta file not found: {path} (DATASET.ANOMALY.META_FILE)") from None
+    except IsADirectoryError:
+        raise DatasetLayoutError(f"meta file {path} is a folder; expected a JSON file "
+                                 f"(DATASET.ANOMALY.META_FILE)") from None
     except ValueError as e:
         raise DatasetLayoutError(f"meta file {path} is not valid JSON: {e}") from None
-    if not isinstance(meta, dict) or not isinstance(meta.get("test"), dict):
-        raise DatasetLayoutError(f"meta file {path} must hold {{'train': {{category: [...]}}, "
-                                 f"'test': {{category: [...]}}}}; got keys "
-                                 f"{sorted(meta) if isinstance(meta, dict) else type(meta).__name__}")
+    shape = "{'train': {category: [entry, ...]}, 'test': {category: [entry, ...]}}"
+    if not isinstance(meta, dict):
+        raise DatasetLayoutError(f"meta file {path} must hold {shape}; got a JSON "
+                                 f"{type(meta).__name__}")
+    for split in ("train", "test"):
+        if not isinstance(meta.get(split, {}), dict) or (split == "test" and "test" not in meta):
+            got = type(meta[split]).__name__ if split in meta else "nothing"
+            raise DatasetLayoutError(f"meta file {path}: '{split}' must map category names to "
+                                     f"lists of entries ({shape}); got {got}")
     splits = []
     for split in ("train", "test"):
         records = []
         for category, entries in (meta.get(split) or {}).items():
+            if not isinstance(entries, list):
+                raise DatasetLayoutError(f"meta file {path}: {split}/{category} must be a list of "
+                                         f"entries; got {type(entries).__name__}")
             for i, e in enumerate(entries):
+                where = f"meta file {path}: {split}/{category}[{i}]"
+                if not isinstance(e, dict):
+                    raise DatasetLayoutError(f"{where} must be an object with keys "
+                                             f"{list(META_KEYS)}; got {type(e).__name__}")
                 missing = [k for k in META_KEYS if k not in e]
                 if missing:
-                    raise DatasetLayoutError(f"meta file {path}: {split}/{category}[{i}] lacks "
+                    raise DatasetLayoutError(f"{where} lacks "
                                              f"{missing} (expected keys {list(META_KEYS)})")
+                if e["anomaly"] not in (0, 1) or isinstance(e["anomaly"], float):
+                    raise DatasetLayoutError(f"{where}: \"anomaly\" must be 0 (normal) or 1 "
+                                             f"(anomalous); got {e['anomaly']!r}")
                 if e["mask_path"] and not int(e["anomaly"]):
                     raise DatasetLayoutError(
-                        f"meta file {path}: {split}/{category}[{i}] is a normal image "
+                        f"{where} is a normal image "
                         f"({e['img_path']}, \"anomaly\": 0) with a defect mask "
                         f"{e['mask_path']}; normal images take \"mask_path\": \"\" (is the "
                         f"label wrong?)")

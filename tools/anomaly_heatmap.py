@@ -57,7 +57,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check_output(input_path: str, output: str) -> None:
     """Refuse an ``--output`` that is, or contains, ``--input`` (an image or a folder of them):
-    an overlay is named after its image and would replace it."""
+    an overlay is named after its image and would replace it; or that is a run's folder."""
+    from dassl_lite.engine.checkpoint import run_folder_evidence
+
+    why = run_folder_evidence(output)
+    if why:
+        raise DasslLiteError(
+            f"--output {output} is a run's folder ({why}): the overlays, grid.png, scores.txt "
+            f"and log.txt would replace or mix with the run's files. Nothing written; give a "
+            f"new folder, e.g. --output {os.path.join(output, 'heatmaps')}")
     src, out = os.path.realpath(input_path), os.path.realpath(output)
     if os.path.commonpath([src, out]) != out:
         return

@@ -23,8 +23,8 @@ if ROOT not in sys.path:
 
 import torch  # noqa: E402
 
-from dassl_lite.utils.io import atomic_write_bytes  # noqa: E402
-from dassl_lite.errors import load_error_reason  # noqa: E402
+from dassl_lite.utils.io import atomic_write_bytes, check_writable_path  # noqa: E402
+from dassl_lite.errors import DasslLiteError, load_error_reason  # noqa: E402
 from dassl_lite.utils.safe_load import to_plain  # noqa: E402
 
 PLAIN = (torch.Tensor, str, bytes, int, float, bool, complex, type(None), torch.dtype,
@@ -86,12 +86,18 @@ def _check_args(args) -> str:
     if not args.trust:
         return ("converting unpickles the whole file, which can run code from it; pass --trust if "
                 "(and only if) you trust where it came from")
+    if os.path.isdir(args.input):
+        return f"{args.input} is a folder; expected a checkpoint file written by torch.save"
     if not os.path.isfile(args.input):
         return f"no such file: {args.input}"
     if os.path.abspath(args.input) == os.path.abspath(args.output):
         return "write the converted file to a new path (OUTPUT must differ from INPUT)"
     if os.path.exists(args.output) and not args.force:
         return f"{args.output} exists; pass --force to replace it"
+    try:
+        check_writable_path(args.output)
+    except DasslLiteError as e:
+        return str(e)
     return ""
 
 

@@ -138,43 +138,13 @@ def export(trainer) -> Tuple[str, State]:
     return folder, state
 
 
-def _is_training_checkpoint(path: str) -> bool:
-    """Whether ``path`` holds a training checkpoint (optimizer state, RNG state), not an export
-    (which has ``optimizer: None``); a file that does not load counts as one (not ours)."""
-    from dassl_lite.engine.checkpoint import load_checkpoint
-
-    try:
-        ckpt = load_checkpoint(path)
-    except DasslLiteError:
-        return True
-    return ckpt.get("optimizer") is not None or ckpt.get("rng_state") is not None
-
-
 def check_out_dir(out_dir: str, run_dir: str) -> None:
     """Refuse an ``--out`` that is a run's folder (see the module docstring); names the file that
     shows it."""
-    from dassl_lite.engine.checkpoint import POINTER_FILE, epoch_files
+    from dassl_lite.engine.checkpoint import run_folder_evidence
 
     out, run = os.path.realpath(out_dir), os.path.realpath(run_dir)
-    why = ""
-    if out == run:
-        why = "it is the run being exported"
-    elif os.path.isfile(os.path.join(out, "config.yaml")):
-        why = f"it holds {os.path.join(out_dir, 'config.yaml')}"
-    elif os.path.isdir(out):
-        for name in sorted(os.listdir(out)):
-            model_dir = os.path.join(out, name)
-            pointer = os.path.join(model_dir, POINTER_FILE)
-            files = epoch_files(model_dir)
-            if os.path.isfile(pointer):
-                with open(pointer) as f:
-                    target = os.path.join(model_dir, f.readline().strip())
-                if os.path.isfile(target) and _is_training_checkpoint(target):
-                    why = f"it holds the training checkpoint {target}"
-            elif files:
-                why = f"it holds {files[max(files)]}, a checkpoint without its pointer"
-            if why:
-                break
+    why = "it is the run being exported" if out == run else run_folder_evidence(out_dir)
     if why:
         raise DasslLiteError(
             f"--out {out_dir} is a run's folder ({why}): exporting there would replace the run's "

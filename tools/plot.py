@@ -26,6 +26,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from dassl_lite.errors import DasslLiteError  # noqa: E402
+from dassl_lite.utils.io import check_not_inputs  # noqa: E402
 from dassl_lite.plots import (FORMATS, load_summaries, plot_base2new, plot_fewshot,  # noqa: E402
                               plot_training_curves, select_trainers)
 
@@ -65,13 +66,18 @@ def curves_name(args: argparse.Namespace) -> str:
 
 def run(args: argparse.Namespace) -> list:
     if args.kind == "curves":
-        return plot_training_curves(args.run_dirs, os.path.join(args.out, curves_name(args)),
-                                    args.tags, args.formats, args.smooth)
+        name = curves_name(args)
+    else:
+        name = f"fewshot_{args.dataset}" if args.kind == "fewshot" else "base2new"
+    stem = os.path.join(args.out, name)
+    inputs = args.run_dirs if args.kind == "curves" else args.summaries
+    check_not_inputs([f"{stem}.{f}" for f in args.formats], inputs)  # never replace an input
+    if args.kind == "curves":
+        return plot_training_curves(args.run_dirs, stem, args.tags, args.formats, args.smooth)
     summaries = select_trainers(load_summaries(args.summaries, args.kind), args.trainers)
     if args.kind == "fewshot":
-        return plot_fewshot(summaries, os.path.join(args.out, f"fewshot_{args.dataset}"),
-                            args.dataset, args.formats)
-    return plot_base2new(summaries, os.path.join(args.out, "base2new"), args.formats)
+        return plot_fewshot(summaries, stem, args.dataset, args.formats)
+    return plot_base2new(summaries, stem, args.formats)
 
 
 def main(argv=None) -> int:

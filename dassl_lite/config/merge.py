@@ -1,6 +1,7 @@
 """Checked config merging: unknown keys are errors that name the closest valid key."""
 from __future__ import annotations
 
+import logging
 import os
 from typing import Callable, List, Optional, Sequence
 
@@ -11,6 +12,8 @@ from ..errors import DasslLiteError
 from ..registry import CONFIG_EXTENDER_REGISTRY, closest_name
 from ..utils.io import load_yaml
 from .defaults import _C
+
+logger = logging.getLogger(__name__)
 
 
 class ConfigError(DasslLiteError, ValueError):
@@ -92,10 +95,13 @@ def merge_from_file(cfg: CN, path: str) -> CN:
         raise ConfigError(f"Config file not found: {path!r}")
     with open(path) as f:
         try:
-            data = load_yaml(f) or {}
+            data = load_yaml(f)
         except yaml.YAMLError as e:
             raise ConfigError(f"Config file {path!r} is not valid YAML: {e}") from None
-    if not isinstance(data, dict):
+    if data is None:  # empty, or only comments: nothing to merge, but say so
+        logger.warning(f"Config file {path!r} is empty (or only comments); nothing merged from it")
+        return cfg
+    if not isinstance(data, dict):  # also 0, false, "" (a scalar is never a config)
         raise ConfigError(f"Config file {path!r} must hold a mapping; got {type(data).__name__}")
     _check_keys(cfg, cfg, data, f"config file {path!r}")
     _merge(cfg, type(cfg)(data), f"config file {path!r}")

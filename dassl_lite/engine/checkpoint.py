@@ -202,3 +202,36 @@ def resume_checkpoint(model_dir: str) -> Optional[str]:
             f"epoch files loads ({', '.join(os.path.basename(p) for p in unreadable)}); move "
             f"them away to start afresh, or use a new --output-dir")
     return pointed
+
+
+def _is_training_checkpoint(path: str) -> bool:
+    """Whether ``path`` holds a training checkpoint (optimizer state, RNG state), not an export
+    (which has ``optimizer: None``); a file that does not load counts as one (not ours)."""
+    try:
+        ckpt = load_checkpoint(path)
+    except DasslLiteError:
+        return True
+    return ckpt.get("optimizer") is not None or ckpt.get("rng_state") is not None
+
+
+def run_folder_evidence(folder: str) -> str:
+    """Why ``folder`` is a training or evaluation run's folder ("" when it is not): it holds a
+    ``config.yaml``, or a model folder with a training checkpoint (named). Tools that write
+    into a folder of their own refuse such a folder: their files would replace the run's."""
+    config = os.path.join(folder, "config.yaml")
+    if os.path.isfile(config):
+        return f"it holds {config}"
+    if not os.path.isdir(folder):
+        return ""
+    for name in sorted(os.listdir(folder)):
+        model_dir = os.path.join(folder, name)
+        pointer = os.path.join(model_dir, POINTER_FILE)
+        files = epoch_files(model_dir)
+        if os.path.isfile(pointer):
+            with open(pointer) as f:
+                target = os.path.join(model_dir, f.readline().strip())
+            if os.path.isfile(target) and _is_training_checkpoint(target):
+                return f"it holds the training checkpoint {target}"
+        elif files:
+            return f"it holds {files[max(files)]}, a checkpoint without its pointer"
+    return ""

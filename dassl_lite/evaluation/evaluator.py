@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..registry import EVALUATOR_REGISTRY
+from ..utils.io import atomic_torch_save
 from .metrics import confusion_matrix, macro_f1_score
 
 logger = logging.getLogger(__name__)
@@ -139,7 +140,7 @@ class Classification(EvaluatorBase):
         cmat = torch.from_numpy(confusion_matrix(y_true, y_pred))
         os.makedirs(self.cfg.OUTPUT_DIR, exist_ok=True)
         save_path = os.path.join(self.cfg.OUTPUT_DIR, "cmat.pt")
-        torch.save(cmat, save_path)
+        atomic_torch_save(cmat, save_path)
         logger.info(f"Confusion matrix is saved to {save_path}")
 
 

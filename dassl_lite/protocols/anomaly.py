@@ -29,11 +29,11 @@ from ..utils.io import atomic_write_json, atomic_write_text
 from . import report
 from .cli import _setup_console, split_opts
 from .jobs import Job, read_results
-from .plans import RunSpec, make_job
+from .plans import RunSpec, check_seeds_and_shots, make_job
 from .resolve import DatasetConfig, resolve_dataset, resolve_trainer_config
 from .runner import InProcessLauncher, Outcome, SubprocessLauncher, run_jobs
 from .stats import STD_CONVENTION, seed_stat
-from .summary import error_line, failed_outcomes, wall_times
+from .summary import failed_outcomes, failure_lines, wall_times
 
 __all__ = ["build_parser", "plan_anomaly", "summarize_anomaly", "anomaly_table", "main"]
 
@@ -182,6 +182,7 @@ def _plan(args, opts):
                              "variable")
     if any(k < 1 for k in args.shots):
         raise DasslLiteError(f"--shots must be positive; got {args.shots}")
+    check_seeds_and_shots(args.seeds, args.shots)
     threshold = parse_threshold(args.threshold, "--threshold")
     dataset_dir = os.path.join(args.configs_dir, "datasets")
     pairs = directions(resolve_dataset(args.train_dataset, dataset_dir),
@@ -231,10 +232,8 @@ def main(argv: Optional[Sequence[str]] = None, repo_root: str = ".") -> int:
         print(f"Per-image decisions (--threshold {args.threshold}) are in scores.txt of each "
               f"evaluation run, e.g. {os.path.join(decided[0], 'scores.txt')}")
     failed = failed_outcomes(outcomes)
-    for o in failed:
-        print(f"- {o.job.name}: {o.state.replace('_', ' ')}: {o.detail}")
-        if error_line(o.log_tail):
-            print(f"    {error_line(o.log_tail)}")
+    for line in failure_lines(failed):
+        print(line)
     return 1 if failed else 0
 
 

@@ -16,14 +16,15 @@ from ..cli import add_list_configs_flag, import_user_module, list_configs_reques
 from ..errors import DasslLiteError
 from ..registry import TRAINER_REGISTRY
 from . import report
-from .plans import RunSpec, plan_base2new, plan_crossdataset, plan_fewshot
+from .plans import (RunSpec, check_seeds_and_shots, plan_base2new, plan_crossdataset,
+                    plan_fewshot)
 from .pool import check_devices_present, device_slots, run_jobs_on_devices
 from .resolve import BENCHMARKS, benchmark_datasets, resolve_dataset, resolve_datasets
 from .resolve import resolve_trainer_config
 from .runner import InProcessLauncher, Outcome, SubprocessLauncher, run_jobs
 from .slurm import SlurmOptions, check_slurm_available, run_jobs_with_submitit
-from .summary import (METRICS, failed_outcomes, summarize_base2new, summarize_crossdataset,
-                      summarize_fewshot)
+from .summary import (METRICS, failed_outcomes, failure_lines, summarize_base2new,
+                      summarize_crossdataset, summarize_fewshot)
 
 PROTOCOL_LOGGER = "dassl_lite.protocols"
 _OPT_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")
@@ -261,6 +262,7 @@ def _specs(args, opts: List[str]) -> List[RunSpec]:
 def _plan(protocol: str, args, opts):
     for module in args.imports:
         import_user_module(module)
+    check_seeds_and_shots(args.seeds, args.shots)
     proto = PROTOCOLS[protocol](args, os.path.join(args.configs_dir, "datasets"))
     specs = _specs(args, opts)
     return proto, [(spec, proto.plan(spec)) for spec in specs]
@@ -280,10 +282,8 @@ def _report(proto: Protocol, plans, outcomes: List[Outcome], fmt: str) -> None:
     if failed:
         print(f"\n{len(failed)} of {len(outcomes)} jobs did not complete; their values are "
               f"marked missing:")
-        for o in failed:
-            print(f"- {o.job.name}: {o.state.replace('_', ' ')}: {o.detail}")
-            if o.log_tail:
-                print("    " + o.log_tail.replace("\n", "\n    "))
+        for line in failure_lines(failed):
+            print(line)
 
 
 def _check_launch_flags(args) -> None:

@@ -53,6 +53,23 @@ class RunSpec:
         return config_label(self.config_file)
 
 
+def check_seeds_and_shots(seeds: Sequence[int], shots) -> None:
+    """Raise DasslLiteError naming the flag and value: a seed below 0 (``SEED`` < 0 is an
+    unseeded run: it cannot be repeated or averaged as seed N), or a seed or shot count listed
+    twice (the same run would be counted twice in the mean and std). ``shots``: a list, or one
+    count."""
+    bad = [s for s in seeds if s < 0]
+    if bad:
+        raise DasslLiteError(f"--seeds must be integers >= 0 (a negative SEED is an unseeded run "
+                             f"that cannot be repeated); got {' '.join(map(str, bad))}")
+    for flag, values in (("--seeds", seeds), ("--shots", shots)):
+        values = list(values) if isinstance(values, (list, tuple)) else []
+        twice = sorted({v for v in values if values.count(v) > 1})
+        if twice:
+            raise DasslLiteError(f"{flag} lists {' '.join(map(str, twice))} more than once; each "
+                                 f"run would be counted twice in the mean and std")
+
+
 def expected_config(argv: Sequence[str]):
     """The frozen config ``tools/train.py argv`` will run with (raises on bad keys/values)."""
     cfg = setup_cfg(build_parser().parse_args(list(argv)))

@@ -111,3 +111,14 @@ _TRACEBACK_END = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt)\b.*")
 def failed_outcomes(outcomes: Sequence[Outcome]) -> List[Outcome]:
     """Outcomes of jobs that failed or could not run."""
     return [o for o in outcomes if o.state in ("failed", "not_run")]
+
+
+def failure_lines(failed: Sequence[Outcome]) -> List[str]:
+    """Console lines for jobs that did not complete: ``- job: state: detail``, then the job's
+    own error line from its log (see :func:`error_line`) when it has one."""
+    lines = []
+    for o in failed:
+        lines.append(f"- {o.job.name}: {o.state.replace('_', ' ')}: {o.detail}")
+        if error_line(o.log_tail):
+            lines.append(f"    {error_line(o.log_tail)}")
+    return lines

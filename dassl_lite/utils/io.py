@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Any, Callable, IO, Optional
+from typing import Any, Callable, IO, Optional, Sequence
 
 import torch
 
@@ -56,6 +56,7 @@ def atomic_write(path: str, write: Callable[[IO[bytes]], None],
     The file gets the permissions a plain ``open(path, "wb")`` would give (0666 less the umask),
     not ``mkstemp``'s private 0600. ``size`` (bytes, when known) goes into a disk-full message."""
     directory = os.path.dirname(os.path.abspath(path))
+    check_writable_path(path)
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
     try:
@@ -72,6 +73,32 @@ def atomic_write(path: str, write: Callable[[IO[bytes]], None],
         if full and not isinstance(e, DasslLiteError):
             raise disk_full_error(path, size) from None
         raise
+
+
+def check_writable_path(path: str) -> None:
+    """Raise DasslLiteError naming ``path`` when a file cannot be written there: it is a folder
+    (never replaced), or a folder above it is a file."""
+    if os.path.isdir(path):
+        raise DasslLiteError(f"Cannot write {path}: it is a folder; give the path of a file to "
+                             f"write (nothing was written)")
+    parent = os.path.dirname(os.path.abspath(path))
+    while parent and not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if parent and not os.path.isdir(parent):
+        raise DasslLiteError(f"Cannot write {path}: {parent} is a file, not a folder "
+                             f"(nothing was written)")
+
+
+def check_not_inputs(outputs: Sequence[str], inputs: Sequence[str]) -> None:
+    """Raise DasslLiteError naming both when a file to be written is one of the inputs (or a
+    link to one): it would be replaced by the command's own output."""
+    real = {os.path.realpath(i): i for i in inputs}
+    for out in outputs:
+        given = real.get(os.path.realpath(out))
+        if given is not None:
+            raise DasslLiteError(f"Cannot write {out}: it is the input {given}, which writing "
+                                 f"would replace (nothing was written); choose another output "
+                                 f"folder")
 
 
 def _umask() -> int:

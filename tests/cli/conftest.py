@@ -48,3 +48,14 @@ def fresh_root(tiny_root, tmp_path):
     root = tmp_path / "data"
     shutil.copytree(tiny_root, root)
     return root
+
+
+def load_tool(name):
+    """``tools/<name>.py`` imported as a module (its ``main(argv)`` runs in-process)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"{name}_tool_cli",
+                                                  os.path.join(REPO, "tools", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

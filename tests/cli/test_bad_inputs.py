@@ -235,8 +235,8 @@ ROWS = [
      "saved.pth': it needs torch.nn.modules.linear.Linear, which is not plain data"),
     ("backbone-missing", lambda c: c.clip("ViT-B/61"), 2,
      "'ViT-B/61' is neither a known CLIP model nor an existing checkpoint file"),
-    ("output-dir-is-a-file", lambda c: tiny_argv(c.tiny_root, c.file("o.txt", "x")), 1,
-     "o.txt: File exists"),
+    ("output-dir-is-a-file", lambda c: tiny_argv(c.tiny_root, c.file("o.txt", "x")), 2,
+     "o.txt is a file; a run writes a folder there"),
 ]
 
 

@@ -84,6 +84,28 @@ def test_heatmap_output_inside_the_input_folder_is_allowed():
     tool.check_output(os.path.join("photos", "a.png"), "heatmaps")
 
 
+@pytest.mark.parametrize("kind", ["config", "checkpoint"])
+def test_heatmap_output_that_is_a_run_folder_is_refused(kind, tmp_path, capsys):
+    images = _images(tmp_path / "photos")
+    run = tmp_path / "eval_run"
+    if kind == "config":  # an evaluation run: its scores.txt and log.txt would be replaced
+        run.mkdir()
+        (run / "config.yaml").write_text("OUTPUT_DIR: x\n")
+        (run / "scores.txt").write_text("0.9 a.png anomalous\n")
+        evidence = f"it holds {run / 'config.yaml'}"
+    else:  # a training run's model folder without its config.yaml
+        (run / "model").mkdir(parents=True)
+        torch.save({"state_dict": {}, "optimizer": {"lr": 1}}, run / "model" / "model.pth.tar-2")
+        evidence = f"it holds {run / 'model' / 'model.pth.tar-2'}, a checkpoint without its pointer"
+    before = _snapshot(tmp_path)
+    code = _tool("anomaly_heatmap").main(["--trainer", "ZeroshotAD", "--config-file", "toy",
+                                          "--input", str(images), "--output", str(run)])
+    err = capsys.readouterr().err
+    assert code == 2 and f"--output {run} is a run's folder ({evidence})" in err, err
+    assert "Nothing written" in err and f"--output {run / 'heatmaps'}" in err
+    assert _snapshot(tmp_path) == before
+
+
 # ------------------------------------------------------------------ feature cache
 def _bucket(root, transform="T"):
     from dassl_lite.data.feature_cache import FeatureCache

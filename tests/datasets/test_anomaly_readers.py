@@ -276,3 +276,30 @@ def test_mvtec_several_candidate_folders_is_an_error(tmp_path):
     with pytest.raises(DatasetLayoutError, match=r"MVTecAD: several folders could hold MVTecAD: "
                        r".*/MVTecAD, .*/mvtec_anomaly_detection; rename the one to use to .*/mvtec"):
         build("MVTecAD", tmp_path)
+
+
+@pytest.mark.parametrize("text, words", [
+    ("[1, 2]", "must hold {'train': {category: [entry, ...]}, 'test': {category: [entry, ...]}}; "
+               "got a JSON list"),
+    ('{"train": {}, "test": []}', "'test' must map category names to lists of entries"),
+    ('{"train": {}, "test": {"bottle": 5}}', "test/bottle must be a list of entries; got int"),
+    ('{"train": {}, "test": {"bottle": [5]}}', "test/bottle[0] must be an object with keys"),
+    ('{"train": {}, "test": {"bottle": [{"img_path": "bottle/test/good/000.png", "mask_path": "",'
+     ' "cls_name": "bottle", "specie_name": "good", "anomaly": 2}]}}',
+     'test/bottle[0]: "anomaly" must be 0 (normal) or 1 (anomalous); got 2'),
+    ('{"train": {}, "test": {"bottle": [{"img_path": "bottle/test/good/000.png", "mask_path": "",'
+     ' "cls_name": "bottle", "specie_name": "good", "anomaly": "yes"}]}}',
+     "\"anomaly\" must be 0 (normal) or 1 (anomalous); got 'yes'"),
+    (None, "is a folder; expected a JSON file"),
+])
+def test_meta_json_of_the_wrong_shape_names_the_file_and_entry(text, words, tmp_path):
+    base = make_mvtec(tmp_path)
+    meta = os.path.join(base, "meta.json")
+    if text is None:
+        os.makedirs(meta)
+    else:
+        with open(meta, "w") as f:
+            f.write(text)
+    with pytest.raises(DatasetLayoutError) as e:
+        build("MVTecAD", tmp_path, "DATASET.ANOMALY.META_FILE", "meta.json")
+    assert f"meta file {meta}" in str(e.value) and words in str(e.value), str(e.value)

@@ -102,6 +102,11 @@ def test_failed_job_is_reported_and_marked_missing(tool):
     assert "\n    error: Cannot read checkpoint" in r.out  # the log tail
     assert "  not run: its training run is not finished" in r.out
     assert "2 of 4 jobs did not complete; their values are marked missing:" in r.out
+    # the closing list shows each failed job's own error line under it (not the whole log tail)
+    closing = r.out.split("did not complete")[-1]
+    assert (f"- train_base tiny_dataset seed2 (TinyNet): failed: exit code 2 (log: "
+            f"{train2 / 'job.log'})\n    error: Cannot read checkpoint") in closing
+    assert "Traceback" not in closing
     assert "| tiny_dataset | n/a (missing seed 2) | n/a (missing seed 2) | n/a (missing seed 2) |" in r.out
     summary = read_json(tool.out / "base2new" / "summary_TinyNet_tiny_trainer_shots2.json")
     st = summary["datasets"]["tiny_dataset"]
