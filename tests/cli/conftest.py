@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import pytest
 
+from tests import tool_modules
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIX = os.path.join(REPO, "tests", "fixtures")
 
@@ -52,10 +54,4 @@ def fresh_root(tiny_root, tmp_path):
 
 def load_tool(name):
     """``tools/<name>.py`` imported as a module (its ``main(argv)`` runs in-process)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"{name}_tool_cli",
-                                                  os.path.join(REPO, "tools", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return tool_modules.load_tool(name, f"{name}_tool_cli")

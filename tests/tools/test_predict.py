@@ -2,7 +2,6 @@
 the toy test images; CSV/JSON structure, probabilities summing to 1, top-1 equal to the
 evaluator's prediction, our layout and the upstream layout; each bad input refused by name."""
 import csv
-import importlib.util
 import json
 import os
 import shutil
@@ -10,18 +9,11 @@ import shutil
 import pytest
 
 from dassl_lite.commands import run_tool
+from tests.tool_modules import load_tool
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOY_DATASET = os.path.join(REPO, "configs", "datasets", "toy_shapes.yaml")
 TOY_COOP = os.path.join(REPO, "configs", "trainers", "CoOp", "toy.yaml")
-
-
-def load_tool(name):
-    spec = importlib.util.spec_from_file_location(f"{name}_tool",
-                                                  os.path.join(REPO, "tools", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
