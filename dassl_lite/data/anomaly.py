@@ -28,6 +28,7 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 
 from ..config import ConfigError
+from ..utils.image import load_image
 from .data_manager import DatasetWrapper, read_image
 from .dataset_base import DatasetBase
 from .datum import Datum
@@ -217,16 +218,7 @@ def read_mask(path: str, impath: str = "", values: str = "binary") -> Image.Imag
     if values not in MASK_VALUES:
         raise ValueError(f"mask values must be one of {MASK_VALUES}; got {values!r}")
     of = f" (the mask of image {impath})" if impath else ""
-    try:
-        with Image.open(path) as img:
-            img.load()
-            arr = _mask_array(img, path, of)
-    except ImageReadError:
-        raise
-    except FileNotFoundError:
-        raise ImageReadError(f"Cannot read mask {path}{of}: file not found", path) from None
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise ImageReadError(f"Cannot read mask {path}{of}: {type(e).__name__}: {e}", path) from e
+    arr = load_image(path, lambda img: _mask_array(img, path, of), what="mask", of=of)
     _check_mask_values(arr, path, of, values)
     return Image.fromarray(((arr != 0) * 255).astype(np.uint8), mode="L")
 

@@ -4,10 +4,14 @@ Data loading, anomaly-map figures and the tools all read images through :func:`r
 """
 from __future__ import annotations
 
+from typing import Callable, TypeVar
+
 import numpy as np
 from PIL import Image
 
 from ..errors import DasslLiteError
+
+T = TypeVar("T")
 
 
 class ImageReadError(DasslLiteError, OSError):
@@ -55,16 +59,24 @@ def to_rgb8(img: Image.Image, path: str = "") -> Image.Image:
     return img.convert("RGB")
 
 
-def read_image(path: str) -> Image.Image:
-    """The image at ``path`` as 8-bit RGB (see :func:`to_rgb8`); a missing or undecodable file
-    raises ImageReadError."""
+def load_image(path: str, convert: Callable[[Image.Image], T], what: str = "image",
+               of: str = "") -> T:
+    """``convert`` of the decoded image at ``path``; a missing or undecodable file raises
+    ImageReadError naming it ("Cannot read <what> <path><of>: ..."), as does ``convert``."""
     try:
         with Image.open(path) as img:
             img.load()
-            return to_rgb8(img, path)
+            return convert(img)
     except ImageReadError:
         raise
     except FileNotFoundError:
-        raise ImageReadError(f"Cannot read image {path}: file not found", path) from None
+        raise ImageReadError(f"Cannot read {what} {path}{of}: file not found", path) from None
     except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise ImageReadError(f"Cannot read image {path}: {type(e).__name__}: {e}", path) from e
+        raise ImageReadError(f"Cannot read {what} {path}{of}: {type(e).__name__}: {e}",
+                             path) from e
+
+
+def read_image(path: str) -> Image.Image:
+    """The image at ``path`` as 8-bit RGB (see :func:`to_rgb8`); a missing or undecodable file
+    raises ImageReadError."""
+    return load_image(path, lambda img: to_rgb8(img, path))
