@@ -14,9 +14,20 @@ shared attention adaptor ``A`` (no residual) and CLIP's frozen ``ln_post``/``pro
 image score = abnormal probability at CLS, anomaly map = abnormal probability per patch.
 
 Loss: ``focal(p_cls, y) + LAMBDA1 (focal(P, M) + L1(P, M)) + LAMBDA2 L_pal`` (focal gamma
-FOCAL_GAMMA on probabilities; M = the mask resized to the grid, > 0.5; L_pal see
-:mod:`trainers.afclip_losses`). Adam, lr 1e-4, betas (0.5, 0.999), 2 epochs, batch 8, trained
-on ANOTHER dataset's test split (``DATASET.ANOMALY.TRAIN_SPLIT test``).
+FOCAL_GAMMA on probabilities; M = the mask resized bilinearly to the grid, 0 below 0.5, 1 above,
+0.5 kept; L_pal see :mod:`trainers.afclip_losses`). Adam, lr 1e-4, betas (0.5, 0.999), 2 epochs,
+batch 8, trained on ANOTHER dataset's test split (``DATASET.ANOMALY.TRAIN_SPLIT test``).
+
+Gradient (``SEG_GRADIENT``), by default the paper's training: ``"upstream"`` reproduces the
+published code's gradient, in which the map's focal term is differentiated with target -1 at
+normal patches (upstream's ``copy.copy(gts)`` shares storage with the targets and overwrites
+them in place after they were saved for backward; the loss value is unaffected). The released
+weights were trained that way. ``"corrected"`` differentiates the loss as written (relative
+gradient difference about 0.45 on the same batch; see :mod:`trainers.afclip_losses`).
+
+Masks: upstream resizes the 0/255 mask with PIL bicubic and keeps the float result
+(``INPUT.MASK_INTERPOLATION pil_bicubic``, set in configs/trainers/AFCLIP/*.yaml); the grid
+above and the evaluator's ``> 0.5`` threshold start from it.
 
 Few-shot (``DATASET.NUM_SHOTS`` k > 0, evaluation): per test category, the raw aggregated
 MEMORY_LAYERS tokens of k normal training images (drawn with the run's SEED by the dataset;
@@ -42,7 +53,7 @@ from dassl_lite.engine.anomaly import AnomalyTrainer
 from dassl_lite.optim import build_lr_scheduler, build_optimizer
 from dassl_lite.registry import TRAINER_REGISTRY
 
-from .afclip_losses import afclip_loss
+from .afclip_losses import SEG_GRADIENTS, afclip_loss
 from .afclip_model import AFCLIPLearner, AFCLIPModel, MemoryBank
 from .prompting import load_frozen_clip
 
@@ -67,6 +78,9 @@ def add_afclip_config(cfg: CN) -> None:
     c.ADAPTOR_HEADS = 8
     c.ADAPTOR_HEAD_DIM = 64
     c.PREC = "fp32"  # upstream runs the whole model in fp32
+    # "upstream" (default, the paper's training: the map's focal term differentiated with
+    # target -1 at normal patches, upstream's copy.copy aliasing) or "corrected"
+    c.SEG_GRADIENT = "upstream"
 
 
 @TRAINER_REGISTRY.register()
@@ -82,6 +96,9 @@ class AFCLIP(AnomalyTrainer):
             raise ConfigError(f"TRAINER.AFCLIP needs PROMPT_LEN >= 0, TEMPERATURE > 0 and non-empty "
                               f"FEATURE_LAYERS / AGG_SIZES; got {c.PROMPT_LEN}, {c.TEMPERATURE}, "
                               f"{list(c.FEATURE_LAYERS)}, {list(c.AGG_SIZES)}")
+        if c.SEG_GRADIENT not in SEG_GRADIENTS:
+            raise ConfigError(f"TRAINER.AFCLIP.SEG_GRADIENT must be one of "
+                              f"{', '.join(SEG_GRADIENTS)}; got {c.SEG_GRADIENT!r}")
         bad = [r for r in c.AGG_SIZES if r < 1 or r % 2 == 0]
         if bad:
             raise ConfigError(f"TRAINER.AFCLIP.AGG_SIZES must be odd sizes >= 1; got "
@@ -125,7 +142,8 @@ class AFCLIP(AnomalyTrainer):
         c = self.cfg.TRAINER.AFCLIP
         with self.precision.autocast():
             out = self.model(images)
-        terms = afclip_loss(out, labels, masks, c.FOCAL_GAMMA, c.LAMBDA1, c.LAMBDA2)
+        terms = afclip_loss(out, labels, masks, c.FOCAL_GAMMA, c.LAMBDA1, c.LAMBDA2,
+                            c.SEG_GRADIENT)
         self.model_backward_and_update(terms["loss"])
         return {k: v.item() for k, v in terms.items()}
 

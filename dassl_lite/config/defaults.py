@@ -40,7 +40,8 @@ _C.INPUT.COLORJITTER_H = 0.1
 _C.INPUT.RGS_P = 0.2
 _C.INPUT.GB_P = 0.5
 _C.INPUT.GB_K = 21
-# dassl_lite: anomaly masks are resized with "nearest", or "bilinear"/"bicubic" then >= 0.5
+# dassl_lite: anomaly masks are resized with "nearest", or "bilinear"/"bicubic" (torch) then
+# >= 0.5, or "pil_bicubic" (PIL bicubic on the 0/255 mask, float kept: AF-CLIP's reference code)
 _C.INPUT.MASK_INTERPOLATION = "bilinear"
 
 # ---------------------------------------------------------------- Dataset

@@ -8,11 +8,13 @@ Datum it never touches the disk; the mask is read with the image.
 Images and masks go through one :class:`AnomalyTransform`, so they stay aligned: the image is
 resized straight to ``INPUT.SIZE`` with ``INPUT.INTERPOLATION`` (as AF-CLIP/AnomalyCLIP do; no
 crop), the mask with ``INPUT.MASK_INTERPOLATION``: ``nearest``, or ``bilinear``/``bicubic``
-on the 0/1 mask followed by ``>= 0.5`` (AF-CLIP resizes masks bicubically and thresholds at
-0.5). ``random_flip`` flips both; ``normalize`` applies to the image only.
+(torch, no antialiasing) on the 0/1 mask followed by ``>= 0.5``, or ``pil_bicubic``: PIL
+bicubic on the 0/255 mask, then ``ToTensor``, kept as a float mask in [0, 1] (AF-CLIP's
+reference code does exactly this; its training grid and its evaluation threshold at 0.5 start
+from the float mask). ``random_flip`` flips both; ``normalize`` applies to the image only.
 
-A loader item is ``{"img" [3, H, W], "mask" [1, H, W] float 0/1, "label", "category",
-"defect", "impath", "index"}``.
+A loader item is ``{"img" [3, H, W], "mask" [1, H, W] float (0/1; in [0, 1] with
+``pil_bicubic``, anomalous where > 0.5), "label", "category", "defect", "impath", "index"}``.
 """
 from __future__ import annotations
 
@@ -41,7 +43,7 @@ __all__ = ["ANOMALY_STATES", "AnomalyDatum", "AnomalyDataset", "AnomalyTransform
            "AnomalyDatasetWrapper", "read_mask", "MASK_MODES", "MASK_VALUES"]
 
 ANOMALY_STATES = ("normal", "anomalous")  # class name of label 0 and 1
-MASK_MODES = ("nearest", "bilinear", "bicubic")  # INPUT.MASK_INTERPOLATION
+MASK_MODES = ("nearest", "bilinear", "bicubic", "pil_bicubic")  # INPUT.MASK_INTERPOLATION
 SUPPORTED_TRANSFORMS = ("normalize", "random_flip")  # INPUT.TRANSFORMS an anomaly run accepts
 
 
@@ -257,7 +259,10 @@ class AnomalyTransform:
                    std=cfg.INPUT.PIXEL_STD if norm else None)
 
     def resize_mask(self, mask: Image.Image) -> torch.Tensor:
-        """A binary ``L`` mask -> [1, H, W] float 0/1 at ``size``."""
+        """A binary ``L`` mask (0/255) -> [1, H, W] float at ``size``: 0/1, or the float PIL
+        bicubic result in [0, 1] for ``pil_bicubic``."""
+        if self.mask_interpolation == "pil_bicubic":
+            return TF.to_tensor(mask.resize(self.size[::-1], Image.BICUBIC))
         m = torch.from_numpy(np.asarray(mask, dtype=np.uint8) > 0).float()[None, None]
         if tuple(m.shape[-2:]) == self.size:
             return m[0]

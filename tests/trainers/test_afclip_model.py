@@ -187,3 +187,116 @@ def test_memory_bank(afclip):
     assert other["image_score"] == other["anomaly_map"].max()
     with pytest.raises(KeyError, match="no memory bank for category 'cable'; stored: \\['bottle'\\]"):
         bank.score("cable", afclip.block_tokens(normal, layers))
+
+
+# ---------------------------------------------------------------- the published gradient
+def upstream_focal(inputs, targets, gamma=4):
+    """Upstream main.py focal_loss (alpha -1, mean)."""
+    inputs, targets = inputs.float(), targets.float()
+    ce_loss = F.binary_cross_entropy(inputs, targets, reduction="none")
+    p_t = inputs * targets + (1 - inputs) * (1 - targets)
+    return (ce_loss * ((1 - p_t) ** gamma)).mean()
+
+
+def upstream_pal(img_tokens, gts, copy_fn):
+    """Upstream main.py patch_alignment_loss; ``copy_fn`` is upstream's ``copy.copy`` (or
+    ``torch.clone`` for the corrected reference)."""
+    gts = gts.reshape(img_tokens[0].size(0), -1)
+    new_gts = copy_fn(gts)  # upstream: copy.copy(gts), storage shared with gts
+    if (len(new_gts[new_gts == 0])) == 0:
+        return 0
+    new_gts[new_gts == 0] = -1
+    b, l = new_gts.size()
+    mask = torch.matmul(new_gts.reshape(b, l, 1), new_gts.reshape(b, 1, l))
+    total_sim = 0
+    for img_token in img_tokens:
+        img_token = F.normalize(img_token[:, 1:, :], dim=-1)
+        sim = torch.matmul(img_token, img_token.permute(0, 2, 1))
+        sim = sim[mask == -1].mean() - sim[mask == 1].mean()
+        total_sim = total_sim + (sim if sim > 0 else 0)
+    return total_sim / len(img_tokens)
+
+
+def upstream_step_loss(out, labels, gts, copy_fn):
+    """Upstream main.py's training lines, word for word but for the names of the outputs."""
+    predict_labels, predict_masks = out["image_score"], out["anomaly_map"][:, None]
+    gts = F.interpolate(gts, size=predict_masks[0].shape[-2:], mode="bilinear")
+    gts[gts < 0.5] = 0
+    gts[gts > 0.5] = 1
+    return (upstream_focal(predict_labels, labels)
+            + 1.0 * (upstream_focal(predict_masks, gts) + F.l1_loss(predict_masks, gts))
+            + 1.0 * upstream_pal(out["tokens"], gts, copy_fn))
+
+
+def learner_grad(afclip, loss_fn):
+    afclip.learner.zero_grad()
+    loss = loss_fn(afclip(GRAD_IMAGES))
+    loss.backward()
+    grad = torch.cat([p.grad.reshape(-1).clone() for p in afclip.learner.parameters()])
+    afclip.learner.zero_grad()
+    return loss.detach(), grad
+
+
+torch.manual_seed(5)
+GRAD_IMAGES = torch.randn(2, 3, 32, 32)
+GRAD_MASKS = torch.zeros(2, 1, 32, 32)
+GRAD_MASKS[1, :, 5:21, 9:27] = 1  # cells fully in, partly in (one at exactly 0.5) and out
+GRAD_MASKS[1, :, 29:, :] = 0.5
+GRAD_LABELS = torch.tensor([0, 1])
+
+
+def relative(a, b):
+    return ((a - b).norm() / b.norm()).item()
+
+
+def test_upstream_gradient_is_the_published_one_and_corrected_differs(afclip):
+    """SEG_GRADIENT "upstream" equals upstream's three lines with copy.copy (1e-5 relative);
+    "corrected" equals them with a real copy; the loss value is the same in all four.
+    Temperature 0.5: at 0.07 this random model's probabilities saturate (loss ~127, logs
+    clamped at -100) and the two gradients differ by only 0.4 %; at 0.5 they differ by 27 %
+    and ours equal upstream's to about 3e-9 relative."""
+    import copy
+
+    afclip = AFCLIPModel(afclip.clip, afclip.learner, layers=[1, 2, 3, 4], sizes=[1, 3, 5],
+                         sigma=4.0, temperature=0.5)
+
+    def ours(setting):
+        return lambda out: afclip_loss(out, GRAD_LABELS, GRAD_MASKS.clone(), 4.0, 1.0, 1.0,
+                                       setting)["loss"]
+
+    def theirs(copy_fn):
+        return lambda out: upstream_step_loss(out, GRAD_LABELS, GRAD_MASKS.clone(), copy_fn)
+
+    loss_up, g_up = learner_grad(afclip, theirs(copy.copy))
+    loss_fix, g_fix = learner_grad(afclip, theirs(torch.clone))
+    loss_ours_up, g_ours_up = learner_grad(afclip, ours("upstream"))
+    loss_ours_fix, g_ours_fix = learner_grad(afclip, ours("corrected"))
+    for loss in (loss_fix, loss_ours_up, loss_ours_fix):
+        torch.testing.assert_close(loss, loss_up, rtol=1e-6, atol=0)
+    assert relative(g_ours_up, g_up) < 1e-5
+    assert relative(g_ours_fix, g_fix) < 1e-5
+    assert relative(g_fix, g_up) > 0.2  # copy.copy really aliases: the two gradients differ
+
+
+def test_grid_keeps_exact_half_and_pal_skips_it():
+    mask = torch.zeros(1, 1, 8, 8)
+    mask[..., :, :3] = 1  # bilinear 8 -> 4 samples columns 0.5, 2.5, ...: column 1 is 0.5
+    g = grid_masks(mask, 4)
+    assert g[0, :, 0].tolist() == [1.0] * 4 and g[0, :, 1].tolist() == [0.5] * 4
+    assert g[0, :, 2:].sum() == 0
+    torch.manual_seed(6)
+    tokens = [torch.randn(1, 17, 8)]
+    torch.testing.assert_close(patch_alignment_loss(tokens, g),
+                               brute_force_pal_upstream(tokens, g), rtol=1e-5, atol=1e-6)
+
+
+def brute_force_pal_upstream(tokens, grid):
+    import copy
+    return torch.as_tensor(upstream_pal(tokens, grid.clone(), copy.copy), dtype=torch.float32)
+
+
+def test_seg_gradient_is_checked():
+    out = {"anomaly_map": torch.full((1, 2, 2), 0.5), "image_score": torch.full((1,), 0.5),
+           "tokens": [torch.randn(1, 5, 4)]}
+    with pytest.raises(ValueError, match="seg_gradient must be one of upstream, corrected; got 'fixed'"):
+        afclip_loss(out, torch.tensor([0]), torch.zeros(1, 4, 4), 4.0, 1.0, 1.0, "fixed")
