@@ -45,6 +45,29 @@ def test_mask_follows_the_image(mode):
     assert (image[0][m[0] > 0] > 0.7).all() and (image[0][m[0] == 0] < 0.3).all()  # aligned
 
 
+def test_pil_bicubic_mask_is_upstreams_float_mask_to_the_last_bit(tmp_path):
+    """AF-CLIP's reference: Resize((H, W), BICUBIC) on the PIL 0/255 mask (ids != 0 -> 255), then
+    ToTensor; the float result is kept (anomalous where > 0.5 downstream)."""
+    rng = np.random.default_rng(0)
+    ids = np.zeros((130, 150), np.uint8)
+    ids[20:70, 30:100] = 1
+    ids[80:90, 10:140] = 2  # VisA-style ids
+    ids[rng.random(ids.shape) < 0.02] = 3
+    Image.fromarray(ids).save(tmp_path / "m.png")
+    binary = Image.fromarray(((ids != 0) * 255).astype(np.uint8))
+    size = (45, 37)  # (H, W)
+    img = Image.new("RGB", (150, 130))
+    _, m = AnomalyTransform(size, "bicubic", "pil_bicubic")(img, read_mask(str(tmp_path / "m.png")))
+    pil = binary.resize((37, 45), Image.BICUBIC)
+    assert m.dtype == torch.float32 and m.shape == (1, 45, 37)
+    assert torch.equal(m[0], torch.from_numpy(np.array(pil)).float() / 255)
+    assert torch.equal((m[0] * 255).round().to(torch.uint8), torch.from_numpy(np.array(pil)))
+    soft = ((m > 0) & (m < 1)).sum().item()
+    assert soft > 100  # a float mask, not binarised
+    _, torch_m = AnomalyTransform(size, "bicubic", "bicubic")(img, binary)
+    assert (torch_m != (m > 0.5).float()).sum() > 0  # what the torch mode does differs
+
+
 def test_flip_is_joint_and_normalisation_is_image_only():
     img, mask = square_pair()
     torch.manual_seed(0)
@@ -65,7 +88,7 @@ def test_transform_from_cfg_rejects_unsupported_choices():
     cfg.INPUT.TRANSFORMS = ("random_flip",)
     assert AnomalyTransform.from_cfg(cfg, True).flip and not AnomalyTransform.from_cfg(cfg, False).flip
     cfg.INPUT.MASK_INTERPOLATION = "area"
-    with pytest.raises(ConfigError, match="INPUT.MASK_INTERPOLATION must be one of nearest, bilinear, bicubic; got 'area'"):
+    with pytest.raises(ConfigError, match="INPUT.MASK_INTERPOLATION must be one of nearest, bilinear, bicubic, pil_bicubic; got 'area'"):
         AnomalyTransform.from_cfg(cfg, False)
 
 
