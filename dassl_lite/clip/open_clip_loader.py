@@ -14,6 +14,13 @@ else (timm or Hugging Face towers, layer scale, attentional pooling, SigLIP's lo
 is refused with an error naming the config entry. ``patch_dropout`` is ignored: it acts only
 when open_clip trains the image tower, which prompt learning keeps frozen.
 
+Activation: the model config's (``quick_gelu``), except for a tag open_clip marks as trained
+with QuickGELU (``ViT-B-32:openai`` runs QuickGELU, as ``ViT-B-32-quickgelu:openai`` does; open_clip
+itself would run GELU there and warn of the mismatch). A weights FILE runs the named config's
+activation, as open_clip's ``create_model(MODEL, pretrained=FILE)`` does: OpenAI-trained weights
+given as a file need the ``-quickgelu`` name (``open_clip:ViT-B-32-quickgelu:/path/file``); a
+plain name of a model whose OpenAI weights use QuickGELU logs a warning that says so.
+
 Tagged weights are looked up first at ``<cache>/open_clip/<MODEL>/<PRETRAINED>/`` (any
 ``.safetensors``/``.bin``/``.pt``/``.pth`` file there; ``<cache>`` as for OpenAI weights:
 ``MODEL.BACKBONE.CACHE_DIR``, ``$DASSL_LITE_CLIP_CACHE`` or ``~/.cache/clip``), then through
@@ -159,9 +166,9 @@ def resolve_weights(model: str, pretrained: str, cache_dir: Path) -> Path:
         return Path(target)
     raise CLIPWeightsNotFoundError(
         f"open_clip weights {model}:{pretrained} are not in {local} nor in open_clip's cache, and "
-        f"could not be downloaded from {source} ({reason.splitlines()[0][:300]}). Download the "
-        f"weights file (.safetensors or .bin) on a machine with internet access and place it in "
-        f"{local}/, or give its path: open_clip:{model}:/path/to/file")
+        f"could not be downloaded from {source}. Download the weights file (.safetensors or "
+        f".bin) on a machine with internet access and place it in {local}/, or give its path: "
+        f"open_clip:{model}:/path/to/file. The download failed with: {reason.strip()}")
 
 
 def read_weights(path: Path) -> Dict[str, Tensor]:
@@ -218,14 +225,38 @@ def build_open_clip(cfg: Mapping, state_dict: Mapping[str, Tensor], model: str) 
     return clip.eval()
 
 
+def quickgelu_tags(model: str) -> List[str]:
+    """The pretrained tags of ``model`` that open_clip marks as trained with QuickGELU."""
+    open_clip = _open_clip()
+    return [t for t in open_clip.list_pretrained_tags_by_model(model)
+            if open_clip.get_pretrained_cfg(model, t).get("quick_gelu", False)]
+
+
+def warn_file_activation(model: str, pretrained: str) -> None:
+    """A file given with a GELU name of a model whose OpenAI weights use QuickGELU: the file
+    runs with exact GELU (as open_clip's ``create_model(model, pretrained=file)``), which is
+    wrong for OpenAI weights; say which name runs QuickGELU."""
+    tags = quickgelu_tags(model)
+    if "openai" not in tags:
+        return
+    logger.warning(
+        "open_clip:%s:%s: a weights file given with model name %s runs with exact GELU (as "
+        "open_clip's create_model(%r, pretrained=<file>) does). %s's OpenAI weights (and its "
+        "tags %s) were trained with QuickGELU: if the file holds them, name the model "
+        "%s-quickgelu (open_clip:%s-quickgelu:%s); with GELU their features are wrong.",
+        model, pretrained, model, model, model, ", ".join(tags), model, model, pretrained)
+
+
 def load_open_clip(name: str, cache_dir: Path) -> Tuple[CLIP, Path]:
     """Load ``open_clip:MODEL:PRETRAINED`` into our CLIP; returns (model, weights file)."""
     model, pretrained = parse_name(name)
     cfg = model_config(model)
     check_supported(model, cfg)
     path = resolve_weights(model, pretrained, cache_dir)
-    if not Path(pretrained).expanduser().is_file() and not cfg.get("quick_gelu", False):
-        if _open_clip().get_pretrained_cfg(model, pretrained).get("quick_gelu", False):
+    if not cfg.get("quick_gelu", False):
+        if Path(pretrained).expanduser().is_file():
+            warn_file_activation(model, pretrained)
+        elif _open_clip().get_pretrained_cfg(model, pretrained).get("quick_gelu", False):
             logger.warning("open_clip tag %s:%s was trained with QuickGELU; using QuickGELU "
                            "(open_clip names this architecture %s-quickgelu)", model,
                            pretrained, model)

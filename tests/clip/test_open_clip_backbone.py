@@ -21,18 +21,24 @@ TINY_CFG = {"embed_dim": 32, "quick_gelu": False,
                          "layers": 2}}
 
 
+def random_open_clip(folder, name, cfg, seed=0):
+    """open_clip model ``name`` (config ``cfg`` registered from ``folder``), random weights."""
+    (folder / f"{name}.json").write_text(json.dumps(cfg))
+    open_clip.add_model_config(folder)
+    torch.manual_seed(seed)
+    model = open_clip.create_model(name).eval()
+    with torch.no_grad():  # move the zero-initialised biases off zero
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model
+
+
 @pytest.fixture(scope="module")
 def open_clip_file(tmp_path_factory):
     """(open_clip model with random weights, its training-checkpoint file as open_clip writes
     it: ``state_dict`` with DDP ``module.`` prefixes)."""
     folder = tmp_path_factory.mktemp("open_clip")
-    (folder / f"{TINY}.json").write_text(json.dumps(TINY_CFG))
-    open_clip.add_model_config(folder)
-    torch.manual_seed(0)
-    model = open_clip.create_model(TINY).eval()
-    with torch.no_grad():  # move the zero-initialised biases off zero
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
+    model = random_open_clip(folder, TINY, TINY_CFG)
     path = folder / "epoch_1.pt"
     torch.save({"epoch": 1, "name": "random", "state_dict":
                 {f"module.{k}": v for k, v in model.state_dict().items()}}, path)
@@ -123,3 +129,83 @@ def _offline_hub(*args, **kwargs):
 def test_bad_names(name, expected):
     with pytest.raises(ValueError, match=expected):
         load_clip(name)
+
+
+# ------------------------------------------------------------ OpenAI-style weights as a file
+# A tiny stand-in for ViT-B-32 / RN50...: a GELU config, its "-quickgelu" twin, and an "openai"
+# tag marked quick_gelu (as open_clip's registry does for every OpenAI model).
+OAI = "DasslTest-ViT-TinyOAI"
+OAI_QG = f"{OAI}-quickgelu"
+
+
+@pytest.fixture
+def openai_like(tmp_path, monkeypatch):
+    """(weights file, cache dir holding the same file as tag ``openai`` of both names)."""
+    model = random_open_clip(tmp_path, OAI, TINY_CFG, seed=2)
+    (tmp_path / f"{OAI_QG}.json").write_text(json.dumps(dict(TINY_CFG, quick_gelu=True)))
+    open_clip.add_model_config(tmp_path)
+    tag = {"openai": {"hf_hub": "nowhere/tiny", "quick_gelu": True}}
+    monkeypatch.setitem(open_clip.pretrained._PRETRAINED, OAI, tag)
+    monkeypatch.setitem(open_clip.pretrained._PRETRAINED, OAI_QG, tag)
+    path = tmp_path / "tiny_openai.bin"
+    torch.save(model.state_dict(), path)
+    cache = tmp_path / "cache"
+    for name in (OAI, OAI_QG):
+        (cache / "open_clip" / name / "openai").mkdir(parents=True)
+        torch.save(model.state_dict(), cache / "open_clip" / name / "openai" / "w.bin")
+    # open_clip's own handling of the tag reads the same file
+    monkeypatch.setattr(open_clip.factory, "download_pretrained", lambda *a, **k: str(path))
+    return path, cache
+
+
+def features(model):
+    torch.manual_seed(1)
+    images, text = torch.randn(2, 3, 32, 32), tokenize(["a photo of a red circle.", "x"])
+    with torch.no_grad():
+        return torch.cat([model.encode_image(images), model.encode_text(text)])
+
+
+def test_every_name_of_openai_weights_equals_open_clip(openai_like, caplog):
+    """Tag folder (plain and -quickgelu name) and file with the -quickgelu name: QuickGELU,
+    equal to open_clip's QuickGELU model; file with the plain name: GELU, equal to open_clip's
+    create_model(plain, pretrained=file), with a warning naming the -quickgelu name."""
+    path, cache = openai_like
+    quick = features(open_clip.create_model(OAI_QG, pretrained="openai"))
+    assert torch.allclose(quick, features(open_clip.create_model(OAI_QG, pretrained=str(path))))
+    assert torch.allclose(quick, features(open_clip.create_model(OAI, pretrained="openai",
+                                                                 force_quick_gelu=True)))
+    gelu = features(open_clip.create_model(OAI, pretrained=str(path)))
+    assert (gelu - quick).abs().max() > 1e-3  # the activation matters on these weights
+    for name in (f"{OAI}:openai", f"{OAI_QG}:openai", f"{OAI_QG}:{path}"):
+        caplog.clear()
+        ours = features(load_clip(f"open_clip:{name}", cache_dir=cache))
+        torch.testing.assert_close(ours, quick, atol=1e-5, rtol=0, msg=name)
+        assert "a weights file given with model name" not in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        ours = features(load_clip(f"open_clip:{OAI}:{path}", cache_dir=cache))
+    torch.testing.assert_close(ours, gelu, atol=1e-5, rtol=0)
+    assert (f"a weights file given with model name {OAI} runs with exact GELU" in caplog.text)
+    assert f"name the model {OAI_QG} (open_clip:{OAI_QG}:{path})" in caplog.text
+
+
+def test_no_quickgelu_warning_without_openai_tag(open_clip_file, caplog):
+    _, path = open_clip_file
+    with caplog.at_level("WARNING"):
+        load_clip(f"open_clip:{TINY}:{path}")
+    assert "QuickGELU" not in caplog.text
+
+
+def test_offline_error_is_printed_whole(tmp_path, monkeypatch):
+    long_reason = ("offline: " + "the hub could not be reached, " * 20
+                   + "\nsecond line: set HF_HUB_OFFLINE=0 END-OF-REASON")
+
+    def hub(*args, **kwargs):
+        raise OSError(long_reason)
+
+    monkeypatch.setattr(open_clip.pretrained, "hf_hub_download", hub)
+    with pytest.raises(CLIPWeightsNotFoundError) as e:
+        load_clip("open_clip:ViT-B-16:laion2b_s34b_b88k", cache_dir=tmp_path / "cache")
+    msg = str(e.value)  # open_clip wraps the hub's error; all of it is kept
+    assert "or give its path: open_clip:ViT-B-16:/path/to/file. The download failed with: " in msg
+    assert msg.endswith("Last error: " + long_reason)
