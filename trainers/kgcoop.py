@@ -12,6 +12,12 @@ distance of the normalised features, ``mean_c ||t_c - t~_c||^2 = 2 (1 - mean_c c
 same term with twice the weight; ``W`` here is upstream's, e.g. 8.0 in its published runs.)
 The hand-written features are computed once when the model is built.
 
+Kept deviations from upstream (the numbers otherwise agree to float32 rounding):
+``CLASS_TOKEN_POSITION`` is honoured (``end``, ``middle``, ``front``, as CoOp's prompt learner);
+upstream's KgCoOp prompt learner ignores it (``middle``/``front`` equal ``end`` there). The
+hand-written features are computed in the run's precision (``PREC``); upstream always computes
+them with its fp16 copy of CLIP.
+
 Config section ``TRAINER.KGCOOP`` (upstream keeps these keys in ``TRAINER.COOP``, with a boolean
 ``CTX_INIT`` that means "a photo of a"): CoOp's ``N_CTX``, ``CSC``, ``CTX_INIT``, ``PREC``,
 ``CLASS_TOKEN_POSITION`` plus ``W``. Upstream ``prompt_learner/model.pth.tar-<N>`` files load via

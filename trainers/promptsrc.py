@@ -14,7 +14,10 @@ self-regularising terms that keep the prompted model close to the frozen CLIP:
   ``loss = CE(z, y) + KL + L1_text + L1_image``;
 - Gaussian prompt aggregation (GPA): after epoch e (1-based) the learned tensors are added to a
   running sum with weight ``w_e = N(e; GPA_MEAN, GPA_STD^2) / sum_k N(k; GPA_MEAN, GPA_STD^2)``
-  (k = 1 .. MAX_EPOCH); after the last epoch the prompts are replaced by that sum.
+  (k = 1 .. MAX_EPOCH); after the last epoch the prompts are replaced by that sum. Kept
+  deviation: only the learned tensors are aggregated. Upstream aggregates the whole model's state
+  dict, frozen CLIP weights included, and the weighted sum of identical fp16 copies rounds, so
+  its frozen weights drift by up to 2 fp16 ulps; here they stay bit-identical.
 
 The frozen text features are computed once when the model is built, never per step; the frozen
 image features need the step's (augmented) images, so they are computed per step, without grad,
