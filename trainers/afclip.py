@@ -117,7 +117,10 @@ class AFCLIP(AnomalyTrainer):
         count = sum(p.numel() for p in learner.parameters())
         logger.info(f"AF-CLIP: {count:,} trainable values (prompt {c.PROMPT_LEN} x "
                     f"{clip_model.transformer.width}, adaptor); blocks {list(c.FEATURE_LAYERS)}, "
-                    f"aggregation {list(c.AGG_SIZES)}")
+                    f"aggregation {list(c.AGG_SIZES)}; map gradient {c.SEG_GRADIENT!r} "
+                    f"(upstream: the published training); masks resized with "
+                    f"INPUT.MASK_INTERPOLATION {cfg.INPUT.MASK_INTERPOLATION!r} (upstream: "
+                    f"'pil_bicubic')")
         self.optim = build_optimizer(learner, cfg.OPTIM)
         self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
         self.register_model(self.model_name, learner, self.optim, self.sched)
