@@ -1,10 +1,14 @@
 """The AFCLIP trainer on the toy anomaly world: config checks, text features once per
 evaluation, the seeded few-shot memory bank and its fusion with the text scores."""
+import os
+
 import pytest
 import torch
 
 from dassl_lite.config import ConfigError
 from trainers.afclip import evenly_spaced
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_layers_of_a_deeper_model_are_refused(toy_anomaly_root, anomaly_trainer, tmp_path):
@@ -28,6 +32,27 @@ def test_defaults_are_upstream(anomaly_trainer):
     assert (c.PROMPT_LEN, tuple(c.FEATURE_LAYERS), tuple(c.AGG_SIZES), c.AGG_SIGMA,
             c.TEMPERATURE, c.FOCAL_GAMMA, c.LAMBDA1, c.LAMBDA2, c.ALPHA, c.PREC) == (
         12, (6, 12, 18, 24), (1, 3, 5), 4.0, 0.07, 4.0, 1.0, 1.0, 0.1, "fp32")
+    assert c.SEG_GRADIENT == "upstream"  # the paper's (published) training by default
+
+
+@pytest.mark.parametrize("name", ["vit_l14_336_518", "toy"])
+def test_configs_train_as_published(name):
+    """Both AF-CLIP configs: upstream's gradient and upstream's mask resizing."""
+    from dassl_lite.config import get_cfg_default, merge_from_file
+    from trainers.afclip import add_afclip_config
+
+    cfg = get_cfg_default()
+    add_afclip_config(cfg)
+    merge_from_file(cfg, os.path.join(REPO, "configs", "trainers", "AFCLIP", f"{name}.yaml"))
+    assert cfg.TRAINER.AFCLIP.SEG_GRADIENT == "upstream"
+    assert cfg.INPUT.MASK_INTERPOLATION == "pil_bicubic"
+
+
+def test_bad_seg_gradient_is_named(toy_anomaly_root, anomaly_trainer, tmp_path):
+    with pytest.raises(ConfigError, match="TRAINER.AFCLIP.SEG_GRADIENT must be one of upstream, "
+                                          "corrected; got 'fixed'"):
+        anomaly_trainer("AFCLIP", toy_anomaly_root, tmp_path, "toy_visa",
+                        "TRAINER.AFCLIP.SEG_GRADIENT", "fixed")
 
 
 def test_state_features_once_per_evaluation(toy_anomaly_root, anomaly_trainer, tmp_path):
