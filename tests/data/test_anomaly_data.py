@@ -46,15 +46,15 @@ def test_mask_follows_the_image(mode):
 
 
 def test_pil_bicubic_mask_is_upstreams_float_mask_to_the_last_bit(tmp_path):
-    """AF-CLIP's reference: Resize((H, W), BICUBIC) on the PIL 0/255 mask (ids != 0 -> 255), then
-    ToTensor; the float result is kept (anomalous where > 0.5 downstream)."""
+    """AF-CLIP's reference: Resize((H, W), BICUBIC) on the PIL 0/255 mask, then ToTensor; the
+    float result is kept (anomalous where > 0.5 downstream)."""
     rng = np.random.default_rng(0)
     ids = np.zeros((130, 150), np.uint8)
-    ids[20:70, 30:100] = 1
-    ids[80:90, 10:140] = 2  # VisA-style ids
-    ids[rng.random(ids.shape) < 0.02] = 3
+    ids[20:70, 30:100] = 255
+    ids[80:90, 10:140] = 255
+    ids[rng.random(ids.shape) < 0.02] = 255  # isolated defect pixels
     Image.fromarray(ids).save(tmp_path / "m.png")
-    binary = Image.fromarray(((ids != 0) * 255).astype(np.uint8))
+    binary = Image.fromarray(ids)
     size = (45, 37)  # (H, W)
     img = Image.new("RGB", (150, 130))
     _, m = AnomalyTransform(size, "bicubic", "pil_bicubic")(img, read_mask(str(tmp_path / "m.png")))
