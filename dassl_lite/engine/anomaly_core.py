@@ -24,9 +24,11 @@ from torch import Tensor
 
 from ..clip import CLIP, tokenize
 from ..errors import DasslLiteError, load_error_reason
+from .checkpoint import save_checkpoint
 
 __all__ = ["ReleasedWeightsError", "binary_dice_loss", "encode_prompt_ensemble", "focal_loss",
-           "focal_loss_softmax", "load_released_weights", "min_cosine_distance"]
+           "focal_loss_softmax", "load_released_weights", "min_cosine_distance",
+           "write_converted_checkpoint"]
 
 
 class ReleasedWeightsError(DasslLiteError):
@@ -106,3 +108,18 @@ def load_released_weights(path: str, what: str, method: str, allowed: Sequence[s
     except Exception as e:  # a truncated or damaged file, not a torch file
         raise error(f"Cannot read {what} {path!r}: {load_error_reason(e)}; expected "
                     f"{method}'s released {what} file") from None
+
+
+def write_converted_checkpoint(output_dir: str, model_name: str, state: Any, epoch: int,
+                               source: str, force: bool = False) -> str:
+    """Write a converted upstream ``state`` as ``<output_dir>/<model_name>/model.pth.tar-<epoch>``
+    (a trainable-only checkpoint); refused (:class:`ReleasedWeightsError`) when that folder holds
+    files already, unless ``force``."""
+    target = os.path.join(output_dir, model_name)
+    if os.path.isdir(target) and os.listdir(target) and not force:
+        raise ReleasedWeightsError(
+            f"error: {target} holds files already (a run or an earlier conversion) that writing "
+            f"here would replace; choose a new --output-dir or pass --force")
+    meta = {"state_dict": state, "epoch": epoch, "optimizer": None, "scheduler": None,
+            "val_result": None, "source": source}
+    return save_checkpoint(meta, target)
