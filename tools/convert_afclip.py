@@ -21,7 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from dassl_lite.engine.checkpoint import save_checkpoint  # noqa: E402
+from dassl_lite.engine.anomaly_core import write_converted_checkpoint  # noqa: E402
 from dassl_lite.errors import DasslLiteError  # noqa: E402
 from trainers.afclip_upstream import convert_upstream  # noqa: E402
 
@@ -45,19 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = build_parser().parse_args(argv)
-    target = os.path.join(args.output_dir, MODEL_NAME)
-    if os.path.isdir(target) and os.listdir(target) and not args.force:
-        logger.error(f"error: {target} holds files already (a run or an earlier conversion) that "
-                     f"writing here would replace; choose a new --output-dir or pass --force")
-        return 2
     try:
         state = convert_upstream(args.weight_dir, args.dataset)
+        path = write_converted_checkpoint(args.output_dir, MODEL_NAME, state, args.epoch,
+                                          f"AF-CLIP release {args.dataset} (converted)", args.force)
     except DasslLiteError as e:
         logger.error(str(e))
         return 2
-    meta = {"state_dict": state, "epoch": args.epoch, "optimizer": None, "scheduler": None,
-            "val_result": None, "source": f"AF-CLIP release {args.dataset} (converted)"}
-    path = save_checkpoint(meta, target)
     shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in state.items())
     logger.info(f"Wrote {path}: {shapes}")
     return 0

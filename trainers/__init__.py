@@ -7,3 +7,4 @@ from . import vpt_supervised  # noqa: F401  (VPT on supervised, non-CLIP ViTs)
 
 from . import afclip  # noqa: F401  (anomaly detection)
 from . import zsad  # noqa: F401  (training-free anomaly detection baseline)
+from . import aprilgan  # noqa: F401  (APRIL-GAN, VAND 2023)

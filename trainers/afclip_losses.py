@@ -23,13 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from dassl_lite.engine.anomaly_core import focal_loss
 
-def focal_loss(prob: Tensor, target: Tensor, gamma: float = 4.0) -> Tensor:
-    """Binary focal loss on probabilities: ``mean(BCE(p, t) * (1 - p_t) ** gamma)``, no alpha."""
-    prob, target = prob.float(), target.float()
-    bce = F.binary_cross_entropy(prob, target, reduction="none")
-    p_t = prob * target + (1 - prob) * (1 - target)
-    return (bce * (1 - p_t) ** gamma).mean()
+__all__ = ["afclip_loss", "focal_loss", "grid_masks", "patch_alignment_loss"]
 
 
 SEG_GRADIENTS = ("upstream", "corrected")  # TRAINER.AFCLIP.SEG_GRADIENT

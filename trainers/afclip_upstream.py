@@ -12,14 +12,13 @@ torch's restricted unpickler. The result is our checkpoint layout (``AFCLIPLearn
 from __future__ import annotations
 
 import os
-import pickle
 from collections import OrderedDict
 from typing import Dict, Iterator, Tuple
 
 import torch
 from torch import Tensor
 
-from dassl_lite.errors import DasslLiteError, load_error_reason
+from dassl_lite.engine.anomaly_core import ReleasedWeightsError, load_released_weights
 
 # Class paths a pickled upstream adaptor references (clip/adaptor.py and torch.nn).
 UPSTREAM_MODULE_CLASSES = (
@@ -32,7 +31,7 @@ ADAPTOR_KEYS = ("attention.attn.to_q.weight", "attention.attn.to_k.weight",
                 "attention.attn.to_out.0.bias", "attention.norm.weight", "attention.norm.bias")
 
 
-class UpstreamWeightsError(DasslLiteError):
+class UpstreamWeightsError(ReleasedWeightsError):
     """A released AF-CLIP file that is missing or not in the expected format."""
 
 
@@ -54,21 +53,8 @@ def _named_parameters(node: PickledModule, prefix: str = "") -> Iterator[Tuple[s
 
 
 def _restricted_load(path: str, what: str):
-    if not os.path.isfile(path):
-        raise UpstreamWeightsError(f"No released AF-CLIP {what} at {path!r}")
-    allow = [(PickledModule, name) for name in UPSTREAM_MODULE_CLASSES]
-    try:
-        with torch.serialization.safe_globals(allow):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:  # a refused global (or content torch cannot read)
-        lines = [line for line in str(e).splitlines() if "GLOBAL" in line] or [str(e)]
-        raise UpstreamWeightsError(f"Refusing to read {what} {path!r}: it is not loadable with "
-                                   f"weights_only=True and the AF-CLIP allow-list "
-                                   f"({', '.join(UPSTREAM_MODULE_CLASSES)}): "
-                                   f"{type(e).__name__}: {lines[0].strip()}") from e
-    except Exception as e:  # a truncated or damaged file, not a torch file
-        raise UpstreamWeightsError(f"Cannot read {what} {path!r}: {load_error_reason(e)}; "
-                                   f"expected AF-CLIP's released {what} file") from None
+    return load_released_weights(path, what, "AF-CLIP", UPSTREAM_MODULE_CLASSES, PickledModule,
+                                 UpstreamWeightsError)
 
 
 def load_upstream_adaptor(path: str) -> "OrderedDict[str, Tensor]":

@@ -31,10 +31,11 @@ import torch.nn.functional as F
 from torch import Tensor
 from yacs.config import CfgNode as CN
 
-from dassl_lite.clip import CLIP, tokenize
+from dassl_lite.clip import CLIP
 from dassl_lite.config import ConfigError, register_config_extender
 from dassl_lite.config.validate import check_number
 from dassl_lite.engine import AnomalyTrainer
+from dassl_lite.engine.anomaly_core import encode_prompt_ensemble, min_cosine_distance
 from dassl_lite.registry import TRAINER_REGISTRY
 
 from .prompting import load_frozen_clip
@@ -64,16 +65,9 @@ def state_prompts(category: str) -> List[List[str]]:
             for states in (NORMAL_STATES, ANOMALOUS_STATES)]
 
 
-@torch.no_grad()
 def encode_states(clip_model: CLIP, category: str) -> Tensor:
     """[2, E]: the normalised mean text feature of the normal and the anomalous prompts."""
-    out = []
-    for prompts in state_prompts(category):
-        tokens = tokenize(prompts).to(clip_model.token_embedding.weight.device)
-        feats = clip_model.encode_text(tokens).float()
-        mean = F.normalize(feats, dim=-1).mean(dim=0)
-        out.append(mean / mean.norm())
-    return torch.stack(out)
+    return encode_prompt_ensemble(clip_model, state_prompts(category))
 
 
 def patch_tokens(clip_model: CLIP, images: Tensor, layers: Sequence[int]):
@@ -111,18 +105,13 @@ class ZeroshotAD(AnomalyTrainer):
     @torch.no_grad()
     def build_memory(self) -> Dict[str, List[Tensor]]:
         """Per category: per block, the normalised patch tokens of its k reference images."""
-        dataset, memory = self.dm.dataset, {}
-        for category in dataset.categories:
-            refs = dataset.references(category)
-            if not refs:
-                raise ConfigError(f"few-shot ZeroshotAD: category {category!r} has no normal "
-                                  f"train image to use as a reference")
-            wrapper = dataset.dataset_wrapper(self.cfg, refs, transform=self.dm.tfm_test)
-            images = torch.stack([wrapper[i]["img"] for i in range(len(refs))]).to(self.device)
+        memory = {}
+        for category in self.dm.dataset.categories:
+            images = self.reference_images(category)
             with self.precision.autocast():
                 tokens, _ = patch_tokens(self.clip, images, self.layers)
             memory[category] = [F.normalize(t.float().flatten(0, 1), dim=-1) for t in tokens]
-            logger.info("Memory bank %r: %d reference images", category, len(refs))
+            logger.info("Memory bank %r: %d reference images", category, images.shape[0])
         return memory
 
     def train(self) -> None:
@@ -154,8 +143,7 @@ class ZeroshotAD(AnomalyTrainer):
         out = torch.zeros(tokens[0].shape[:2], device=tokens[0].device)
         for i, category in enumerate(categories):
             for t, bank in zip(tokens, self.memory[category]):
-                cos = F.normalize(t[i].float(), dim=-1) @ bank.T
-                out[i] += (1 - cos.max(dim=1).values) / 2 / len(tokens)
+                out[i] += min_cosine_distance(t[i].float(), bank) / 2 / len(tokens)
         return out
 
     @torch.no_grad()

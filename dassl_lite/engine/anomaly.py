@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Mapping, Tuple
 
 import torch
 
+from ..config import ConfigError
 from ..errors import DasslLiteError
 from ..evaluation import ANOMALY_METRIC_KEYS, AnomalyDetection, build_evaluator
 from ..evaluation.anomaly_threshold import threshold_setting
@@ -53,6 +54,18 @@ class AnomalyTrainer(TrainerX):
                 batch["label"].to(self.device))
 
     parse_batch_train = parse_batch_anomaly
+
+    @torch.no_grad()
+    def reference_images(self, category: str) -> torch.Tensor:
+        """[k, 3, H, W] on the device: the few-shot references of ``category`` (its training
+        records, drawn by the dataset with the run's seed) through the test transform."""
+        dataset = self.dm.dataset
+        refs = dataset.references(category)
+        if not refs:
+            raise ConfigError(f"few-shot {type(self).__name__}: category {category!r} has no "
+                              f"normal train image to use as a reference")
+        wrapper = dataset.dataset_wrapper(self.cfg, refs, transform=self.dm.tfm_test)
+        return torch.stack([wrapper[i]["img"] for i in range(len(refs))]).to(self.device)
 
     def model_inference(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
         """``{"image_score": [B], "anomaly_map": [B, h, w]}``; every method overrides this.

@@ -139,6 +139,22 @@ class AnomalyDetection(EvaluatorBase):
             bucket["impaths"].append(gt["impath"][i])
             bucket["has_mask"].append(bool(has_mask[i]))
 
+    def image_scores(self, category: str) -> List[float]:
+        """The image scores of ``category`` processed so far, in processing order."""
+        if category not in self._data:
+            raise KeyError(f"no image of category {category!r} was processed; processed: "
+                           f"{sorted(self._data)}")
+        return list(self._data[category]["scores"])
+
+    def set_image_scores(self, category: str, scores: Sequence[float]) -> None:
+        """Replace the image scores of ``category`` (same count and order), e.g. for a method
+        that rescales them over all test images of a category (APRIL-GAN's few-shot score)."""
+        old = self.image_scores(category)
+        if len(scores) != len(old):
+            raise ValueError(f"category {category!r}: {len(scores)} new image scores for "
+                             f"{len(old)} processed images")
+        self._data[category]["scores"] = [float(v) for v in scores]
+
     def undefined_metrics(self, category: str) -> Dict[str, str]:
         """The metrics of ``category`` that are undefined, each with the reason in words
         (image metrics need normal and anomalous images; pixel metrics need a mask for every

@@ -1,0 +1,125 @@
+"""Pieces shared by the CLIP anomaly-detection methods (AF-CLIP, ZeroshotAD, APRIL-GAN, ...).
+
+- :func:`focal_loss`: binary focal loss on probabilities (AF-CLIP, gamma 4, no alpha).
+- :func:`focal_loss_softmax`: the multi-class focal loss on a softmax map that APRIL-GAN and
+  AnomalyCLIP copy from Hsuxu/Loss_ToolBox (``FocalLoss()``: gamma 2, alpha 1, label smoothing
+  1e-5 added to ``p_t``).
+- :func:`binary_dice_loss`: ``1 - mean_b (2 |p t| + 1) / (|p| + |t| + 1)`` (APRIL-GAN,
+  AnomalyCLIP ``BinaryDiceLoss``).
+- :func:`encode_prompt_ensemble`: per state, the normalised mean of the normalised text features
+  of its prompts (WinCLIP / APRIL-GAN / ZeroshotAD prompt ensembles).
+- :func:`min_cosine_distance`: ``1 - max cos`` of each query against a memory bank (few-shot).
+- :func:`load_released_weights`: ``torch.load(weights_only=True)`` of a method's released file
+  with an optional allow-list of inert stand-in classes; every failure names the file.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+from typing import Any, Optional, Sequence, Tuple, Type
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..clip import CLIP, tokenize
+from ..errors import DasslLiteError, load_error_reason
+from .checkpoint import save_checkpoint
+
+__all__ = ["ReleasedWeightsError", "binary_dice_loss", "encode_prompt_ensemble", "focal_loss",
+           "focal_loss_softmax", "load_released_weights", "min_cosine_distance",
+           "write_converted_checkpoint"]
+
+
+class ReleasedWeightsError(DasslLiteError):
+    """A released upstream weight file that is missing or not in the expected format."""
+
+
+def focal_loss(prob: Tensor, target: Tensor, gamma: float = 4.0) -> Tensor:
+    """Binary focal loss on probabilities: ``mean(BCE(p, t) * (1 - p_t) ** gamma)``, no alpha."""
+    prob, target = prob.float(), target.float()
+    bce = F.binary_cross_entropy(prob, target, reduction="none")
+    p_t = prob * target + (1 - prob) * (1 - target)
+    return (bce * (1 - p_t) ** gamma).mean()
+
+
+def focal_loss_softmax(probs: Tensor, target: Tensor, gamma: float = 2.0,
+                       smooth: float = 1e-5) -> Tensor:
+    """Focal loss of class probabilities ``probs`` [B, C, ...] (already softmaxed) against
+    integer labels ``target`` [B, ...] (or [B, 1, ...]), as Loss_ToolBox's ``FocalLoss()``:
+    the one-hot target is clamped to ``[smooth / (C - 1), 1 - smooth]``,
+    ``p_t = <one_hot, p> + smooth`` and the loss is ``mean(-(1 - p_t) ** gamma * log p_t)``."""
+    num_class = probs.shape[1]
+    flat = probs.reshape(probs.shape[0], num_class, -1).transpose(1, 2).reshape(-1, num_class)
+    labels = target.reshape(-1).long()
+    if labels.numel() != flat.shape[0]:
+        raise ValueError(f"focal_loss_softmax: {flat.shape[0]} predictions but "
+                         f"{labels.numel()} target values")
+    one_hot = F.one_hot(labels, num_class).to(flat.dtype)
+    one_hot = torch.clamp(one_hot, smooth / (num_class - 1), 1.0 - smooth)
+    p_t = (one_hot * flat).sum(1) + smooth
+    return (-torch.pow(1 - p_t, gamma) * p_t.log()).mean()
+
+
+def binary_dice_loss(prob: Tensor, target: Tensor, smooth: float = 1.0) -> Tensor:
+    """``1 - mean over the batch of (2 sum(p t) + smooth) / (sum p + sum t + smooth)``."""
+    n = target.shape[0]
+    p, t = prob.reshape(n, -1), target.reshape(n, -1)
+    dice = (2 * (p * t).sum(1) + smooth) / (p.sum(1) + t.sum(1) + smooth)
+    return 1 - dice.sum() / n
+
+
+@torch.no_grad()
+def encode_prompt_ensemble(clip_model: CLIP, prompt_sets: Sequence[Sequence[str]]) -> Tensor:
+    """[S, E]: for each of the S prompt lists, the mean of its normalised text features,
+    re-normalised (fp32)."""
+    out = []
+    for prompts in prompt_sets:
+        tokens = tokenize(list(prompts)).to(clip_model.token_embedding.weight.device)
+        feats = clip_model.encode_text(tokens).float()
+        mean = F.normalize(feats, dim=-1).mean(dim=0)
+        out.append(mean / mean.norm())
+    return torch.stack(out)
+
+
+def min_cosine_distance(queries: Tensor, bank: Tensor) -> Tensor:
+    """[N]: ``1 - max_j cos(q_i, bank_j)`` for queries [N, D]; ``bank`` [M, D] is L2-normalised."""
+    cos = F.normalize(queries, dim=-1) @ bank.T
+    return 1 - cos.max(dim=1).values
+
+
+def load_released_weights(path: str, what: str, method: str, allowed: Sequence[str] = (),
+                          stand_in: Optional[type] = None,
+                          error: Type[DasslLiteError] = ReleasedWeightsError) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU; the class paths in ``allowed`` are
+    unpickled as the inert ``stand_in`` class (no pickled code runs, any other global is refused).
+    ``what`` / ``method`` name the file in messages ("No released AF-CLIP adaptor at ...")."""
+    if not os.path.isfile(path):
+        raise error(f"No released {method} {what} at {path!r}")
+    allow: Sequence[Tuple[type, str]] = [(stand_in, name) for name in allowed]
+    try:
+        with torch.serialization.safe_globals(list(allow)):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:  # a refused global (or content torch cannot read)
+        lines = [line for line in str(e).splitlines() if "GLOBAL" in line] or [str(e)]
+        listed = f" and the {method} allow-list ({', '.join(allowed)})" if allowed else ""
+        raise error(f"Refusing to read {what} {path!r}: it is not loadable with "
+                    f"weights_only=True{listed}: {type(e).__name__}: {lines[0].strip()}") from e
+    except Exception as e:  # a truncated or damaged file, not a torch file
+        raise error(f"Cannot read {what} {path!r}: {load_error_reason(e)}; expected "
+                    f"{method}'s released {what} file") from None
+
+
+def write_converted_checkpoint(output_dir: str, model_name: str, state: Any, epoch: int,
+                               source: str, force: bool = False) -> str:
+    """Write a converted upstream ``state`` as ``<output_dir>/<model_name>/model.pth.tar-<epoch>``
+    (a trainable-only checkpoint); refused (:class:`ReleasedWeightsError`) when that folder holds
+    files already, unless ``force``."""
+    target = os.path.join(output_dir, model_name)
+    if os.path.isdir(target) and os.listdir(target) and not force:
+        raise ReleasedWeightsError(
+            f"error: {target} holds files already (a run or an earlier conversion) that writing "
+            f"here would replace; choose a new --output-dir or pass --force")
+    meta = {"state_dict": state, "epoch": epoch, "optimizer": None, "scheduler": None,
+            "val_result": None, "source": source}
+    return save_checkpoint(meta, target)
