@@ -21,8 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from dassl_lite.engine.anomaly_core import write_converted_checkpoint  # noqa: E402
-from dassl_lite.errors import DasslLiteError  # noqa: E402
+from dassl_lite.engine.anomaly_core import convert_and_write  # noqa: E402
 from trainers.afclip_upstream import convert_upstream  # noqa: E402
 
 MODEL_NAME = "AFCLIPLearner"  # the AFCLIP trainer's checkpoint folder
@@ -45,16 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = build_parser().parse_args(argv)
-    try:
-        state = convert_upstream(args.weight_dir, args.dataset)
-        path = write_converted_checkpoint(args.output_dir, MODEL_NAME, state, args.epoch,
-                                          f"AF-CLIP release {args.dataset} (converted)", args.force)
-    except DasslLiteError as e:
-        logger.error(str(e))
-        return 2
-    shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in state.items())
-    logger.info(f"Wrote {path}: {shapes}")
-    return 0
+    return convert_and_write(
+        lambda: convert_upstream(args.weight_dir, args.dataset), args.output_dir, MODEL_NAME,
+        args.epoch, f"AF-CLIP release {args.dataset} (converted)", args.force,
+        lambda state: ", ".join(f"{k} {list(v.shape)}" for k, v in state.items()), logger)
 
 
 if __name__ == "__main__":

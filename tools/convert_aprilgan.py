@@ -19,8 +19,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from dassl_lite.engine.anomaly_core import write_converted_checkpoint  # noqa: E402
-from dassl_lite.errors import DasslLiteError  # noqa: E402
+from dassl_lite.engine.anomaly_core import convert_and_write  # noqa: E402
 from trainers.aprilgan import APRILGAN, convert_upstream  # noqa: E402
 
 logger = logging.getLogger("convert_aprilgan")
@@ -42,16 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = build_parser().parse_args(argv)
-    try:
-        state = convert_upstream(args.checkpoint, args.features_list)
-        path = write_converted_checkpoint(args.output_dir, APRILGAN.model_name, state, args.epoch,
-                                          f"APRIL-GAN release {args.checkpoint} (converted)", args.force)
-    except DasslLiteError as e:
-        logger.error(str(e))
-        return 2
-    logger.info(f"Wrote {path}: {len(state) // 2} linear layers "
-                f"{list(state['fc.0.weight'].shape)}")
-    return 0
+    return convert_and_write(
+        lambda: convert_upstream(args.checkpoint, args.features_list), args.output_dir,
+        APRILGAN.model_name, args.epoch, f"APRIL-GAN release {args.checkpoint} (converted)",
+        args.force, lambda state: f"{len(state) // 2} linear layers "
+                                  f"{list(state['fc.0.weight'].shape)}", logger)
 
 
 if __name__ == "__main__":

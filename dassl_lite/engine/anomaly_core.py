@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import os
 import pickle
-from typing import Any, Optional, Sequence, Tuple, Type
+import logging
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Type
 
 import torch
 import torch.nn.functional as F
@@ -123,3 +124,20 @@ def write_converted_checkpoint(output_dir: str, model_name: str, state: Any, epo
     meta = {"state_dict": state, "epoch": epoch, "optimizer": None, "scheduler": None,
             "val_result": None, "source": source}
     return save_checkpoint(meta, target)
+
+
+def convert_and_write(convert: Callable[[], Dict[str, Tensor]], output_dir: str,
+                      model_name: str, epoch: int, source: str, force: bool,
+                      describe: Callable[[Dict[str, Tensor]], str],
+                      log: logging.Logger) -> int:
+    """A converter tool's body: ``convert()`` the released file, write it with
+    :func:`write_converted_checkpoint` and log ``Wrote <path>: <describe(state)>``; returns the
+    exit code (2, with the error logged, when either step raises :class:`DasslLiteError`)."""
+    try:
+        state = convert()
+        path = write_converted_checkpoint(output_dir, model_name, state, epoch, source, force)
+    except DasslLiteError as e:
+        log.error(str(e))
+        return 2
+    log.info(f"Wrote {path}: {describe(state)}")
+    return 0
