@@ -523,7 +523,7 @@ def _import_trainers() -> None:
 def afclip_models(args: argparse.Namespace, device: torch.device):
     """(ours, reference): AF-CLIP on a random CLIP of ViT-L/14@336 widths, same weights."""
     _import_trainers()
-    from trainers.afclip_model import AFCLIPLearner, AFCLIPModel
+    from trainers.anomaly.afclip_model import AFCLIPLearner, AFCLIPModel
 
     n = args.afclip_layers
     config = CLIPConfig(embed_dim=768, image_resolution=336, vision_layers=n, vision_width=1024,
@@ -571,7 +571,7 @@ def measure(fn: Callable[[], object], reps: int, device: torch.device, frozen: n
 @register("afclip", add_afclip_arguments, "AF-CLIP train step / eval batch, SDPA vs softmax")
 def bench_afclip(args: argparse.Namespace) -> List[Row]:
     _import_trainers()
-    from trainers.afclip_losses import afclip_loss
+    from trainers.anomaly.afclip_losses import afclip_loss
 
     for k, v in AFCLIP_PRESETS[args.afclip_preset].items():
         setattr(args, k, v if getattr(args, k) is None else getattr(args, k))

@@ -6,7 +6,7 @@ r"""Convert AF-CLIP's released weights into a dassl_lite checkpoint (explicit, o
 
 reads ``<weight-dir>/mvtec_prompt.pt`` (a pickled nn.Parameter) and ``mvtec_adaptor.pt`` (a
 pickled whole ``clip.adaptor.Adaptor``) with ``torch.load(weights_only=True)`` and an allow-list
-of inert record classes (no pickled code runs; see trainers/afclip_upstream.py), and writes
+of inert record classes (no pickled code runs; see trainers/anomaly/afclip_upstream.py), and writes
 ``<output-dir>/AFCLIPLearner/model.pth.tar-<epoch>`` (refused when that folder holds files
 already, unless ``--force``). Evaluate it with
 ``tools/train.py --trainer AFCLIP --eval-only --model-dir <output-dir> --load-epoch <epoch>``
@@ -22,7 +22,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from dassl_lite.engine.anomaly_core import convert_and_write  # noqa: E402
-from trainers.afclip_upstream import convert_upstream  # noqa: E402
+from trainers.anomaly.afclip_upstream import convert_upstream  # noqa: E402
 
 MODEL_NAME = "AFCLIPLearner"  # the AFCLIP trainer's checkpoint folder
 logger = logging.getLogger("convert_afclip")

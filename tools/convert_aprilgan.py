@@ -20,7 +20,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from dassl_lite.engine.anomaly_core import convert_and_write  # noqa: E402
-from trainers.aprilgan import APRILGAN, convert_upstream  # noqa: E402
+from trainers.anomaly.aprilgan import APRILGAN, convert_upstream  # noqa: E402
 
 logger = logging.getLogger("convert_aprilgan")
 

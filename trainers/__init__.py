@@ -5,6 +5,4 @@ from . import kgcoop, promptsrc  # noqa: F401  (regularised prompt learners)
 from . import clip_adapter, clip_lora, linear_probe, tip_adapter  # noqa: F401  (adapters, probes)
 from . import vpt_supervised  # noqa: F401  (VPT on supervised, non-CLIP ViTs)
 
-from . import afclip  # noqa: F401  (anomaly detection)
-from . import zsad  # noqa: F401  (training-free anomaly detection baseline)
-from . import aprilgan  # noqa: F401  (APRIL-GAN, VAND 2023)
+from . import anomaly  # noqa: F401  (the CLIP anomaly-detection family, trainers/anomaly/)

@@ -13,7 +13,7 @@ def test_afclip_section_prints_table(benchmark, capsys):
 
 
 def test_softmax_reference_equals_sdpa_adaptor(benchmark):
-    from trainers.afclip_model import Adaptor
+    from trainers.anomaly.afclip_model import Adaptor
 
     torch.manual_seed(0)
     adaptor = Adaptor(96, heads=8, head_dim=64)

@@ -10,8 +10,8 @@ from torch import nn
 
 from dassl_lite.clip import CLIP, CLIPConfig
 from dassl_lite.engine.checkpoint import load_checkpoint
-from trainers.afclip_model import AFCLIPLearner, AFCLIPModel
-from trainers.afclip_upstream import UpstreamWeightsError, convert_upstream, load_upstream_adaptor
+from trainers.anomaly.afclip_model import AFCLIPLearner, AFCLIPModel
+from trainers.anomaly.afclip_upstream import UpstreamWeightsError, convert_upstream, load_upstream_adaptor
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CFG = CLIPConfig(embed_dim=16, image_resolution=32, vision_layers=2, vision_width=64,

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from dassl_lite.clip import CLIP, CLIPConfig
-from trainers.afclip_losses import afclip_loss, focal_loss, grid_masks, patch_alignment_loss
-from trainers.afclip_model import (Adaptor, AFCLIPLearner, AFCLIPModel, MemoryBank,
+from trainers.anomaly.afclip_losses import afclip_loss, focal_loss, grid_masks, patch_alignment_loss
+from trainers.anomaly.afclip_model import (Adaptor, AFCLIPLearner, AFCLIPModel, MemoryBank,
                                    aggregate_all, aggregate_neighbors, gaussian_kernel)
 
 CFG = CLIPConfig(embed_dim=16, image_resolution=32, vision_layers=4, vision_width=64,

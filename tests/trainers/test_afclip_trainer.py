@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from dassl_lite.config import ConfigError
-from trainers.afclip import evenly_spaced
+from trainers.anomaly.afclip import evenly_spaced
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -39,7 +39,7 @@ def test_defaults_are_upstream(anomaly_trainer):
 def test_configs_train_as_published(name):
     """Both AF-CLIP configs: upstream's gradient and upstream's mask resizing."""
     from dassl_lite.config import get_cfg_default, merge_from_file
-    from trainers.afclip import add_afclip_config
+    from trainers.anomaly.afclip import add_afclip_config
 
     cfg = get_cfg_default()
     add_afclip_config(cfg)

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from dassl_lite.engine.anomaly_core import (ReleasedWeightsError, binary_dice_loss,
                                             focal_loss_softmax)
-from trainers.aprilgan import (APRILGAN, LinearLayer, aprilgan_loss, convert_upstream,
+from trainers.anomaly.aprilgan import (APRILGAN, LinearLayer, aprilgan_loss, convert_upstream,
                                memory_map, state_prompts, text_maps)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -15,7 +15,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def test_state_prompts():
-    from trainers.zsad import state_prompts
+    from trainers.anomaly.zsad import state_prompts
 
     normal, anomalous = state_prompts("metal_nut")
     assert len(normal) == len(anomalous) == 9

@@ -55,7 +55,7 @@ from dassl_lite.engine.anomaly_core import (ReleasedWeightsError, binary_dice_lo
 from dassl_lite.optim import build_lr_scheduler, build_optimizer
 from dassl_lite.registry import TRAINER_REGISTRY
 
-from .prompting import load_frozen_clip
+from ..prompting import load_frozen_clip
 
 logger = logging.getLogger(__name__)
 

@@ -15,15 +15,15 @@ image score = abnormal probability at CLS, anomaly map = abnormal probability pe
 
 Loss: ``focal(p_cls, y) + LAMBDA1 (focal(P, M) + L1(P, M)) + LAMBDA2 L_pal`` (focal gamma
 FOCAL_GAMMA on probabilities; M = the mask resized bilinearly to the grid, 0 below 0.5, 1 above,
-0.5 kept; L_pal see :mod:`trainers.afclip_losses`). Adam, lr 1e-4, betas (0.5, 0.999), 2 epochs,
-batch 8, trained on ANOTHER dataset's test split (``DATASET.ANOMALY.TRAIN_SPLIT test``).
+0.5 kept; L_pal see :mod:`trainers.anomaly.afclip_losses`). Adam, lr 1e-4, betas (0.5, 0.999),
+2 epochs, batch 8, trained on ANOTHER dataset's test split (``DATASET.ANOMALY.TRAIN_SPLIT test``).
 
 Gradient (``SEG_GRADIENT``), by default the paper's training: ``"upstream"`` reproduces the
 published code's gradient, in which the map's focal term is differentiated with target -1 at
 normal patches (upstream's ``copy.copy(gts)`` shares storage with the targets and overwrites
 them in place after they were saved for backward; the loss value is unaffected). The released
 weights were trained that way. ``"corrected"`` differentiates the loss as written (relative
-gradient difference about 0.45 on the same batch; see :mod:`trainers.afclip_losses`).
+gradient difference about 0.45 on the same batch; see :mod:`trainers.anomaly.afclip_losses`).
 
 Masks: upstream resizes the 0/255 mask with PIL bicubic and keeps the float result
 (``INPUT.MASK_INTERPOLATION pil_bicubic``, set in configs/trainers/AFCLIP/*.yaml); the grid
@@ -55,7 +55,7 @@ from dassl_lite.registry import TRAINER_REGISTRY
 
 from .afclip_losses import SEG_GRADIENTS, afclip_loss
 from .afclip_model import AFCLIPLearner, AFCLIPModel, MemoryBank
-from .prompting import load_frozen_clip
+from ..prompting import load_frozen_clip
 
 logger = logging.getLogger(__name__)
 

@@ -38,7 +38,7 @@ from dassl_lite.engine import AnomalyTrainer
 from dassl_lite.engine.anomaly_core import encode_prompt_ensemble, min_cosine_distance
 from dassl_lite.registry import TRAINER_REGISTRY
 
-from .prompting import load_frozen_clip
+from ..prompting import load_frozen_clip
 
 logger = logging.getLogger(__name__)
 

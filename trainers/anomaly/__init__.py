@@ -1,0 +1,9 @@
+"""The CLIP anomaly-detection family: importing this package registers its trainers.
+
+Shared pieces (records, losses, prompt ensembles, memory banks, safe converters) live in
+:mod:`dassl_lite.engine.anomaly_core` and :mod:`dassl_lite.evaluation`; each method here holds
+only what is its own.
+"""
+from . import afclip  # noqa: F401  (AF-CLIP)
+from . import zsad  # noqa: F401  (training-free baseline)
+from . import aprilgan  # noqa: F401  (APRIL-GAN, VAND 2023)
