@@ -115,8 +115,23 @@ def read_split(filepath: str, path_prefix: str) -> Tuple[List[Datum], List[Datum
         raise SplitFileError(
             f"Split file {filepath} must have keys train, val, test; missing {', '.join(missing)}"
         )
-    return tuple(items_from_json(split[k], path_prefix, f"Split file {filepath}, '{k}'")
-                 for k in ("train", "val", "test"))
+    train, val, test = (items_from_json(split[k], path_prefix, f"Split file {filepath}, '{k}'")
+                        for k in ("train", "val", "test"))
+    warn_split_overlap(filepath, {"train": split["train"], "val": split["val"],
+                                  "test": split["test"]})
+    return train, val, test
+
+
+def warn_split_overlap(filepath: str, parts: Dict[str, Sequence[Sequence]]) -> None:
+    """Warn when an image path is listed in test and in train or val (a leak that inflates
+    test accuracy); the split is still read as written, as upstream reads it."""
+    test_paths = {row[0] for row in parts["test"]}
+    for name in ("train", "val"):
+        shared = sorted({row[0] for row in parts[name]} & test_paths)
+        if shared:
+            logger.warning("Split file %s lists %d image(s) in both '%s' and 'test' (first: %s); "
+                           "test accuracy on this split is not held-out", filepath, len(shared),
+                           name, shared[0])
 
 
 def save_split(

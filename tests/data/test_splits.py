@@ -46,6 +46,26 @@ def test_read_split_names_missing_keys(tmp_path):
         read_split(str(path), str(tmp_path))
 
 
+def test_read_split_warns_when_test_images_are_also_in_train(tmp_path, caplog):
+    path = tmp_path / "split_zhou_Leak.json"
+    path.write_text(json.dumps({"train": [["a/1.jpg", 0, "a"], ["a/2.jpg", 0, "a"]],
+                                "val": [["a/3.jpg", 0, "a"]],
+                                "test": [["a/2.jpg", 0, "a"], ["a/4.jpg", 0, "a"]]}))
+    with caplog.at_level("WARNING", logger="dassl_lite.data.splits"):
+        train, val, test = read_split(str(path), str(tmp_path))
+    assert len(train) == 2 and len(test) == 2  # read as written
+    leaks = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(leaks) == 1
+    assert "1 image(s) in both 'train' and 'test' (first: a/2.jpg)" in leaks[0]
+    assert str(path) in leaks[0]
+    caplog.clear()
+    path.write_text(json.dumps({"train": [["a/1.jpg", 0, "a"]], "val": [],
+                                "test": [["a/4.jpg", 0, "a"]]}))
+    with caplog.at_level("WARNING", logger="dassl_lite.data.splits"):
+        read_split(str(path), str(tmp_path))
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
 def _items(n_classes=4, per_class=10):
     return [Datum(f"/d/{y}/{i}.jpg", y, classname=f"c{y}") for y in range(n_classes) for i in range(per_class)]
 
