@@ -11,24 +11,32 @@
 - :func:`min_cosine_distance`: ``1 - max cos`` of each query against a memory bank (few-shot).
 - :func:`load_released_weights`: ``torch.load(weights_only=True)`` of a method's released file
   with an optional allow-list of inert stand-in classes; every failure names the file.
+- :func:`dpam_forward_features`: intermediate ViT tokens with DPAM, the value-value attention
+  path of the later blocks (AnomalyCLIP; CLIP Surgery's v-v attention), optionally with
+  AnomalyCLIP's 2024 aliasing that made every later layer's tokens equal the last block's.
+- :func:`patch_state_maps`: per layer, the softmax over states of ``cos(patch, text) / T`` at
+  each patch, resized bilinearly to the image (AnomalyCLIP's per-layer maps).
 """
 from __future__ import annotations
 
 import os
 import pickle
 import logging
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Type
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..clip import CLIP, tokenize
+from ..clip import CLIP, VisionTransformer, tokenize
+from ..clip.transformer import SelfAttentionBase, check_block_numbers
 from ..errors import DasslLiteError, load_error_reason
 from .checkpoint import save_checkpoint
 
-__all__ = ["ReleasedWeightsError", "binary_dice_loss", "encode_prompt_ensemble", "focal_loss",
-           "focal_loss_softmax", "load_released_weights", "min_cosine_distance",
+__all__ = ["DualPathFeatures", "ReleasedWeightsError", "binary_dice_loss", "dpam_attention",
+           "dpam_forward_features", "encode_prompt_ensemble", "focal_loss", "focal_loss_softmax",
+           "load_released_weights", "min_cosine_distance", "patch_state_maps",
            "write_converted_checkpoint"]
 
 
@@ -141,3 +149,96 @@ def convert_and_write(convert: Callable[[], Dict[str, Tensor]], output_dir: str,
         return 2
     log.info(f"Wrote {path}: {describe(state)}")
     return 0
+
+
+# --------------------------------------------------------------------------- DPAM, layer maps
+@dataclass
+class DualPathFeatures:
+    """What :func:`dpam_forward_features` returns.
+
+    ``tokens``: per requested block, [B, 1 + h*w, width] (CLS first), the DPAM path's stream from
+    the first DPAM block on, the plain residual stream before it; ``final``: the plain (original)
+    path after the last block, [B, 1 + h*w, width]; ``grid``: the patch grid ``(h, w)``.
+    """
+
+    tokens: List[Tensor]
+    final: Tensor
+    grid: Tuple[int, int]
+
+
+def dpam_attention(attn: SelfAttentionBase, x: Tensor) -> Tuple[Tensor, Tensor]:
+    """(original, value-value) outputs of one block's attention on ``x`` [B, L, width], both
+    through its output projection: ``softmax(q k^T / sqrt(d)) v`` and ``softmax(v v^T /
+    sqrt(d)) v`` from the same q/k/v projection (AnomalyCLIP's ``Attention``, which replaces q
+    and k by v); one SDPA call over both."""
+    n, length, width = x.shape
+    q, k, v = attn.qkv(x)
+    out = F.scaled_dot_product_attention(torch.cat([q, v]), torch.cat([k, v]), torch.cat([v, v]))
+    out = attn.project_out(out.transpose(1, 2).reshape(2 * n, length, width))
+    return out[:n], out[n:]
+
+
+def dpam_forward_features(visual: VisionTransformer, images: Tensor, layers: Sequence[int],
+                          dpam_layer: int, identical_layers: bool = False) -> DualPathFeatures:
+    """ViT tokens after the 1-based blocks ``layers``, with DPAM in the last ``dpam_layer - 1``
+    blocks (AnomalyCLIP's ``DPAM_layer``: 20 of ViT-L/14's 24 blocks gives blocks 6..24; 1
+    gives none, the plain encoder).
+
+    A DPAM block keeps two streams, as upstream's ``ResidualAttentionBlock`` with
+    ``ffn=False``: the original ``x <- x + attn(ln_1(x)); x <- x + mlp(ln_2(x))``, and the DPAM
+    stream ``z <- z + vv(ln_1(x))`` (no MLP), where ``vv`` is the value-value attention of the
+    ORIGINAL stream's normalised tokens and ``z`` starts as the input of the first DPAM block.
+    A requested block at or past the first DPAM block returns ``z``.
+
+    ``identical_layers``: upstream's code before 2025-04-13 (which trained the released
+    weights; its issues #18, #64) appended ``z`` without a copy and then added to it in place,
+    so every requested block from the one before the first DPAM block on returned the LAST
+    block's ``z``; True reproduces that.
+    """
+    n = visual.layers
+    if not 1 <= dpam_layer <= n + 1:
+        raise ValueError(f"DPAM_LAYER must lie in 1..{n + 1} for a {n}-block ViT (DPAM in the "
+                         f"last DPAM_LAYER - 1 blocks; 1 = none); got {dpam_layer}")
+    wanted = check_block_numbers(layers, n)
+    start = n - (dpam_layer - 1)  # 0-based index of the first DPAM block (n: none)
+    x = visual.ln_pre(visual.embed(images))
+    z: Optional[Tensor] = None
+    out: Dict[int, Tensor] = {}
+    for i, block in enumerate(visual.transformer.resblocks):
+        if i < start:
+            x = block(x)
+        else:
+            ori, vv = dpam_attention(block.attn, block.ln_1(x))
+            z = (x if z is None else z) + vv
+            x = x + ori
+            x = x + block.mlp(block.ln_2(x))
+        if i + 1 in wanted:
+            out[i + 1] = x if z is None else z
+    if identical_layers and z is not None:
+        out = {b: (z if b >= start else t) for b, t in out.items()}
+    return DualPathFeatures([out[b] for b in layers], x, visual.input_grid(images))
+
+
+def patch_state_maps(features: Sequence[Tensor], text: Tensor, size: Sequence[int],
+                     temperature: float) -> List[Tensor]:
+    """Per entry of ``features`` ([B, 1 + h*w, E], CLS first, L2-normalised): [B, S, H, W], the
+    softmax over the S states of ``features @ text.T / temperature`` at each patch (``text``
+    [S, E], normalised), reshaped to the square grid and resized bilinearly
+    (``align_corners=False``) to ``size`` (AnomalyCLIP's ``compute_similarity`` +
+    ``get_similarity_map``: softmax first, then resizing). An entry that is the same tensor
+    object as an earlier one (:func:`dpam_forward_features` with ``identical_layers``) gets that
+    entry's map object again, computed once."""
+    maps: List[Tensor] = []
+    for i, f in enumerate(features):
+        same = [j for j in range(i) if features[j] is f]
+        if same:
+            maps.append(maps[same[0]])
+            continue
+        b, n = f.shape[0], f.shape[1] - 1
+        side = int(round(n ** 0.5))
+        if side * side != n:
+            raise ValueError(f"expected a square patch grid; got {n} patch tokens")
+        probs = torch.softmax(f[:, 1:] @ text.t() / temperature, dim=-1)
+        probs = probs.transpose(1, 2).reshape(b, text.shape[0], side, side)
+        maps.append(F.interpolate(probs, size=tuple(size), mode="bilinear", align_corners=False))
+    return maps

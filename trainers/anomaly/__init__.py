@@ -7,3 +7,4 @@ only what is its own.
 from . import afclip  # noqa: F401  (AF-CLIP)
 from . import zsad  # noqa: F401  (training-free baseline)
 from . import aprilgan  # noqa: F401  (APRIL-GAN, VAND 2023)
+from . import anomalyclip  # noqa: F401  (AnomalyCLIP, ICLR 2024)
