@@ -38,6 +38,14 @@ categories (962 normal, 1,200 anomalous; maps bilinearly upsampled from a 37 x 3
 of 1-3 ellipses). Reports wall and CPU seconds of feeding the maps (``process``: resizing,
 smoothing, storing) and of ``evaluate``. Budget: all of it within 2 minutes on 2 CPU cores.
 
+Section ``anomalyclip``: one AnomalyCLIP training step (forward, loss, backward, Adam on the
+prompts) and one evaluation batch on a random CLIP with ViT-L/14@336 widths at 518 px, with DPAM
+(the value-value path from the first map block on) against the plain attention path
+(``DPAM_LAYER 1``) with the same prompts; the shared parts (text features, image scores from the
+plain path's CLS) are asserted equal first. Memory as in ``afclip``. Presets
+(``--anomalyclip-preset``): cpu (default) 2 of the 24 vision blocks, batch 1; vit-l14 all 24
+blocks, batch 8.
+
 Examples:
   python tools/benchmark.py --only anomaly_metrics
   python tools/benchmark.py --only clip
@@ -680,6 +688,96 @@ def bench_anomaly_metrics(args: argparse.Namespace) -> List[Row]:
             for case, w, c in (("process (resize, smooth, store)", feed_wall, feed_cpu),
                                ("evaluate (all metrics)", eval_wall, eval_cpu),
                                ("total", feed_wall + eval_wall, feed_cpu + eval_cpu))]
+
+
+# --------------------------------------------------------------------------- anomalyclip section
+ANOMALYCLIP_PRESETS = {
+    "cpu": dict(anomalyclip_batch=1, anomalyclip_layers=2, anomalyclip_size=518),
+    "vit-l14": dict(anomalyclip_batch=8, anomalyclip_layers=24, anomalyclip_size=518),
+}
+
+
+def add_anomalyclip_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("anomalyclip", "AnomalyCLIP: DPAM vs the plain path")
+    group.add_argument("--anomalyclip-preset", choices=sorted(ANOMALYCLIP_PRESETS), default="cpu",
+                       help="cpu: ViT-L/14 widths at 518 px with 2 vision blocks, batch 1; "
+                            "vit-l14: all 24 blocks, batch 8 (upstream)")
+    for key in ANOMALYCLIP_PRESETS["cpu"]:
+        group.add_argument(f"--{key.replace('_', '-')}", type=int, default=None,
+                           help=f"overrides the preset (cpu: {ANOMALYCLIP_PRESETS['cpu'][key]}, "
+                                f"vit-l14: {ANOMALYCLIP_PRESETS['vit-l14'][key]})")
+
+
+def anomalyclip_models(args: argparse.Namespace, device: torch.device):
+    """(DPAM, plain, blocks, DPAM_LAYER): AnomalyCLIP on a random CLIP of ViT-L/14@336 widths
+    (text: 12 layers, deep prompts depth 9), the same prompts in both; DPAM from the first map
+    block on (upstream's DPAM_layer 20 at 24 blocks), the plain model with DPAM_LAYER 1."""
+    import copy
+
+    _import_trainers()
+    from trainers.anomaly.anomalyclip_model import AnomalyCLIPModel, AnomalyCLIPPromptLearner
+
+    n = args.anomalyclip_layers
+    config = CLIPConfig(embed_dim=768, image_resolution=336, vision_layers=n, vision_width=1024,
+                        vision_patch_size=14, vision_heads=16, context_length=77, vocab_size=49408,
+                        transformer_width=768, transformer_heads=12, transformer_layers=12)
+    torch.manual_seed(0)
+    clip_model = CLIP(config).eval().requires_grad_(False).to(device)
+    clip_model.visual.pos_interpolation = "bilinear"
+    learner = AnomalyCLIPPromptLearner(clip_model, n_ctx=12, depth=9, t_n_ctx=4).to(device)
+    layers = sorted({max(1, n * i // 4) for i in (1, 2, 3, 4)})  # 6 12 18 24 at 24 blocks
+    dpam_layer = n - layers[0] + 2
+    make = lambda d: AnomalyCLIPModel(clip_model, copy.deepcopy(learner), layers, 0, d,  # noqa: E731
+                                      0.07, True, True)
+    return make(dpam_layer), make(1), layers, dpam_layer
+
+
+@register("anomalyclip", add_anomalyclip_arguments,
+          "AnomalyCLIP train step / eval batch, DPAM vs plain path")
+def bench_anomalyclip(args: argparse.Namespace) -> List[Row]:
+    _import_trainers()
+    from trainers.anomaly.anomalyclip_model import anomalyclip_loss
+
+    for k, v in ANOMALYCLIP_PRESETS[args.anomalyclip_preset].items():
+        setattr(args, k, v if getattr(args, k) is None else getattr(args, k))
+    device = torch.device(args.device)
+    dpam, plain, layers, dpam_layer = anomalyclip_models(args, device)
+    b, size = args.anomalyclip_batch, args.anomalyclip_size
+    images = torch.randn(b, 3, size, size, device=device)
+    masks = (torch.rand(b, 1, size, size, device=device) > 0.9).float()
+    labels = torch.arange(b, device=device) % 2
+    with torch.no_grad():  # the shared parts: prompts -> text features, plain path -> CLS score
+        a, r = dpam(images), plain(images)
+        torch.testing.assert_close(dpam.text_features(), plain.text_features(), rtol=0, atol=0)
+    torch.testing.assert_close(a["image_logits"], r["image_logits"], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(a["image_score"], r["image_score"], rtol=1e-5, atol=1e-5)
+    n = args.anomalyclip_layers
+    shape = (f"{b}x3x{size}x{size}, {n} blocks of ViT-L/14 (maps from {layers}, DPAM in blocks "
+             f"{n - dpam_layer + 2}..{n}), {1 + (size // 14) ** 2} tokens")
+    rows = []
+    for case in ("train step", "eval batch"):
+        result = {}
+        for name, model in (("plain", plain), ("dpam", dpam)):
+            optim = torch.optim.Adam(model.learner.parameters(), lr=1e-3, betas=(0.5, 0.999))
+
+            def step(model=model, optim=optim):
+                if case == "eval batch":
+                    with torch.no_grad():
+                        return model(images)
+                loss = anomalyclip_loss(model(images), labels, masks, 1.0)["loss"]
+                optim.zero_grad()
+                loss.backward()
+                optim.step()
+
+            result[name] = measure(step, args.reps, device, model.clip)
+        (plain_ms, plain_mb), (dpam_ms, dpam_mb) = result["plain"], result["dpam"]
+        memory = "peak CUDA MB" if device.type == "cuda" else "saved-for-backward MB"
+        rows.append({"section": "anomalyclip", "case": case, "shape": shape,
+                     "plain ms": round(plain_ms, 1), "DPAM ms": round(dpam_ms, 1),
+                     "DPAM / plain": f"{dpam_ms / plain_ms:.2f}x", "memory": memory,
+                     "plain MB": plain_mb if plain_mb is not None else "-",
+                     "DPAM MB": dpam_mb if dpam_mb is not None else "-"})
+    return rows
 
 
 # --------------------------------------------------------------------------- entry point
