@@ -493,15 +493,27 @@ AFCLIP_PRESETS = {
 }
 
 
-def add_afclip_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("afclip", "AF-CLIP: SDPA adaptor vs softmax reference")
-    group.add_argument("--afclip-preset", choices=sorted(AFCLIP_PRESETS), default="cpu",
-                       help="cpu: ViT-L/14 widths at 518 px with 4 vision blocks, batch 2; "
-                            "vit-l14: all 24 blocks, batch 8 (upstream)")
-    for key in AFCLIP_PRESETS["cpu"]:
+def add_preset_arguments(parser: argparse.ArgumentParser, name: str, title: str,
+                         presets: Dict[str, Dict[str, int]], preset_help: str) -> None:
+    """``--<name>-preset`` (default cpu) and one integer override flag per preset key."""
+    group = parser.add_argument_group(name, title)
+    group.add_argument(f"--{name}-preset", choices=sorted(presets), default="cpu", help=preset_help)
+    for key in presets["cpu"]:
+        values = ", ".join(f"{p}: {v[key]}" for p, v in presets.items())
         group.add_argument(f"--{key.replace('_', '-')}", type=int, default=None,
-                           help=f"overrides the preset (cpu: {AFCLIP_PRESETS['cpu'][key]}, "
-                                f"vit-l14: {AFCLIP_PRESETS['vit-l14'][key]})")
+                           help=f"overrides the preset ({values})")
+
+
+def apply_preset(args: argparse.Namespace, presets: Dict[str, Dict[str, int]], chosen: str) -> None:
+    """Fill each preset key that no override flag set from preset ``chosen``."""
+    for k, v in presets[chosen].items():
+        setattr(args, k, v if getattr(args, k) is None else getattr(args, k))
+
+
+def add_afclip_arguments(parser: argparse.ArgumentParser) -> None:
+    add_preset_arguments(parser, "afclip", "AF-CLIP: SDPA adaptor vs softmax reference",
+                         AFCLIP_PRESETS, "cpu: ViT-L/14 widths at 518 px with 4 vision blocks, "
+                                         "batch 2; vit-l14: all 24 blocks, batch 8 (upstream)")
 
 
 class SoftmaxAdaptor(nn.Module):
@@ -581,8 +593,7 @@ def bench_afclip(args: argparse.Namespace) -> List[Row]:
     _import_trainers()
     from trainers.anomaly.afclip_losses import afclip_loss
 
-    for k, v in AFCLIP_PRESETS[args.afclip_preset].items():
-        setattr(args, k, v if getattr(args, k) is None else getattr(args, k))
+    apply_preset(args, AFCLIP_PRESETS, args.afclip_preset)
     device = torch.device(args.device)
     ours, reference, layers = afclip_models(args, device)
     b, size = args.afclip_batch, args.afclip_size
@@ -595,30 +606,42 @@ def bench_afclip(args: argparse.Namespace) -> List[Row]:
     torch.testing.assert_close(a["image_score"], r["image_score"], rtol=1e-4, atol=1e-4)
     shape = (f"{b}x3x{size}x{size}, {args.afclip_layers} blocks of ViT-L/14 (maps from {layers}), "
              f"{len(layers) * 3} maps of {1 + (size // 14) ** 2} tokens")
+    return train_eval_rows("afclip", shape, (("reference", reference), ("ours", ours)),
+                           lambda out: afclip_loss(out, labels, masks, 4.0, 1.0, 1.0)["loss"],
+                           images, 1e-4, args.reps, device,
+                           ("speedup", lambda ref_ms, ours_ms: f"{ref_ms / ours_ms:.2f}x"))
+
+
+def train_eval_rows(section: str, shape: str, models, loss_of: Callable, images: torch.Tensor,
+                    lr: float, reps: int, device: torch.device, ratio) -> List[Row]:
+    """Rows "train step" (forward, ``loss_of(output)``, backward, Adam betas (0.5, 0.999) on the
+    learner's trainable tensors) and "eval batch" (no grad) of two ``(label, model)``s, each
+    model with ``.learner`` and a frozen ``.clip``: times and memory (:func:`measure`), and
+    ``ratio = (column, fn(first ms, second ms))``."""
     rows = []
     for case in ("train step", "eval batch"):
         result = {}
-        for name, model in (("reference", reference), ("ours", ours)):
+        for name, model in models:
             params = [p for p in model.learner.parameters() if p.requires_grad]
-            optim = torch.optim.Adam(params, lr=1e-4, betas=(0.5, 0.999))
+            optim = torch.optim.Adam(params, lr=lr, betas=(0.5, 0.999))
 
             def step(model=model, optim=optim):
                 if case == "eval batch":
                     with torch.no_grad():
                         return model(images)
-                loss = afclip_loss(model(images), labels, masks, 4.0, 1.0, 1.0)["loss"]
+                loss = loss_of(model(images))
                 optim.zero_grad()
                 loss.backward()
                 optim.step()
 
-            result[name] = measure(step, args.reps, device, model.clip)
-        (ref_ms, ref_mb), (ours_ms, ours_mb) = result["reference"], result["ours"]
-        memory = "peak CUDA MB" if device.type == "cuda" else "saved-for-backward MB"
-        rows.append({"section": "afclip", "case": case, "shape": shape,
-                     "reference ms": round(ref_ms, 1), "ours ms": round(ours_ms, 1),
-                     "speedup": f"{ref_ms / ours_ms:.2f}x", "memory": memory,
-                     "reference MB": ref_mb if ref_mb is not None else "-",
-                     "ours MB": ours_mb if ours_mb is not None else "-"})
+            result[name] = measure(step, reps, device, model.clip)
+        (a, (a_ms, a_mb)), (b, (b_ms, b_mb)) = result.items()
+        rows.append({"section": section, "case": case, "shape": shape,
+                     f"{a} ms": round(a_ms, 1), f"{b} ms": round(b_ms, 1),
+                     ratio[0]: ratio[1](a_ms, b_ms),
+                     "memory": "peak CUDA MB" if device.type == "cuda" else "saved-for-backward MB",
+                     f"{a} MB": a_mb if a_mb is not None else "-",
+                     f"{b} MB": b_mb if b_mb is not None else "-"})
     return rows
 
 
@@ -698,14 +721,9 @@ ANOMALYCLIP_PRESETS = {
 
 
 def add_anomalyclip_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("anomalyclip", "AnomalyCLIP: DPAM vs the plain path")
-    group.add_argument("--anomalyclip-preset", choices=sorted(ANOMALYCLIP_PRESETS), default="cpu",
-                       help="cpu: ViT-L/14 widths at 518 px with 2 vision blocks, batch 1; "
-                            "vit-l14: all 24 blocks, batch 8 (upstream)")
-    for key in ANOMALYCLIP_PRESETS["cpu"]:
-        group.add_argument(f"--{key.replace('_', '-')}", type=int, default=None,
-                           help=f"overrides the preset (cpu: {ANOMALYCLIP_PRESETS['cpu'][key]}, "
-                                f"vit-l14: {ANOMALYCLIP_PRESETS['vit-l14'][key]})")
+    add_preset_arguments(parser, "anomalyclip", "AnomalyCLIP: DPAM vs the plain path",
+                         ANOMALYCLIP_PRESETS, "cpu: ViT-L/14 widths at 518 px with 2 vision "
+                         "blocks, batch 1; vit-l14: all 24 blocks, batch 8 (upstream)")
 
 
 def anomalyclip_models(args: argparse.Namespace, device: torch.device):
@@ -738,8 +756,7 @@ def bench_anomalyclip(args: argparse.Namespace) -> List[Row]:
     _import_trainers()
     from trainers.anomaly.anomalyclip_model import anomalyclip_loss
 
-    for k, v in ANOMALYCLIP_PRESETS[args.anomalyclip_preset].items():
-        setattr(args, k, v if getattr(args, k) is None else getattr(args, k))
+    apply_preset(args, ANOMALYCLIP_PRESETS, args.anomalyclip_preset)
     device = torch.device(args.device)
     dpam, plain, layers, dpam_layer = anomalyclip_models(args, device)
     b, size = args.anomalyclip_batch, args.anomalyclip_size
@@ -754,30 +771,10 @@ def bench_anomalyclip(args: argparse.Namespace) -> List[Row]:
     n = args.anomalyclip_layers
     shape = (f"{b}x3x{size}x{size}, {n} blocks of ViT-L/14 (maps from {layers}, DPAM in blocks "
              f"{n - dpam_layer + 2}..{n}), {1 + (size // 14) ** 2} tokens")
-    rows = []
-    for case in ("train step", "eval batch"):
-        result = {}
-        for name, model in (("plain", plain), ("dpam", dpam)):
-            optim = torch.optim.Adam(model.learner.parameters(), lr=1e-3, betas=(0.5, 0.999))
-
-            def step(model=model, optim=optim):
-                if case == "eval batch":
-                    with torch.no_grad():
-                        return model(images)
-                loss = anomalyclip_loss(model(images), labels, masks, 1.0)["loss"]
-                optim.zero_grad()
-                loss.backward()
-                optim.step()
-
-            result[name] = measure(step, args.reps, device, model.clip)
-        (plain_ms, plain_mb), (dpam_ms, dpam_mb) = result["plain"], result["dpam"]
-        memory = "peak CUDA MB" if device.type == "cuda" else "saved-for-backward MB"
-        rows.append({"section": "anomalyclip", "case": case, "shape": shape,
-                     "plain ms": round(plain_ms, 1), "DPAM ms": round(dpam_ms, 1),
-                     "DPAM / plain": f"{dpam_ms / plain_ms:.2f}x", "memory": memory,
-                     "plain MB": plain_mb if plain_mb is not None else "-",
-                     "DPAM MB": dpam_mb if dpam_mb is not None else "-"})
-    return rows
+    return train_eval_rows("anomalyclip", shape, (("plain", plain), ("DPAM", dpam)),
+                           lambda out: anomalyclip_loss(out, labels, masks, 1.0)["loss"],
+                           images, 1e-3, args.reps, device,
+                           ("DPAM / plain", lambda plain_ms, dpam_ms: f"{dpam_ms / plain_ms:.2f}x"))
 
 
 # --------------------------------------------------------------------------- entry point
