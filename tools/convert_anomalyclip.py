@@ -51,8 +51,8 @@ def main(argv=None) -> int:
         lambda: convert_upstream(args.checkpoint, args.n_ctx, args.depth, args.t_n_ctx),
         args.output_dir, AnomalyCLIP.model_name, args.epoch,
         f"AnomalyCLIP release {args.checkpoint} (converted)", args.force,
-        lambda state: f"2 x {args.n_ctx} context vectors, {len(state) - 2} deep prompts "
-                      f"{list(state['ctx_pos'].shape)[-1:]} wide", logger)
+        lambda state: f"2 x {args.n_ctx} context vectors and {len(state) - 2} deep prompts "
+                      f"of {args.t_n_ctx}, width {state['ctx_pos'].shape[-1]}", logger)
 
 
 if __name__ == "__main__":

@@ -118,10 +118,11 @@ class AnomalyCLIP(AnomalyTrainer):
             c.TEMPERATURE, c.IDENTICAL_LAYER_MAPS, c.TEXT_PROMPT_FP16).to(self.device)
         count = sum(p.numel() for p in learner.parameters())
         layers = clip_model.visual.layers
+        dpam = f"blocks {layers - c.DPAM_LAYER + 2}..{layers}" if c.DPAM_LAYER > 1 else "none"
         logger.info(f"AnomalyCLIP: {count:,} trainable values (2 x {c.N_CTX} context vectors, "
                     f"{c.DEPTH - 1} deep prompts of {c.T_N_CTX}); blocks "
-                    f"{list(c.FEATURES_LIST)}, DPAM in blocks {layers - c.DPAM_LAYER + 2}.."
-                    f"{layers}; identical layer maps {c.IDENTICAL_LAYER_MAPS} (upstream: True)")
+                    f"{list(c.FEATURES_LIST)}, DPAM {dpam}; identical layer maps "
+                    f"{c.IDENTICAL_LAYER_MAPS} (upstream: True)")
         self.optim = build_optimizer(learner, cfg.OPTIM)
         self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
         self.register_model(self.model_name, learner, self.optim, self.sched)
