@@ -79,12 +79,14 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence
 
-import torch
-from torch import nn
-
-from dassl_lite.clip import CLIP, CLIPConfig, tokenize
-
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO_ROOT not in sys.path:  # the checkout's dassl_lite, not an installed copy
+    sys.path.insert(0, REPO_ROOT)
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from dassl_lite.clip import CLIP, CLIPConfig, tokenize  # noqa: E402
 
 Row = Dict[str, object]
 
