@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true",
                    help="show the full traceback of an error (also: DASSL_DEBUG=1)")
 
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the frozen CLIP encoders and the prompt learner "
+                        "(MODEL.COMPILE True; docs/speed.md)")
     p.add_argument("--save-maps", action="store_true",
                    help="anomaly detection: write heatmap overlays to OUTPUT_DIR/maps "
                         "(TEST.ANOMALY.SAVE_MAPS True)")
@@ -160,6 +163,8 @@ def reset_cfg(cfg, args) -> None:
         cfg.MODEL.HEAD.NAME = args.head
     if getattr(args, "save_maps", False):
         cfg.TEST.ANOMALY.SAVE_MAPS = True
+    if getattr(args, "compile", False):
+        cfg.MODEL.COMPILE = True
 
 
 def setup_cfg(args, notices: Optional[List[str]] = None):

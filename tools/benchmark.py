@@ -779,6 +779,424 @@ def bench_anomalyclip(args: argparse.Namespace) -> List[Row]:
                            ("DPAM / plain", lambda plain_ms, dpam_ms: f"{dpam_ms / plain_ms:.2f}x"))
 
 
+# --------------------------------------------------------------------------- limit
+LIMIT_OUT_OF_SCOPE = ("anomaly trainers (AFCLIP, ZeroshotAD, APRILGAN, ...) run at 518 px on "
+                      "ViT-L/14 with dense maps; their steps are timed by --only afclip and anomalyclip")
+
+
+def add_limit_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "limit", "each trainer's step and eval batch against its frozen encoders' own work")
+    group.add_argument("--limit-trainers", nargs="+", default=None,
+                       help="default: every registered classification trainer")
+    group.add_argument("--layers", type=int, default=12,
+                       help="vision and text layers of the random ViT-B/16 (default 12, the real "
+                            "depth; fewer on a CPU). Prompt depths above it are cut to it")
+    group.add_argument("--limit-batch", type=int, default=0,
+                       help="cap on the training batch (default: each trainer's upstream batch)")
+    group.add_argument("--limit-dir", default="", help="workspace (default: a new temp folder)")
+    group.add_argument("--compile", action="store_true",
+                       help="also time each step with MODEL.COMPILE True (compile time apart)")
+
+
+def upstream_config(trainer: str) -> str:
+    """The trainer's upstream ViT-B/16 config (shortest name), else its shortest non-toy one,
+    else its toy config: where the upstream batch size and prompt shapes come from."""
+    import glob
+
+    from dassl_lite.config.bundled import trainer_config_folders
+
+    for pattern in ("vit_b16*.yaml", "*.yaml"):
+        for folder in trainer_config_folders(trainer, os.path.join(REPO_ROOT, "configs", "trainers")):
+            names = [p for p in glob.glob(os.path.join(folder, pattern))
+                     if os.path.basename(p) != "toy.yaml"]
+            if names:
+                return min(names, key=lambda p: (len(p), p))
+    from dassl_lite.protocols.resolve import resolve_trainer_config
+
+    return resolve_trainer_config("toy", trainer, os.path.join(REPO_ROOT, "configs", "trainers"))
+
+
+def _tensors_of(value, out: List[torch.Tensor]) -> List[torch.Tensor]:
+    """Every tensor in ``value`` (tensors, lists, tuples, dicts, dataclass-like objects)."""
+    if isinstance(value, torch.Tensor):
+        out.append(value)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _tensors_of(v, out)
+    elif isinstance(value, dict):
+        for v in value.values():
+            _tensors_of(v, out)
+    elif hasattr(value, "__dict__") and not isinstance(value, nn.Module):
+        for v in vars(value).values():
+            _tensors_of(v, out)
+    return out
+
+
+def _detached(value):
+    """``value`` with every tensor detached; the tensors that required grad become fresh leaves
+    that require grad (the inputs an encoder backpropagates to)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().requires_grad_(value.requires_grad)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_detached(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _detached(v) for k, v in value.items()}
+    return value
+
+
+class EncoderProbe:
+    """Wraps a frozen CLIP's image encoder (``visual``) and text encoder
+    (``encode_text_embeddings``) to time their forwards and record their calls, which
+    :meth:`replay` runs again bare: each call on the same inputs, with a backward to its inputs
+    where the recorded output required grad. That replay is the limit of the step."""
+
+    KINDS = ("image", "text")
+
+    def __init__(self, clip_model: nn.Module, device: torch.device):
+        self.clip, self.device = clip_model, device
+        self.sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+        self.calls: List[tuple] = []
+        self.recording = False
+        self.forward_s = dict.fromkeys(self.KINDS, 0.0)
+        self.originals = {"image": clip_model.visual.forward,
+                          "text": clip_model.encode_text_embeddings}
+        clip_model.visual.forward = self._wrap("image", self.originals["image"])
+        clip_model.encode_text_embeddings = self._wrap("text", self.originals["text"])
+
+    def _wrap(self, kind: str, original: Callable):
+        def run(*a, **kw):
+            self.sync()
+            start = time.perf_counter()
+            out = original(*a, **kw)
+            self.sync()
+            self.forward_s[kind] += time.perf_counter() - start
+            if self.recording:
+                grad = any(t.requires_grad for t in _tensors_of(out, []))
+                self.calls.append((kind, original, _detached(a), _detached(kw), grad))
+            return out
+        return run
+
+    def close(self) -> None:
+        self.clip.visual.forward = self.originals["image"]
+        self.clip.encode_text_embeddings = self.originals["text"]
+
+    def reset(self) -> None:
+        self.forward_s = dict.fromkeys(self.KINDS, 0.0)
+
+    def record(self, fn: Callable[[], object]) -> None:
+        self.calls, self.recording = [], True
+        try:
+            fn()
+        finally:
+            self.recording = False
+
+    def describe(self) -> Dict[str, str]:
+        """Per kind: how often it ran and whether it needs a backward ("2 fwd+bwd")."""
+        out = {}
+        for kind in self.KINDS:
+            calls = [c for c in self.calls if c[0] == kind]
+            bwd = sum(c[4] for c in calls)
+            out[kind] = (f"{len(calls)} fwd" + (f"+bwd" if bwd else "")) if calls else "-"
+        return out
+
+    def replay(self) -> Dict[str, float]:
+        """Seconds of the recorded calls run bare: forward, and backward (to the inputs that
+        required grad) where the recorded output required grad."""
+        fwd = bwd = 0.0
+        for kind, fn, a, kw, grad in self.calls:
+            a, kw = _detached(a), _detached(kw)
+            self.sync()
+            start = time.perf_counter()
+            with torch.enable_grad() if grad else torch.no_grad():
+                out = fn(*a, **kw)
+            self.sync()
+            mid = time.perf_counter()
+            if grad:
+                outs = [t for t in _tensors_of(out, []) if t.requires_grad]
+                torch.autograd.backward(outs, [torch.ones_like(t) for t in outs])
+                self.sync()
+            fwd, bwd = fwd + mid - start, bwd + time.perf_counter() - mid
+        return {"fwd": fwd, "bwd": bwd}
+
+
+class StepProfile:
+    """Splits a trainer's ``forward_backward`` into data (batch to device), model forward (less
+    the encoders' forwards inside it: prompt building), loss and other work, backward and
+    optimizer, by wrapping the trainer's own methods."""
+
+    PARTS = ("data", "forward", "backward", "optimizer")
+
+    def __init__(self, trainer, device: torch.device):
+        self.trainer = trainer
+        self.sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+        self.seconds = dict.fromkeys(self.PARTS, 0.0)
+        for part, name in (("data", "parse_batch_train"), ("backward", "model_backward"),
+                           ("optimizer", "model_update"), ("optimizer", "model_zero_grad")):
+            setattr(trainer, name, self._wrap(part, getattr(trainer, name)))
+        self.forward_start = None
+        model = trainer.model
+        self.hooks = [model.register_forward_pre_hook(self._enter),
+                      model.register_forward_hook(self._leave)]
+        self.encoders_in_forward = 0.0
+
+    def _wrap(self, part: str, original: Callable):
+        def run(*a, **kw):
+            self.sync()
+            start = time.perf_counter()
+            try:
+                return original(*a, **kw)
+            finally:
+                self.sync()
+                self.seconds[part] += time.perf_counter() - start
+        return run
+
+    def _enter(self, module, inputs):
+        self.sync()
+        self.forward_start = time.perf_counter()
+
+    def _leave(self, module, inputs, output):
+        if self.forward_start is not None:
+            self.sync()
+            self.seconds["forward"] += time.perf_counter() - self.forward_start
+            self.forward_start = None
+
+    def reset(self) -> None:
+        self.seconds = dict.fromkeys(self.PARTS, 0.0)
+
+
+def _limit_trainer(args, name: str, work: str, data: str, backbone: str, compile_: bool):
+    """A built trainer of ``name`` on the toy world with the random ViT-B/16, its upstream
+    config (batch size, prompts) and fp32 on a CPU; (trainer, notes)."""
+    import yaml
+
+    from dassl_lite.cli import build_parser as train_parser, setup_cfg
+    from dassl_lite.engine import build_trainer
+    from dassl_lite.registry import TRAINER_REGISTRY
+
+    cfg_file = upstream_config(name)
+    with open(cfg_file) as f:
+        upstream = yaml.safe_load(f) or {}
+    batch = int(((upstream.get("DATALOADER") or {}).get("TRAIN_X") or {}).get("BATCH_SIZE", 32))
+    batch = min(batch, args.limit_batch) if args.limit_batch else batch
+    prec_key = getattr(TRAINER_REGISTRY.get(name), "precision_key", None)
+    cuda = args.device.startswith("cuda")
+    out = os.path.join(work, "output", name + ("_compiled" if compile_ else ""))
+    argv = ["--trainer", name, "--root", data, "--seed", "1", "--output-dir", out,
+            "--dataset-config-file", os.path.join(REPO_ROOT, "configs", "datasets", "toy_shapes.yaml"),
+            "--config-file", cfg_file, "MODEL.BACKBONE.NAME", backbone, "INPUT.SIZE", "(224, 224)",
+            "DATASET.NUM_SHOTS", "1", "DATALOADER.NUM_WORKERS", "0",
+            "DATALOADER.TRAIN_X.BATCH_SIZE", str(batch), "DATALOADER.TEST.BATCH_SIZE", str(batch),
+            "DATALOADER.FEATURE_CACHE.ENABLED", "False", "USE_CUDA", str(cuda),
+            "MODEL.COMPILE", str(compile_)]
+    if prec_key and not cuda:
+        argv += [prec_key, "fp32"]
+    cfg = setup_cfg(train_parser().parse_args(argv))
+    notes = [os.path.basename(cfg_file)]
+    cfg.defrost()
+    section = cfg.TRAINER.get(prec_key.split(".")[1]) if prec_key else None
+    for key, value in (section or {}).items():  # prompt depths within the cut encoders
+        if "DEPTH" in key and isinstance(value, int) and value > args.layers:
+            section[key] = args.layers
+            notes.append(f"{key} {value}->{args.layers}")
+    cfg.freeze()
+    return build_trainer(cfg), batch, notes
+
+
+def _median_ms(values: List[float]) -> float:
+    return round(statistics.median(values) * 1000, 1)
+
+
+@register("limit", add_limit_arguments,
+          "each trainer's training step and eval batch against its frozen encoders' own work")
+def bench_limit(args: argparse.Namespace) -> List[Row]:
+    import logging
+    import tempfile
+
+    _import_trainers()
+    import datasets  # noqa: F401  (registers the toy datasets)
+    import trainers  # noqa: F401
+    from datasets.toy_world import SplitCounts, make_toy_world
+    from dassl_lite.registry import TRAINER_REGISTRY
+    from dassl_lite.utils.io import atomic_torch_save
+
+    logging.getLogger().setLevel(logging.WARNING)
+    names = args.limit_trainers or TRAINER_REGISTRY.names()
+    work = args.limit_dir or tempfile.mkdtemp(prefix="dassl_limit_")
+    data = os.path.join(work, "data")
+    make_toy_world(data, names=["ToyShapes"], counts=SplitCounts(train=8, val=1, test=1))
+    backbone = os.path.join(work, "backbones", f"vit_b16_random_{args.layers}layers.pt")
+    if not os.path.isfile(backbone):
+        torch.manual_seed(0)
+        model = CLIP(CLIPConfig(**{**VIT_B16, "vision_layers": args.layers,
+                                   "transformer_layers": args.layers}))
+        os.makedirs(os.path.dirname(backbone), exist_ok=True)
+        atomic_torch_save(model.state_dict(), backbone)
+    print(f"limit: random ViT-B/16 with {args.layers} of 12 vision and text layers "
+          f"(--layers), 224 px; upstream batch sizes; toy_shapes classes; eval batch = training "
+          f"batch; step = forward_backward on a loaded batch (loading it is the 'loader' column)")
+    rows = []
+    for name in names:
+        cls = TRAINER_REGISTRY.get(name)
+        if getattr(cls, "task", "classification") != "classification":
+            rows.append({"section": "limit", "trainer": name, "note": "out of scope: " + LIMIT_OUT_OF_SCOPE})
+            continue
+        try:
+            rows.append(_limit_row(args, name, work, data, backbone))
+        except Exception as e:  # a trainer the probe cannot drive gets a row that says why
+            rows.append({"section": "limit", "trainer": name,
+                         "note": f"not measured: {type(e).__name__}: {e}".splitlines()[0][:200]})
+        print(rows[-1], flush=True)
+    return rows
+
+
+def _limit_row(args, name: str, work: str, data: str, backbone: str) -> Row:
+    from dassl_lite.utils import set_random_seed
+
+    device = torch.device(args.device)
+    set_random_seed(1)
+    trainer, batch_size, notes = _limit_trainer(args, name, work, data, backbone, False)
+    model = trainer.unwrapped_model
+    clip_model = getattr(model, "clip", None)
+    if clip_model is None or not hasattr(clip_model, "encode_text_embeddings"):
+        raise TypeError(f"{type(model).__name__} holds no CLIP as .clip (the encoders the limit "
+                        f"replays)")
+    loader = iter(trainer.train_loader_x)
+    loader_s, batches = [], []
+    for _ in range(2):
+        start = time.perf_counter()
+        batches.append(next(loader))
+        loader_s.append(time.perf_counter() - start)
+    batch = batches[0]
+    trainer.epoch, trainer.batch_idx = 0, 0
+    trainer.num_batches = len(trainer.train_loader_x)
+    trains = bool(getattr(trainer, "trains_on_images", True)) and any(
+        p.requires_grad for m in trainer._models.values() for p in m.parameters())
+    probe = EncoderProbe(clip_model, device)
+    profile = StepProfile(trainer, device) if trains else None
+    images = batch["img"].to(device)
+
+    def step():
+        trainer.set_model_mode("train")
+        trainer.forward_backward(batch)
+
+    def evaluate():
+        with torch.no_grad():
+            trainer.model_inference(images)
+
+    row: Row = {"section": "limit", "trainer": name, "batch": batch_size,
+                "classes": trainer.dm.num_classes}
+    cases = ([("step", step)] if trains else []) + [("eval", evaluate)]
+    timed: Dict[str, Dict[str, List[float]]] = {}
+    try:
+        for case, fn in cases:
+            if case == "eval":
+                trainer.set_model_mode("eval")
+                trainer.before_test()
+            probe.record(fn)  # also the warm-up
+            use = probe.describe()
+            row.update({f"{case} image": use["image"], f"{case} text": use["text"]})
+            t = timed[case] = {k: [] for k in ("run", "limit", "ratio", "image", "text", "lfwd",
+                                               "lbwd", *StepProfile.PARTS)}
+            for _ in range(args.warmup + args.reps):
+                probe.reset()
+                if profile:
+                    profile.reset()
+                sync = probe.sync
+                sync()
+                start = time.perf_counter()
+                fn()
+                sync()
+                run = time.perf_counter() - start
+                seen = dict(probe.forward_s)
+                lim = probe.replay()
+                for k, v in (("run", run), ("limit", lim["fwd"] + lim["bwd"]),
+                             ("lfwd", lim["fwd"]), ("lbwd", lim["bwd"]),
+                             ("ratio", run / max(lim["fwd"] + lim["bwd"], 1e-9)), *seen.items(),
+                             *((profile.seconds.items()) if profile and case == "step" else ())):
+                    t[k].append(v)
+            for k in t:
+                t[k] = t[k][args.warmup:]
+            if case == "eval":
+                trainer.after_test()
+    finally:
+        probe.close()
+    for case in timed:
+        t = timed[case]
+        row[f"{case} ms"] = _median_ms(t["run"])
+        row[f"{case} limit ms"] = _median_ms(t["limit"])
+        row[f"{case} ratio"] = round(statistics.median(t["ratio"]), 2)
+    if "step" in timed:
+        t = timed["step"]
+        med = {k: statistics.median(v) for k, v in t.items() if v}
+        enc = med["image"] + med["text"]
+        row.update({
+            "loader ms": _median_ms(loader_s),
+            "data ms": round(med["data"] * 1000, 1),
+            "prompts ms": round(max(0.0, med["forward"] - enc) * 1000, 1),
+            "text fwd ms": round(med["text"] * 1000, 1),
+            "image fwd ms": round(med["image"] * 1000, 1),
+            "loss+other ms": round((med["run"] - med["data"] - max(med["forward"], enc)
+                                    - med["backward"] - med["optimizer"]) * 1000, 1),
+            "backward ms": round(med["backward"] * 1000, 1),
+            "limit bwd ms": round(med["lbwd"] * 1000, 1),
+            "optimizer ms": round(med["optimizer"] * 1000, 1)})
+    if args.compile:
+        row.update(_compile_speedup(args, name, work, data, backbone, batch, trains))
+    row["note"] = "; ".join(notes)
+    return row
+
+
+def _compile_speedup(args, name: str, work: str, data: str, backbone: str, batch, trains: bool) -> Row:
+    """The same step (or eval batch) eager and with MODEL.COMPILE True, interleaved; the first
+    compiled call (compilation) timed apart."""
+    from dassl_lite.utils import set_random_seed
+
+    device = torch.device(args.device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    built = {}
+    for compiled in (False, True):
+        set_random_seed(1)
+        trainer = _limit_trainer(args, name, work, data, backbone, compiled)[0]
+        trainer.epoch, trainer.batch_idx, trainer.num_batches = 0, 0, 1
+        built[compiled] = trainer
+    images = batch["img"].to(device)
+
+    def make(trainer):
+        if trains:
+            def step():
+                trainer.set_model_mode("train")
+                trainer.forward_backward(batch)
+        else:
+            trainer.set_model_mode("eval")
+            trainer.before_test()
+
+            def step():
+                with torch.no_grad():
+                    trainer.model_inference(images)
+        return step
+
+    fns = {k: make(v) for k, v in built.items()}
+    sync()
+    start = time.perf_counter()
+    fns[True]()
+    sync()
+    compile_s = time.perf_counter() - start
+    fns[False]()
+    times: Dict[bool, List[float]] = {False: [], True: []}
+    for _ in range(args.reps):
+        for compiled in (False, True):
+            sync()
+            start = time.perf_counter()
+            fns[compiled]()
+            sync()
+            times[compiled].append(time.perf_counter() - start)
+    eager, comp = statistics.median(times[False]), statistics.median(times[True])
+    return {"compiled case": "step" if trains else "eval", "eager ms": round(eager * 1000, 1),
+            "compiled ms": round(comp * 1000, 1), "compile speedup": f"{eager / comp:.2f}x",
+            "first compiled call s": round(compile_s, 1)}
+
+
 # --------------------------------------------------------------------------- entry point
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -3,6 +3,7 @@
 two or more GPUs) DataParallel and DistributedDataParallel.
 
     python tools/gpu_check.py [--trainers CoOp MaPLe] [--precisions fp16 amp bf16] [--steps 3]
+    python tools/gpu_check.py --compile [--trainers CoOp MaPLe]   # eager vs compiled table
 
 Each trainer runs on the toy world (ToyShapes, generated under --root on first use) with its
 toy config. Asserted: every loss is finite, trainable parameters stay float32 (also after the
@@ -136,6 +137,29 @@ def run_checks(args, n_gpu, device_type, work):
     return rows, failed
 
 
+def compile_argv(args, device: str):
+    """Arguments of ``tools/benchmark.py`` for the eager-vs-compiled table: every trainer's
+    training step (eval batch for the training-free ones) at ViT-B/16 shapes, eager and with
+    MODEL.COMPILE True interleaved, the first compiled call (compilation) apart, next to its
+    limit. On a CPU (``--cpu``) the shapes are cut to 1 layer and batches of 2."""
+    argv = ["--only", "limit", "--compile", "--device", device, "--reps", str(args.steps)]
+    if args.trainers:
+        argv += ["--limit-trainers", *args.trainers]
+    return argv + (["--layers", "1", "--limit-batch", "2"] if device == "cpu" else [])
+
+
+def run_compile_table(args) -> int:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "benchmark_tool", os.path.join(ROOT, "tools", "benchmark.py"))
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    argv = compile_argv(args, "cpu" if args.cpu else "cuda")
+    print("python tools/benchmark.py " + " ".join(argv), flush=True)
+    return 0 if args.dry_run else benchmark.main(argv)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--trainers", nargs="+", default=None, help="default: every registered one")
@@ -147,7 +171,16 @@ def main(argv=None):
     p.add_argument("--output-dir", default="", help="keep the runs here (default: a temp dir)")
     p.add_argument("--cpu", action="store_true",
                    help="run the same checks on CPU (tests this tool; fp16 runs as fp32 there)")
+    p.add_argument("--compile", action="store_true",
+                   help="instead of the checks: time every trainer eager vs MODEL.COMPILE True "
+                        "(tools/benchmark.py --only limit --compile; one table)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="with --compile: print the benchmark command only")
     args = p.parse_args(argv)
+    if args.dry_run and not args.compile:
+        p.error("--dry-run goes with --compile")
+    if args.compile and (args.dry_run or args.cpu or torch.cuda.is_available()):
+        return run_compile_table(args)
     if not args.cpu and not torch.cuda.is_available():
         print(f"gpu_check: no CUDA device is visible (torch {torch.__version__}, built for CUDA "
               f"{torch.version.cuda or 'none'}; CUDA_VISIBLE_DEVICES="

@@ -10,6 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from dassl_lite.clip import CLIP
+from dassl_lite.clip.compile import compile_clip, compiler_unavailable
 from dassl_lite.config import ConfigError
 from dassl_lite.engine import TrainerX, load_checkpoint
 from dassl_lite.optim import build_lr_scheduler, build_optimizer
@@ -36,6 +37,7 @@ class ClipPromptTrainer(TrainerX):
     prompted_image_encoder = True
     trains_on_images = True  # False: no training loop (zero-shot), no training features
     cache_text_in_eval = True  # compute class text features once per evaluation
+    supports_compile = True  # MODEL.COMPILE: see compile_model
     # Keys of upstream checkpoints rebuilt from the class names here (not learned; dropped).
     fixed_checkpoint_keys: Sequence[str] = ("token_prefix", "token_suffix")
 
@@ -69,6 +71,8 @@ class ClipPromptTrainer(TrainerX):
         if cfg.MODEL.INIT_WEIGHTS:
             self.load_init_weights(cfg.MODEL.INIT_WEIGHTS)
         self.setup_feature_cache()
+        if cfg.MODEL.COMPILE:
+            self.compile_model()
 
     def build_clip(self) -> CLIP:
         """The frozen backbone in ``self.precision.model_dtype``; override to modify it."""
@@ -78,6 +82,18 @@ class ClipPromptTrainer(TrainerX):
         """The method's module (holding ``clip_model`` and its learned parts); every method
         overrides this."""
         raise NotImplementedError(f"{type(self).__name__} must implement build_prompted_clip()")
+
+    def compile_model(self) -> None:
+        """``MODEL.COMPILE``: ``torch.compile`` the frozen encoders and the prompt learner's
+        forward in place (parameter names unchanged); a ConfigError where it cannot run."""
+        reason = compiler_unavailable()
+        if reason:
+            raise ConfigError(f"MODEL.COMPILE True needs torch.compile: {reason}; set "
+                              f"MODEL.COMPILE False")
+        compile_clip(self.unwrapped_model.clip)
+        self.trainable_module().compile()
+        logger.info("MODEL.COMPILE: the CLIP encoders and the prompt learner are compiled "
+                    "(torch.compile; the first batch of each shape compiles)")
 
     def trainable_module(self) -> nn.Module:
         """The module that is trained and checkpointed (default: ``model.prompt_learner``)."""

@@ -117,6 +117,9 @@ _C.DATALOADER.FEATURE_CACHE.TRAIN_EXACT = True
 # ---------------------------------------------------------------- Model
 _C.MODEL = CN()
 _C.MODEL.INIT_WEIGHTS = ""
+# torch.compile the frozen CLIP encoders and the prompt learner (ClipPromptTrainer family;
+# docs/speed.md). Off by default: compiling costs seconds to minutes per new input shape.
+_C.MODEL.COMPILE = False
 _C.MODEL.BACKBONE = CN()
 # A CLIP name ("ViT-B/16", "RN50", "ToyCLIP", ...) or a path to a checkpoint file
 _C.MODEL.BACKBONE.NAME = ""

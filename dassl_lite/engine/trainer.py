@@ -11,6 +11,7 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 import torch.nn as nn
 
+from ..config import ConfigError
 from ..data import DataManager
 from ..errors import DasslLiteError
 from ..evaluation import build_evaluator
@@ -45,6 +46,7 @@ class SimpleTrainer(TrainerBase):
     # The TRAINER.<X> sections this trainer reads (an option the user sets in any other one draws
     # a warning naming these; dassl_lite/config/sections.py). None: the section of precision_key.
     config_sections: Optional[Tuple[str, ...]] = None
+    supports_compile = False  # MODEL.COMPILE: build_model compiles (ClipPromptTrainer does)
 
     def __init__(self, cfg) -> None:
         super().__init__()
@@ -65,6 +67,9 @@ class SimpleTrainer(TrainerBase):
         self.step_rate = RecentRate()  # the ETA follows the recent batches' speed
         self.build_data_loader()
         self.build_model()
+        if cfg.MODEL.COMPILE and not self.supports_compile:
+            raise ConfigError(f"MODEL.COMPILE True is not supported by {type(self).__name__} (only "
+                              f"by the CLIP prompt trainers); set MODEL.COMPILE False")
         self.maybe_data_parallel()
         self.evaluator = self.build_evaluator()
 

@@ -211,6 +211,8 @@ def build_parser(protocol: str, repo_root: str) -> argparse.ArgumentParser:
                        help="submitit's logs and pickles (default <output-root>/submitit/%%j)")
     slurm.add_argument("--submitit-cluster", default="slurm", choices=["slurm", "local"],
                        help="'local': submitit's local executor, without Slurm (testing)")
+    p.add_argument("--compile", action="store_true",
+                   help="every job with MODEL.COMPILE True (torch.compile; docs/speed.md)")
     p.add_argument("--dry-run", action="store_true", help="list the jobs and their state only")
     p.add_argument("--verbose", action="store_true",
                    help="also echo the jobs' output (subprocess launcher)")
@@ -327,6 +329,7 @@ def main(protocol: str, argv: Optional[Sequence[str]] = None, repo_root: str = "
     _setup_console()
     try:
         _check_launch_flags(args)
+        opts = opts + ["MODEL.COMPILE", "True"] if args.compile else opts
         proto, plans = _plan(protocol, args, opts)
         if args.devices:
             device_slots(args.devices, args.gpus_per_job)  # bad ids fail before any job
