@@ -895,9 +895,10 @@ class EncoderProbe:
         """Per kind: how often it ran and whether it needs a backward ("2 fwd+bwd")."""
         out = {}
         for kind in self.KINDS:
-            calls = [c for c in self.calls if c[0] == kind]
-            bwd = sum(c[4] for c in calls)
-            out[kind] = (f"{len(calls)} fwd" + (f"+bwd" if bwd else "")) if calls else "-"
+            grads = [c[4] for c in self.calls if c[0] == kind]
+            parts = [f"{n} {what}" for n, what in ((sum(grads), "fwd+bwd"),
+                                                   (len(grads) - sum(grads), "fwd")) if n]
+            out[kind] = ", ".join(parts) or "-"
         return out
 
     def replay(self) -> Dict[str, float]:
