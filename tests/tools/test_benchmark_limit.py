@@ -63,3 +63,8 @@ def test_gpu_check_compile_dry_path(capsys):
     if not torch.cuda.is_available():  # the CUDA table's command, printed without running
         assert gpu_check.main(["--compile", "--dry-run"]) == 0
         assert "--device cuda" in capsys.readouterr().out
+
+
+def test_train_compile_flag_sets_the_key(make_cfg):
+    assert make_cfg("--compile").MODEL.COMPILE is True
+    assert make_cfg().MODEL.COMPILE is False  # off by default
