@@ -37,7 +37,6 @@ class ClipPromptTrainer(TrainerX):
     prompted_image_encoder = True
     trains_on_images = True  # False: no training loop (zero-shot), no training features
     cache_text_in_eval = True  # compute class text features once per evaluation
-    supports_compile = True  # MODEL.COMPILE: see compile_model
     # Keys of upstream checkpoints rebuilt from the class names here (not learned; dropped).
     fixed_checkpoint_keys: Sequence[str] = ("token_prefix", "token_suffix")
 
@@ -92,6 +91,7 @@ class ClipPromptTrainer(TrainerX):
                               f"MODEL.COMPILE False")
         compile_clip(self.unwrapped_model.clip)
         self.trainable_module().compile()
+        self.compiled = True
         logger.info("MODEL.COMPILE: the CLIP encoders and the prompt learner are compiled "
                     "(torch.compile; the first batch of each shape compiles)")
 

@@ -46,7 +46,7 @@ class SimpleTrainer(TrainerBase):
     # The TRAINER.<X> sections this trainer reads (an option the user sets in any other one draws
     # a warning naming these; dassl_lite/config/sections.py). None: the section of precision_key.
     config_sections: Optional[Tuple[str, ...]] = None
-    supports_compile = False  # MODEL.COMPILE: build_model compiles (ClipPromptTrainer does)
+    compiled = False  # set by a build_model that honours MODEL.COMPILE (ClipPromptTrainer's)
 
     def __init__(self, cfg) -> None:
         super().__init__()
@@ -67,9 +67,10 @@ class SimpleTrainer(TrainerBase):
         self.step_rate = RecentRate()  # the ETA follows the recent batches' speed
         self.build_data_loader()
         self.build_model()
-        if cfg.MODEL.COMPILE and not self.supports_compile:
-            raise ConfigError(f"MODEL.COMPILE True is not supported by {type(self).__name__} (only "
-                              f"by the CLIP prompt trainers); set MODEL.COMPILE False")
+        if cfg.MODEL.COMPILE and not self.compiled:
+            raise ConfigError(f"MODEL.COMPILE True is not supported by {type(self).__name__}: its "
+                              f"build_model compiles nothing (the CLIP prompt trainers built by "
+                              f"ClipPromptTrainer.build_model do); set MODEL.COMPILE False")
         self.maybe_data_parallel()
         self.evaluator = self.build_evaluator()
 
