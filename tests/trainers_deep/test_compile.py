@@ -28,13 +28,16 @@ def _outputs(trainer, images, labels):
 
 @pytest.mark.skipif(bool(REASON), reason=f"torch.compile unavailable here: {REASON}")
 @pytest.mark.parametrize("name", ["CoOp", "MaPLe"])
-def test_compiled_equals_eager_without_recompiling(name, clip_cfg, random_clip_file, build_seeded,
-                                                   monkeypatch):
+def test_compiled_equals_eager_without_recompiling(name, clip_cfg, random_clip_file, build_seeded):
     import torch._inductor.config
+
+    with torch._inductor.config.patch(compile_threads=1):  # no worker pool to start
+        _compare(name, clip_cfg, random_clip_file(SMALL), build_seeded)
+
+
+def _compare(name, clip_cfg, path, build_seeded):
     from torch._dynamo.utils import counters
 
-    monkeypatch.setattr(torch._inductor.config, "compile_threads", 1)  # no worker pool to start
-    path = random_clip_file(SMALL)
     eager = build_seeded(clip_cfg(name, path, *OPTS[name]))
     compiled = build_seeded(clip_cfg(name, path, *OPTS[name], "MODEL.COMPILE", "True"))
     assert compiled.model.clip._compiled and not getattr(eager.model.clip, "_compiled", False)
