@@ -6,6 +6,9 @@
   1e-5 added to ``p_t``).
 - :func:`binary_dice_loss`: ``1 - mean_b (2 |p t| + 1) / (|p| + |t| + 1)`` (APRIL-GAN,
   AnomalyCLIP ``BinaryDiceLoss``).
+- ``NORMAL_STATES`` / ``ABNORMAL_STATES`` and :func:`state_sentences`: the 7 normal and 5
+  abnormal state words of WinCLIP's compositional ensemble (APRIL-GAN, AdaCLIP), formatted into
+  a method's templates.
 - :func:`encode_prompt_ensemble`: per state, the normalised mean of the normalised text features
   of its prompts (WinCLIP / APRIL-GAN / ZeroshotAD prompt ensembles).
 - :func:`min_cosine_distance`: ``1 - max cos`` of each query against a memory bank (few-shot).
@@ -34,10 +37,22 @@ from ..clip.transformer import SelfAttentionBase, check_block_numbers
 from ..errors import DasslLiteError, load_error_reason
 from .checkpoint import save_checkpoint
 
-__all__ = ["DualPathFeatures", "ReleasedWeightsError", "binary_dice_loss", "dpam_attention",
-           "dpam_forward_features", "encode_prompt_ensemble", "focal_loss", "focal_loss_softmax",
-           "load_released_weights", "min_cosine_distance", "patch_state_maps",
-           "write_converted_checkpoint"]
+__all__ = ["ABNORMAL_STATES", "DualPathFeatures", "NORMAL_STATES", "ReleasedWeightsError",
+           "binary_dice_loss", "dpam_attention", "dpam_forward_features", "encode_prompt_ensemble",
+           "focal_loss", "focal_loss_softmax", "load_released_weights", "min_cosine_distance",
+           "patch_state_maps", "state_sentences", "write_converted_checkpoint"]
+
+NORMAL_STATES = ("{}", "flawless {}", "perfect {}", "unblemished {}", "{} without flaw",
+                 "{} without defect", "{} without damage")
+ABNORMAL_STATES = ("damaged {}", "broken {}", "{} with flaw", "{} with defect", "{} with damage")
+
+
+def state_sentences(category: str, templates: Sequence[str]) -> List[List[str]]:
+    """[[normal sentences], [abnormal sentences]]: ``template.format(state.format(category))``
+    for each state word (outer loop) and template (inner loop), as APRIL-GAN's
+    ``prompt_ensemble.py`` and AdaCLIP's ``TextEmbebddingLayer`` order them."""
+    return [[t.format(s.format(category)) for s in states for t in templates]
+            for states in (NORMAL_STATES, ABNORMAL_STATES)]
 
 
 class ReleasedWeightsError(DasslLiteError):

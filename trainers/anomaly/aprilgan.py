@@ -51,7 +51,8 @@ from dassl_lite.config import ConfigError, register_config_extender
 from dassl_lite.engine.anomaly import AnomalyTrainer
 from dassl_lite.engine.anomaly_core import (ReleasedWeightsError, binary_dice_loss,
                                             encode_prompt_ensemble, focal_loss_softmax,
-                                            load_released_weights, min_cosine_distance)
+                                            load_released_weights, min_cosine_distance,
+                                            state_sentences)
 from dassl_lite.optim import build_lr_scheduler, build_optimizer
 from dassl_lite.registry import TRAINER_REGISTRY
 
@@ -59,9 +60,6 @@ from ..prompting import load_frozen_clip
 
 logger = logging.getLogger(__name__)
 
-NORMAL_STATES = ("{}", "flawless {}", "perfect {}", "unblemished {}", "{} without flaw",
-                 "{} without defect", "{} without damage")
-ABNORMAL_STATES = ("damaged {}", "broken {}", "{} with flaw", "{} with defect", "{} with damage")
 TEMPLATES = (
     "a bad photo of a {}.", "a low resolution photo of the {}.", "a bad photo of the {}.",
     "a cropped photo of the {}.", "a bright photo of a {}.", "a dark photo of the {}.",
@@ -91,8 +89,7 @@ def add_aprilgan_config(cfg: CN) -> None:
 def state_prompts(category: str) -> List[List[str]]:
     """[[normal prompts], [abnormal prompts]], state word x template as ``prompt_ensemble.py``
     (the category name is used as given: upstream's names hold underscores for VisA)."""
-    return [[t.format(s.format(category)) for s in states for t in TEMPLATES]
-            for states in (NORMAL_STATES, ABNORMAL_STATES)]
+    return state_sentences(category, TEMPLATES)
 
 
 class LinearLayer(nn.Module):
