@@ -1200,6 +1200,66 @@ def _compile_speedup(args, name: str, work: str, data: str, backbone: str, batch
             "first compiled call s": round(compile_s, 1)}
 
 
+# --------------------------------------------------------------------------- adaclip
+def add_adaclip_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("adaclip", "AdaCLIP: train step and eval batch")
+    group.add_argument("--adaclip-size", type=int, default=518, help="input side (upstream 518)")
+    group.add_argument("--adaclip-layers", type=int, default=4,
+                       help="vision and text blocks of the random ViT-L/14-wide CLIP (upstream 24 "
+                            "/ 12)")
+    group.add_argument("--adaclip-batch", type=int, default=1, help="images (upstream trains at 1)")
+
+
+@register("adaclip", add_adaclip_arguments, "AdaCLIP train step / eval batch (time, memory)")
+def bench_adaclip(args: argparse.Namespace) -> List[Row]:
+    import resource
+
+    _import_trainers()
+    from trainers.anomaly.adaclip_model import AdaCLIPLearner, AdaCLIPModel, adaclip_loss
+
+    device, n, size, b = torch.device(args.device), args.adaclip_layers, args.adaclip_size, \
+        args.adaclip_batch
+    config = CLIPConfig(embed_dim=768, image_resolution=336, vision_layers=n, vision_width=1024,
+                        vision_patch_size=14, vision_heads=16, context_length=77, vocab_size=49408,
+                        transformer_width=768, transformer_heads=12, transformer_layers=n)
+    torch.manual_seed(0)
+    clip_model = CLIP(config).eval().requires_grad_(False).to(device)
+    clip_model.visual.pos_interpolation = "bicubic"
+    layers = sorted({max(1, n * i // 4) for i in (1, 2, 3, 4)})
+    learner = AdaCLIPLearner(1024, 768, 768, len(layers), 5, min(4, n), "VL", "SD").to(device)
+    model = AdaCLIPModel(clip_model, learner, layers, True, 20)
+    optim = torch.optim.AdamW(learner.parameters(), lr=0.01, betas=(0.5, 0.999))
+    images = torch.randn(b, 3, size, size, device=device)
+    masks = (torch.rand(b, 1, size, size, device=device) > 0.9).float()
+    labels = torch.arange(b, device=device) % 2
+    categories = ["bottle"] * b
+    shape = (f"{b}x3x{size}x{size}, {n} vision + {n} text blocks of ViT-L/14@336 widths (maps "
+             f"from {layers}), {(size // 14) ** 2} patches, 2 x 48 prompted sentences, HSF K=20")
+
+    def train_step():
+        maps, score = model(images, categories, aggregation=False)
+        loss = adaclip_loss(maps, score, masks, labels)["loss"]
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+
+    def eval_batch():
+        with torch.no_grad():
+            return model(images, categories, aggregation=True)
+
+    rows = []
+    for case, fn in (("train step", train_step), ("eval batch", eval_batch)):
+        cpu = time.process_time()
+        ms, mb = measure(fn, args.reps, device, clip_model)
+        cpu_ms = (time.process_time() - cpu) * 1000 / args.reps
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+        rows.append({"section": "adaclip", "case": case, "shape": shape, "ours ms": round(ms, 1),
+                     "ours CPU ms": round(cpu_ms, 1), "memory": "peak CUDA MB" if device.type == "cuda" else
+                     "saved-for-backward MB", "ours MB": mb if mb is not None else "-",
+                     "process peak RSS MB": rss})
+    return rows
+
+
 # --------------------------------------------------------------------------- entry point
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
