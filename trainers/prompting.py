@@ -77,6 +77,18 @@ def load_frozen_clip(cfg, model_dtype: torch.dtype, device: torch.device,
     return clip_model
 
 
+def load_dense_vit(cfg, model_dtype: torch.dtype, device: torch.device, method: str) -> CLIP:
+    """:func:`load_frozen_clip` for dense (patch-map) methods: any input size, the positional
+    embedding resized bicubic on the fly (open_clip's ``resize_pos_embed``); ``ConfigError``
+    naming ``method`` unless the backbone is a ViT."""
+    clip_model = load_frozen_clip(cfg, model_dtype, device, check_size=False)
+    if not hasattr(clip_model.visual, "forward_features"):
+        raise ConfigError(f"{method} needs a ViT backbone (patch tokens); "
+                          f"{cfg.MODEL.BACKBONE.NAME!r} is not one")
+    clip_model.visual.pos_interpolation = "bicubic"
+    return clip_model
+
+
 def _token_order(position: str, n_ctx: int, name_len: int, length: int) -> List[int]:
     """Source position (in the ``SOS ctx name . EOT`` layout) of each output position."""
     ctx = list(range(1, 1 + n_ctx))

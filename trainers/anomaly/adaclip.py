@@ -34,7 +34,7 @@ from dassl_lite.engine.anomaly_core import ReleasedWeightsError, load_released_w
 from dassl_lite.optim import build_lr_scheduler, build_optimizer
 from dassl_lite.registry import DATASET_REGISTRY, TRAINER_REGISTRY
 
-from ..prompting import load_frozen_clip
+from ..prompting import load_dense_vit
 from .adaclip_model import AdaCLIPLearner, AdaCLIPModel, adaclip_loss, default_features
 
 logger = logging.getLogger(__name__)
@@ -113,12 +113,8 @@ class AdaCLIP(AnomalyTrainer):
 
     def build_model(self) -> None:
         cfg, c = self.cfg, self.cfg.TRAINER.ADACLIP
-        self.clip = load_frozen_clip(cfg, self.precision.model_dtype, self.device,
-                                     check_size=False)
-        visual = self.clip.visual
-        if not hasattr(visual, "forward_features"):
-            raise ConfigError(f"AdaCLIP needs a ViT backbone (patch tokens); "
-                              f"{cfg.MODEL.BACKBONE.NAME!r} is not one")
+        self.clip = load_dense_vit(cfg, self.precision.model_dtype, self.device, "AdaCLIP")
+        visual = self.clip.visual  # positional embedding resized bicubic (resize_pos_embed)
         layers = tuple(c.FEATURES_LIST) or default_features(visual.layers)
         bad = [i for i in layers if not 1 <= i <= visual.layers]
         if bad:
@@ -129,7 +125,6 @@ class AdaCLIP(AnomalyTrainer):
             raise ConfigError(f"TRAINER.ADACLIP.PROMPTING_DEPTH {c.PROMPTING_DEPTH} exceeds the "
                               f"{visual.layers} vision / {self.clip.transformer.layers} text "
                               f"blocks of {cfg.MODEL.BACKBONE.NAME!r}")
-        visual.pos_interpolation = "bicubic"  # upstream resize_pos_embed (bicubic)
         learner = AdaCLIPLearner(visual.width, self.clip.transformer.width, visual.proj.shape[1],
                                  len(layers), c.PROMPTING_LENGTH, c.PROMPTING_DEPTH,
                                  c.PROMPTING_BRANCH, c.PROMPTING_TYPE).float()

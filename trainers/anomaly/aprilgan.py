@@ -56,7 +56,7 @@ from dassl_lite.engine.anomaly_core import (ReleasedWeightsError, binary_dice_lo
 from dassl_lite.optim import build_lr_scheduler, build_optimizer
 from dassl_lite.registry import TRAINER_REGISTRY
 
-from ..prompting import load_frozen_clip
+from ..prompting import load_dense_vit
 
 logger = logging.getLogger(__name__)
 
@@ -181,19 +181,14 @@ class APRILGAN(AnomalyTrainer):
 
     def build_model(self) -> None:
         cfg, c = self.cfg, self.cfg.TRAINER.APRILGAN
-        self.clip = load_frozen_clip(cfg, self.precision.model_dtype, self.device,
-                                     check_size=False)
+        self.clip = load_dense_vit(cfg, self.precision.model_dtype, self.device, "APRILGAN")
         visual = self.clip.visual
-        if not hasattr(visual, "forward_features"):
-            raise ConfigError(f"APRILGAN needs a ViT backbone (patch tokens); "
-                              f"{cfg.MODEL.BACKBONE.NAME!r} is not one")
         for key in ("FEATURES_LIST", "FEW_SHOT_FEATURES"):
             bad = [i for i in c[key] if not 1 <= i <= visual.layers]
             if bad:
                 raise ConfigError(f"TRAINER.APRILGAN.{key} {list(c[key])} has blocks {bad} that "
                                   f"backbone {cfg.MODEL.BACKBONE.NAME!r} does not have: its "
                                   f"vision encoder has blocks 1..{visual.layers} (1-based)")
-        visual.pos_interpolation = "bicubic"  # open_clip's resize_pos_embed
         learner = LinearLayer(visual.width, visual.proj.shape[1], len(c.FEATURES_LIST)).float()
         self.model = APRILGANModel(self.clip, learner, c.FEATURES_LIST).to(self.device)
         logger.info(f"APRIL-GAN: {sum(p.numel() for p in learner.parameters()):,} trainable "
