@@ -171,3 +171,22 @@ def test_mma_upstream_layout_errors_and_configs(make, tmp_path, upstream):
     c = cfg.TRAINER.MMADAPTER
     assert (c.TEXT_CTX_INIT, c.ADAPTER_START, c.ADAPTER_END, c.ADAPTER_SCALE, cfg.OPTIM.LR) == (
         "a photo of a", 5, 12, 0.001, 0.0015)
+
+
+def test_a_none_deep_prompt_leaves_its_layer_alone():
+    """TCP's insertion at one layer: entry k None keeps layer k+1's input; the text shortcut
+    (``forward_at``, shared prefix) gives the same as the plain loop."""
+    from dassl_lite.clip import Transformer
+    from dassl_lite.clip.transformer import replace_tokens
+
+    torch.manual_seed(0)
+    t = Transformer(width=8, layers=3, heads=2, causal=True).eval()
+    x, p = torch.randn(3, 6, 8), torch.randn(3, 2, 8)
+    with torch.no_grad():
+        by_hand = t.resblocks[1](t.resblocks[0](x))
+        by_hand = t.resblocks[2](replace_tokens(by_hand, p, 1))
+        assert torch.allclose(t(x, [None, p]), by_hand, atol=1e-6)
+        idx = torch.tensor([5, 4, 3])
+        assert torch.allclose(t.forward_at(x, idx, deep_prompts=[None, p]),
+                              by_hand[torch.arange(3), idx], atol=1e-6)
+        assert not torch.allclose(t(x, [None, p]), t(x, [p, p]), atol=1e-3)
