@@ -70,6 +70,21 @@ def kg_distance(text_features: Tensor, handcrafted: Tensor) -> Tensor:
     return 1.0 - cos.mean()
 
 
+def kg_training_step(trainer, batch: Dict[str, Any], weight: float) -> Dict[str, float]:
+    """One step of ``CE + weight * kg`` for a model whose ``forward(images, features=True)``
+    gives ``logits`` and ``kg`` (KgCoOp, TCP); returns the logged terms."""
+    images, labels = trainer.parse_batch_train(batch)
+    with trainer.precision.autocast():
+        out = trainer.model(images, features=True)
+        logits = out["logits"].float()
+        ce = F.cross_entropy(logits, labels)
+        kg = out["kg"].float().mean()
+        loss = ce + weight * kg
+    trainer.model_backward_and_update(loss)
+    acc = (logits.argmax(dim=1) == labels).float().mean().item() * 100
+    return {"loss": loss.item(), "ce": ce.item(), "kg": kg.item(), "acc": acc}
+
+
 class KgCoOpCLIP(CoOpCLIP):
     """CoOp's CLIP plus the frozen hand-written class text features ``handcrafted_text_features``;
     ``forward(images, features=True)`` gives the logits and the knowledge-guided distance."""
@@ -122,13 +137,4 @@ class KgCoOp(CoOp):
         return KgCoOpCLIP(clip_model, coop.prompt_learner, handcrafted)
 
     def forward_backward(self, batch: Dict[str, Any]) -> Dict[str, float]:
-        images, labels = self.parse_batch_train(batch)
-        with self.precision.autocast():
-            out = self.model(images, features=True)
-            logits = out["logits"].float()
-            ce = F.cross_entropy(logits, labels)
-            kg = out["kg"].float().mean()
-            loss = ce + self.cfg.TRAINER.KGCOOP.W * kg
-        self.model_backward_and_update(loss)
-        acc = (logits.argmax(dim=1) == labels).float().mean().item() * 100
-        return {"loss": loss.item(), "ce": ce.item(), "kg": kg.item(), "acc": acc}
+        return kg_training_step(self, batch, self.cfg.TRAINER.KGCOOP.W)

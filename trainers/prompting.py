@@ -153,6 +153,8 @@ class PromptLearner(nn.Module):
             ``N(0, 0.02)`` initialisation with ``n_ctx`` vectors.
         csc: class-specific context (``[n_cls, n_ctx, width]``) instead of one shared context.
         class_token_position: ``end``, ``middle`` (between the two context halves) or ``front``.
+        template: what follows the context, ``{}`` standing for the class name (CoOp: ``"{}."``;
+            TCP: e.g. ``"{}, a type of pet."``); ``middle``/``front`` need it to start with ``{}``.
 
     Buffers (not saved): ``token_prefix`` [n_cls, 1, width] (SOS), ``token_suffix``
     [n_cls, L - 1 - n_ctx, width] (name, ".", EOT, padding), ``eot_idx`` [n_cls],
@@ -161,7 +163,8 @@ class PromptLearner(nn.Module):
     """
 
     def __init__(self, clip_model: CLIP, classnames: Sequence[str], n_ctx: int = 16,
-                 ctx_init: str = "", csc: bool = False, class_token_position: str = "end"):
+                 ctx_init: str = "", csc: bool = False, class_token_position: str = "end",
+                 template: str = "{}."):
         super().__init__()
         if class_token_position not in CLASS_TOKEN_POSITIONS:
             raise ConfigError(f"class token position must be one of "
@@ -176,7 +179,8 @@ class PromptLearner(nn.Module):
         self.ctx = nn.Parameter(ctx)
         tokenizer = default_tokenizer()
         self.name_lens = [len(tokenizer.encode(name)) for name in names]
-        self._register_tokens(clip_model, [f"{prompt_prefix} {name}." for name in names])
+        self._register_tokens(clip_model, [f"{prompt_prefix} {template.format(name)}"
+                                           for name in names])
         logger.info(f'Initial context: "{prompt_prefix}"; number of context tokens: {self.n_ctx}'
                     f"{' (class-specific)' if csc else ''}; class token at the {class_token_position}")
 
@@ -281,7 +285,7 @@ class PromptedCLIP(nn.Module):
         for start in range(0, prompts.shape[0], chunk):
             stop = start + chunk
             deep = None if deep_prompts is None else [
-                p[start:stop] if p.dim() == 3 else p for p in deep_prompts]
+                p[start:stop] if p is not None and p.dim() == 3 else p for p in deep_prompts]
             out.append(self.clip.encode_text_embeddings(prompts[start:stop], eot_idx[start:stop],
                                                         deep, group_size=group_size))
         features = torch.cat(out) if len(out) > 1 else out[0]

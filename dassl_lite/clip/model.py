@@ -97,8 +97,9 @@ class CLIP(nn.Module):
 
         ``eot_idx`` [N] gives each row's EOT position; its feature after ``ln_final`` is projected
         by ``text_projection``. Entry k of ``deep_prompts`` ([n_ctx, width] or
-        [N, n_ctx, width]) replaces positions ``[1 : 1 + n_ctx]`` at the input of layer k+1, as
-        upstream MaPLe/IVLP do (no positional embedding is added to deep prompts there either).
+        [N, n_ctx, width]; ``None``: none at that layer) replaces positions ``[1 : 1 + n_ctx]`` at
+        the input of layer k+1, as upstream MaPLe/IVLP do (no positional embedding is added to
+        deep prompts there either).
         The sequence is cut after ``max(eot_idx) + 1`` first: under the causal mask no EOT
         feature depends on later positions, so the result is unchanged and cheaper.
         For the same reason, leading positions that are equal in every row of a group of
@@ -179,7 +180,7 @@ def shared_prefix_length(x: Tensor, group_size: int, last: int,
     n, length = x.shape[:2]
     if group_size < 2 or n % group_size:
         return 0
-    deep = list(deep_prompts or [])
+    deep = [p for p in deep_prompts or [] if p is not None]
     if any(p.dim() != 2 for p in deep):
         return 0
     with torch.no_grad():

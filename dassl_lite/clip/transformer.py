@@ -221,7 +221,9 @@ class Transformer(nn.Module):
         """Run the blocks on ``x`` [N, L, width].
 
         Entry k of ``deep_prompts`` replaces positions ``[prompt_start : prompt_start + n_ctx]``
-        at the input of layer k+1 (layer 0 sees ``x`` as given). At most ``layers - 1`` entries.
+        at the input of layer k+1 (layer 0 sees ``x`` as given); a ``None`` entry leaves that
+        layer's input as the previous layer produced it (TCP inserts at one layer only). At most
+        ``layers - 1`` entries.
         """
         return self.forward_collect(x, (), deep_prompts, prompt_start)[0]
 
@@ -238,7 +240,7 @@ class Transformer(nn.Module):
         wanted = check_block_numbers(collect, self.layers)
         outputs = {}
         for i, block in enumerate(self.resblocks):
-            if 0 < i <= len(deep):
+            if 0 < i <= len(deep) and deep[i - 1] is not None:
                 x = replace_tokens(x, deep[i - 1], prompt_start, f"deep_prompts[{i - 1}]")
             x = block(x)
             if i + 1 in wanted:
@@ -275,7 +277,8 @@ class Transformer(nn.Module):
         if not self.resblocks[0].causal:
             raise ValueError("computing selected positions or a shared prefix needs causal "
                              "attention (a text transformer)")
-        if shared and any(p.dim() != 2 or prompt_start + p.shape[0] > shared for p in deep):
+        if shared and any(p is not None and (p.dim() != 2 or prompt_start + p.shape[0] > shared)
+                          for p in deep):
             raise ValueError(f"deep prompts must be [n_ctx, width] within the {shared} shared "
                              f"positions (from {prompt_start})")
         n, length, width = x.shape
@@ -284,7 +287,7 @@ class Transformer(nn.Module):
 
         def enter(i: int, prefix: Optional[Tensor], rest: Tensor):
             """Insert the deep prompt entering block ``i`` (into the shared positions if any)."""
-            if 0 < i <= len(deep):
+            if 0 < i <= len(deep) and deep[i - 1] is not None:
                 name = f"deep_prompts[{i - 1}]"
                 if shared:
                     return replace_tokens(prefix, deep[i - 1], prompt_start, name), rest

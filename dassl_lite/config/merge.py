@@ -82,6 +82,19 @@ def _check_keys(root: CN, node: CN, updates: dict, source: str, prefix: str = ""
             _check_keys(root, node[k], v, source, full + ".")
 
 
+def _false_as_empty_string(node: CN, updates: dict) -> None:
+    """Upstream YAMLs (TCP's, KgCoOp's) write ``CTX_INIT: False`` for "no initialisation words"
+    and read it with ``if ctx_init:``; where our default is a string, ``False`` merges as ``""``
+    (the same meaning). ``True`` and every other mismatch stay errors."""
+    for k, v in updates.items():
+        if k not in node:
+            continue
+        if isinstance(v, dict) and isinstance(node[k], CN):
+            _false_as_empty_string(node[k], v)
+        elif v is False and isinstance(node[k], str):
+            updates[k] = ""
+
+
 def _merge(cfg: CN, other: CN, source: str) -> None:
     try:
         cfg.merge_from_other_cfg(other)
@@ -104,6 +117,7 @@ def merge_from_file(cfg: CN, path: str) -> CN:
     if not isinstance(data, dict):  # also 0, false, "" (a scalar is never a config)
         raise ConfigError(f"Config file {path!r} must hold a mapping; got {type(data).__name__}")
     _check_keys(cfg, cfg, data, f"config file {path!r}")
+    _false_as_empty_string(cfg, data)
     _merge(cfg, type(cfg)(data), f"config file {path!r}")
     return cfg
 
