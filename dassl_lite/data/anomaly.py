@@ -15,12 +15,28 @@ from the float mask). ``random_flip`` flips both; ``normalize`` applies to the i
 
 A loader item is ``{"img" [3, H, W], "mask" [1, H, W] float (0/1; in [0, 1] with
 ``pil_bicubic``, anomalous where > 0.5), "label", "category", "defect", "impath", "index"}``.
+
+Mosaic augmentation (APRIL-GAN's ``MVTecDataset.combine_img``; training loaders only, off
+unless :meth:`AnomalyDatasetWrapper.enable_mosaic` is called, as :class:`AnomalyTrainer` does
+with the rate its method asks for): with probability ``rate`` an item is replaced by a 2x2
+mosaic of four records of its category, each drawn by first choosing a defect type uniformly
+(normal images count as one type, upstream's ``good`` folder) and then a record of that type
+uniformly, with replacement, from the loader's own records (upstream: the category's ``test``
+folder, which is its training data). Tiles are pasted at full resolution in reading order
+(top-left, top-right, bottom-left, bottom-right) on a canvas twice the first tile's width and
+height; masks likewise (a normal tile is empty); then the joint transform resizes both. The
+item's label is 1 if any tile is anomalous (upstream keeps the replaced item's label, which its
+loss never reads), its defect ``"mosaic"``. Draws come from a generator seeded with the run's
+seed, the epoch (:meth:`AnomalyDatasetWrapper.set_epoch`) and the item index, so they do not
+depend on loader workers or on any other random state.
 """
 from __future__ import annotations
 
 import logging
 import operator
 import os
+import random
+from collections import defaultdict
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -40,7 +56,8 @@ from .transforms import INTERPOLATION_MODES, input_size, interpolation_mode
 logger = logging.getLogger(__name__)
 
 __all__ = ["ANOMALY_STATES", "AnomalyDatum", "AnomalyDataset", "AnomalyTransform",
-           "AnomalyDatasetWrapper", "read_mask", "MASK_MODES", "MASK_VALUES"]
+           "AnomalyDatasetWrapper", "read_mask", "MASK_MODES", "MASK_VALUES", "mosaic_2x2",
+           "draw_mosaic_records"]
 
 ANOMALY_STATES = ("normal", "anomalous")  # class name of label 0 and 1
 MASK_MODES = ("nearest", "bilinear", "bicubic", "pil_bicubic")  # INPUT.MASK_INTERPOLATION
@@ -326,14 +343,78 @@ class AnomalyDatasetWrapper(DatasetWrapper):
                 f"empty one); is its label wrong?", item.mask_path)
         return mask, True
 
-    def __getitem__(self, idx: int) -> Dict:
-        item = self.data_source[idx]
+    # ------------------------------------------------------------------ mosaic augmentation
+    mosaic_rate = 0.0
+    mosaic_seed = 0
+    epoch = 0
+
+    def enable_mosaic(self, rate: float, seed: int, key: str = "mosaic rate") -> None:
+        """Replace a training item by a 2x2 mosaic with probability ``rate`` (module docstring);
+        ``seed`` seeds the draws, ``key`` names the setting in errors."""
+        if not 0.0 <= float(rate) <= 1.0:
+            raise ConfigError(f"{key} must be a probability in [0, 1]; got {rate!r}")
+        if rate > 0 and not self.is_train:
+            raise ValueError("the mosaic augmentation applies to training loaders only")
+        self.mosaic_rate, self.mosaic_seed = float(rate), int(seed)
+        groups: Dict[str, Dict[str, List[int]]] = defaultdict(lambda: defaultdict(list))
+        for i, item in enumerate(self.data_source):
+            groups[item.category][item.defect if item.label else "good"].append(i)
+        self._mosaic_groups = {c: [g[d] for d in sorted(g)] for c, g in groups.items()}
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch whose mosaic draws the items make (set by ``AnomalyTrainer.run_epoch``)."""
+        self.epoch = int(epoch)
+
+    def _read(self, item: AnomalyDatum) -> Tuple[Image.Image, Image.Image, bool]:
         img = read_image(item.impath)
         mask, has_mask = self._mask(item, img)
+        return img, mask, has_mask
+
+    def _mosaic_rng(self, idx: int) -> Optional[random.Random]:
+        """The item's generator when it becomes a mosaic this epoch, else None."""
+        if self.mosaic_rate <= 0:
+            return None
+        rng = random.Random(f"mosaic:{self.mosaic_seed}:{self.epoch}:{idx}")
+        return rng if rng.random() < self.mosaic_rate else None
+
+    def __getitem__(self, idx: int) -> Dict:
+        item = self.data_source[idx]
         if not isinstance(self.transform, AnomalyTransform):
             raise TypeError(f"anomaly data needs an AnomalyTransform (image and mask together); "
                             f"got {type(self.transform).__name__}")
+        rng = self._mosaic_rng(idx)
+        if rng is None:
+            img, mask, has_mask = self._read(item)
+            label, defect = item.label, item.defect
+        else:
+            tiles = [self.data_source[i] for i in
+                     draw_mosaic_records(self._mosaic_groups[item.category], rng)]
+            read = [self._read(t) for t in tiles]
+            img, mask = mosaic_2x2([r[0] for r in read], [r[1] for r in read])
+            has_mask, label, defect = True, max(t.label for t in tiles), "mosaic"
         image, mask_t = self.transform(img, mask)
-        return {"img": image, "mask": mask_t, "label": item.label, "category": item.category,
-                "defect": item.defect, "impath": item.impath, "index": idx,
+        return {"img": image, "mask": mask_t, "label": label, "category": item.category,
+                "defect": defect, "impath": item.impath, "index": idx,
                 "has_mask": has_mask}
+
+
+def draw_mosaic_records(groups: Sequence[Sequence[int]], rng: random.Random) -> List[int]:
+    """Four record indices: each a uniform choice of a group (a defect type, in a fixed order)
+    and then a uniform choice within it (``random.choice`` twice, as ``combine_img``)."""
+    return [rng.choice(rng.choice(groups)) for _ in range(4)]
+
+
+def mosaic_2x2(images: Sequence[Image.Image], masks: Sequence[Image.Image]
+               ) -> Tuple[Image.Image, Image.Image]:
+    """Paste four images (RGB) and their ``L`` masks in reading order on a canvas of twice the
+    first image's width and height, as APRIL-GAN's ``combine_img`` (tile i at column ``i % 2``,
+    row ``i // 2``, offsets from the first image's size)."""
+    if len(images) != 4 or len(masks) != 4:
+        raise ValueError(f"a 2x2 mosaic takes 4 images and 4 masks; got {len(images)} and "
+                         f"{len(masks)}")
+    w, h = images[0].size
+    image, mask = Image.new("RGB", (2 * w, 2 * h)), Image.new("L", (2 * w, 2 * h))
+    for i, (img, m) in enumerate(zip(images, masks)):
+        image.paste(img, ((i % 2) * w, (i // 2) * h))
+        mask.paste(m, ((i % 2) * w, (i // 2) * h))
+    return image, mask

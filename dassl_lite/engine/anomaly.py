@@ -20,6 +20,7 @@ from ..config import ConfigError
 from ..errors import DasslLiteError
 from ..evaluation import ANOMALY_METRIC_KEYS, AnomalyDetection, build_evaluator
 from ..evaluation.anomaly_threshold import threshold_setting
+from ..utils.distributed import sampler_seed
 from ..utils.io import atomic_write_json
 from .trainer import TrainerX
 
@@ -38,6 +39,31 @@ class AnomalyTrainer(TrainerX):
     """
 
     task = "anomaly"
+
+    def mosaic_rate(self) -> float:
+        """Probability that a training item is a 2x2 mosaic of its category (the data layer's
+        :meth:`AnomalyDatasetWrapper.enable_mosaic`); 0 here, a method's augmentation setting
+        where it has one (APRIL-GAN: ``TRAINER.APRILGAN.AUG_RATE``)."""
+        return 0.0
+
+    mosaic_key = "mosaic rate"  # the config key of :meth:`mosaic_rate`, named in errors
+
+    def build_data_loader(self) -> None:
+        """The template's loaders; the training loader makes mosaics at :meth:`mosaic_rate`,
+        seeded with ``SEED`` (torch's initial seed when ``SEED`` < 0)."""
+        super().build_data_loader()
+        rate = self.mosaic_rate()
+        if rate:
+            self.train_loader_x.dataset.enable_mosaic(rate, sampler_seed(self.cfg.SEED),
+                                                      self.mosaic_key)
+            logger.info("Mosaic augmentation: %s %g (2x2 mosaics of a category's training "
+                        "records)", self.mosaic_key, rate)
+
+    def run_epoch(self) -> None:
+        """The template's epoch; the training data first learns the epoch (its mosaic draws)."""
+        if self.mosaic_rate():
+            self.train_loader_x.dataset.set_epoch(self.epoch)
+        super().run_epoch()
 
     def build_evaluator(self):
         """``TEST.EVALUATOR`` (must be ``AnomalyDetection`` or a subclass) with the categories."""

@@ -8,7 +8,8 @@ from PIL import Image
 
 from dassl_lite.config import ConfigError, get_cfg_default
 from dassl_lite.data import ImageReadError
-from dassl_lite.data.anomaly import AnomalyDatum, AnomalyTransform, read_mask
+from dassl_lite.data.anomaly import (AnomalyDatasetWrapper, AnomalyDatum, AnomalyTransform,
+                                     draw_mosaic_records, mosaic_2x2, read_mask)
 
 
 def test_record_is_cheap_immutable_and_picklable():
@@ -159,3 +160,73 @@ def test_read_mask_refuses_what_is_not_a_mask(tmp_path, case):
         match = r"Mask .*/m.tif \(the mask of image x.png\) has image mode 'CMYK': expected a single-channel"
     with pytest.raises(ImageReadError, match=match):
         read_mask(str(path), "x.png")
+
+
+def _tiles(tmp_path):
+    """Four 6 x 4 (W x H) images of grey levels 10, 20, 30, 40; the 2nd and 4th hold a defect
+    (one pixel, at (x, y) = (1, 2) and (5, 0))."""
+    records = []
+    for i, (defect, xy) in enumerate([("", None), ("hole", (1, 2)), ("", None), ("cut", (5, 0))]):
+        Image.new("RGB", (6, 4), (10 * (i + 1),) * 3).save(tmp_path / f"{i}.png")
+        mask_path = ""
+        if xy:
+            m = np.zeros((4, 6), np.uint8)
+            m[xy[1], xy[0]] = 255
+            Image.fromarray(m).save(tmp_path / f"{i}_mask.png")
+            mask_path = str(tmp_path / f"{i}_mask.png")
+        records.append(AnomalyDatum(tmp_path / f"{i}.png", int(bool(xy)), "cat", defect, mask_path))
+    return records
+
+
+def test_mosaic_layout_of_image_and_mask(tmp_path):
+    """APRIL-GAN's combine_img: tile i at column i % 2, row i // 2, masks likewise."""
+    records = _tiles(tmp_path)
+    images = [Image.open(r.impath).convert("RGB") for r in records]
+    masks = [Image.open(r.mask_path) if r.mask_path else Image.new("L", (6, 4)) for r in records]
+    img, mask = mosaic_2x2(images, masks)
+    assert img.size == mask.size == (12, 8)
+    grey = np.asarray(img)[..., 0]
+    assert (grey[:4, :6] == 10).all() and (grey[:4, 6:] == 20).all()
+    assert (grey[4:, :6] == 30).all() and (grey[4:, 6:] == 40).all()
+    assert np.argwhere(np.asarray(mask)).tolist() == [[2, 7], [4, 11]]  # (row, col)
+    with pytest.raises(ValueError, match="takes 4 images and 4 masks; got 3 and 4"):
+        mosaic_2x2(images[:3], masks)
+
+
+def test_mosaic_items_are_seeded_per_epoch_and_draw_defect_type_first(tmp_path):
+    records = _tiles(tmp_path)
+    cfg = get_cfg_default()
+    wrapper = AnomalyDatasetWrapper(cfg, records, AnomalyTransform((8, 12), "nearest", "nearest"),
+                                    is_train=True)
+    wrapper.enable_mosaic(1.0, seed=3)
+    assert wrapper._mosaic_groups == {"cat": [[3], [0, 2], [1]]}  # cut, good, hole
+    first = wrapper[0]
+    assert first["defect"] == "mosaic" and first["img"].shape == (3, 8, 12)
+    again = AnomalyDatasetWrapper(cfg, records, AnomalyTransform((8, 12), "nearest", "nearest"),
+                                  is_train=True)
+    again.enable_mosaic(1.0, seed=3)
+    assert torch.equal(again[0]["img"], first["img"])
+    assert torch.equal(again[0]["mask"], first["mask"])
+    # the tiles' grey levels tell which records were drawn; the label is 1 if a tile is anomalous
+    levels = [round(first["img"][0, r, c].item() * 255) // 10 - 1 for r, c in
+              [(0, 0), (0, 6), (4, 0), (4, 6)]]
+    assert first["label"] == int(any(records[i].label for i in levels))
+    assert first["mask"].sum().item() == sum(records[i].label for i in levels)
+    epochs = set()
+    for epoch in range(6):
+        wrapper.set_epoch(epoch)
+        epochs.add(tuple(wrapper[0]["img"][0, ::4, ::6].flatten().tolist()))
+    assert len(epochs) > 1  # every epoch draws again
+    # defect type first, then a record: "good" holds two records, so each is drawn 1/6 of the
+    # time, each defective record 1/3 (uniform over records would give 1/4 each)
+    import random
+    counts = np.bincount(sum((draw_mosaic_records([[3], [0, 2], [1]], random.Random(s))
+                              for s in range(3000)), []), minlength=4) / 12000
+    assert np.allclose(counts, [1 / 6, 1 / 3, 1 / 6, 1 / 3], atol=0.02)
+    wrapper.enable_mosaic(0.0, seed=3)
+    assert wrapper[0]["defect"] == "" and wrapper[0]["img"].shape == (3, 8, 12)
+    with pytest.raises(ConfigError, match="X.RATE must be a probability in .0, 1.; got 1.5"):
+        wrapper.enable_mosaic(1.5, seed=3, key="X.RATE")
+    test = AnomalyDatasetWrapper(cfg, records, AnomalyTransform((8, 12)), is_train=False)
+    with pytest.raises(ValueError, match="training loaders only"):
+        test.enable_mosaic(0.5, seed=3)

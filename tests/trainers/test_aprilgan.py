@@ -164,6 +164,19 @@ def test_bad_settings_are_named(toy_anomaly_root, anomaly_trainer, tmp_path):
     with pytest.raises(ConfigError, match=r"FEATURES_LIST \[1, 9\] has blocks \[9\].*1..4"):
         anomaly_trainer("APRILGAN", toy_anomaly_root, tmp_path, "toy_visa",
                         "TRAINER.APRILGAN.FEATURES_LIST", "(1, 9)")
-    with pytest.raises(ConfigError, match="AUG_RATE 0.2: the mosaic augmentation"):
+    with pytest.raises(ConfigError, match=r"TRAINER.APRILGAN.AUG_RATE must be a number >= 0.0 "
+                                          r"and <= 1.0; got 1.5"):
         anomaly_trainer("APRILGAN", toy_anomaly_root, tmp_path, "toy_visa",
-                        "TRAINER.APRILGAN.AUG_RATE", "0.2")
+                        "TRAINER.APRILGAN.AUG_RATE", "1.5")
+
+
+def test_aug_rate_makes_mosaics_in_the_training_loader_only(toy_anomaly_root, anomaly_trainer,
+                                                             tmp_path):
+    trainer = anomaly_trainer("APRILGAN", toy_anomaly_root, tmp_path, "toy_visa",
+                              "TRAINER.APRILGAN.AUG_RATE", "1.0",
+                              "DATASET.ANOMALY.CATEGORIES", "('mesh',)")
+    train, test = trainer.train_loader_x.dataset, trainer.test_loader.dataset
+    assert (train.mosaic_rate, test.mosaic_rate) == (1.0, 0.0)
+    item = train[0]
+    assert item["defect"] == "mosaic" and item["img"].shape == (3, 128, 128)
+    assert test[0]["defect"] != "mosaic"

@@ -18,8 +18,9 @@ Loss (training only the linear layers, on another dataset's test split): per blo
 ``FocalLoss()(P_l, M) + BinaryDiceLoss()(P_l[:, 1], M)`` (focal gamma 2 with label smoothing
 1e-5, Dice smooth 1; :mod:`dassl_lite.engine.anomaly_core`), summed over the blocks, M the mask
 at the input size thresholded at 0.5. There is no image-level loss. Adam, lr 1e-3, betas
-(0.5, 0.999), batch 8; 3 epochs on MVTec AD (with mosaic augmentation, AUG_RATE 0.2) or 15 on
-VisA.
+(0.5, 0.999), batch 8; 3 epochs on MVTec AD (with mosaic augmentation, AUG_RATE 0.2: with that
+probability a training item is a 2x2 mosaic of four images of its category, made by the data
+layer, :mod:`dassl_lite.data.anomaly`) or 15 on VisA (no mosaic upstream).
 
 Few-shot (``DATASET.NUM_SHOTS`` k > 0, evaluation): per category the raw patch tokens of
 FEW_SHOT_FEATURES of k normal training images form a memory bank per block; a test patch gets
@@ -32,7 +33,8 @@ Checkpoints hold only ``LinearLayer`` (state-dict names ``fc.<i>.weight/bias``, 
 Differences from upstream: the k references are drawn by the dataset with the run's seed (upstream
 ``torch.randint``, with replacement), the encoder runs once for both layer lists, and the
 evaluator's Gaussian smoothing is off in the APRIL-GAN configs (``TEST.ANOMALY.MAP_SIGMA 0``; upstream
-does not smooth). Mosaic augmentation (AUG_RATE > 0) is not implemented yet.
+does not smooth), and the mosaic draws use a generator seeded by the run's seed, the epoch and
+the item (upstream: Python's global ``random``).
 """
 from __future__ import annotations
 
@@ -48,6 +50,7 @@ from yacs.config import CfgNode as CN
 
 from dassl_lite.clip import CLIP
 from dassl_lite.config import ConfigError, register_config_extender
+from dassl_lite.config.validate import check_number
 from dassl_lite.engine.anomaly import AnomalyTrainer
 from dassl_lite.engine.anomaly_core import (ReleasedWeightsError, binary_dice_loss,
                                             encode_prompt_ensemble, focal_loss_softmax,
@@ -82,7 +85,8 @@ def add_aprilgan_config(cfg: CN) -> None:
     c = cfg.TRAINER.APRILGAN
     c.FEATURES_LIST = (6, 12, 18, 24)  # 1-based blocks, one linear layer each
     c.FEW_SHOT_FEATURES = (6, 12, 18, 24)  # blocks stored in the few-shot memory bank
-    c.AUG_RATE = 0.0  # mosaic probability (upstream 0.2 on MVTec AD): not implemented, must be 0
+    c.AUG_RATE = 0.2  # probability of a 2x2 mosaic training item (upstream's --aug_rate default;
+    # its VisA dataset class ignores it: the VisA config sets 0)
     c.PREC = "fp32"  # upstream: fp32 weights under torch.cuda.amp.autocast (use "amp" on GPU)
 
 
@@ -175,9 +179,13 @@ class APRILGAN(AnomalyTrainer):
         c = cfg.TRAINER.APRILGAN
         if not c.FEATURES_LIST:
             raise ConfigError("TRAINER.APRILGAN.FEATURES_LIST must name at least one block")
-        if c.AUG_RATE != 0:
-            raise ConfigError(f"TRAINER.APRILGAN.AUG_RATE {c.AUG_RATE}: the mosaic augmentation "
-                              f"is not implemented in dassl_lite yet; use 0")
+        check_number("TRAINER.APRILGAN.AUG_RATE", c.AUG_RATE, 0.0, 1.0)
+
+    mosaic_key = "TRAINER.APRILGAN.AUG_RATE"
+
+    def mosaic_rate(self) -> float:
+        """Upstream's mosaic augmentation (``MVTecDataset.combine_img``) at ``AUG_RATE``."""
+        return float(self.cfg.TRAINER.APRILGAN.AUG_RATE)
 
     def build_model(self) -> None:
         cfg, c = self.cfg, self.cfg.TRAINER.APRILGAN
