@@ -1260,6 +1260,84 @@ def bench_adaclip(args: argparse.Namespace) -> List[Row]:
     return rows
 
 
+# --------------------------------------------------------------------------- aprilgan section
+APRILGAN_PRESETS = {
+    "cpu": dict(aprilgan_batch=2, aprilgan_layers=4, aprilgan_size=518),
+    "vit-l14": dict(aprilgan_batch=8, aprilgan_layers=24, aprilgan_size=518),
+}
+
+
+def add_aprilgan_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("aprilgan", "APRIL-GAN: train step and evaluation batch")
+    group.add_argument("--aprilgan-preset", choices=sorted(APRILGAN_PRESETS), default="cpu",
+                       help="cpu: ViT-L/14 widths at 518 px with 4 vision blocks, batch 2; "
+                            "vit-l14: all 24 blocks, batch 8 (upstream)")
+    for key in APRILGAN_PRESETS["cpu"]:
+        group.add_argument(f"--{key.replace('_', '-')}", type=int, default=None,
+                           help=f"overrides the preset (cpu: {APRILGAN_PRESETS['cpu'][key]}, "
+                                f"vit-l14: {APRILGAN_PRESETS['vit-l14'][key]})")
+
+
+@register("aprilgan", add_aprilgan_arguments,
+          "APRIL-GAN train step / zero- and few-shot eval batch at 518 px")
+def bench_aprilgan(args: argparse.Namespace) -> List[Row]:
+    """APRIL-GAN on a random CLIP of ViT-L/14@336 widths (exact GELU, open_clip's position
+    resizing, as upstream at 518 px): a training step (frozen encoder, 4 linear layers, focal +
+    Dice, Adam) and an evaluation batch, zero-shot and 1-shot (memory bank of one image). The
+    method has no attention path of its own, so there is no reference to race."""
+    _import_trainers()
+    from dassl_lite.clip import use_exact_gelu
+    from trainers.anomaly.aprilgan import APRILGANModel, LinearLayer, aprilgan_loss, memory_map
+
+    for k, v in APRILGAN_PRESETS[args.aprilgan_preset].items():
+        setattr(args, k, v if getattr(args, k) is None else getattr(args, k))
+    device = torch.device(args.device)
+    n, b, size = args.aprilgan_layers, args.aprilgan_batch, args.aprilgan_size
+    config = CLIPConfig(embed_dim=768, image_resolution=336, vision_layers=n, vision_width=1024,
+                        vision_patch_size=14, vision_heads=16, context_length=77, vocab_size=49408,
+                        transformer_width=768, transformer_heads=12, transformer_layers=1)
+    torch.manual_seed(0)
+    clip_model = CLIP(config).eval().requires_grad_(False).to(device)
+    use_exact_gelu(clip_model)
+    clip_model.visual.pos_interpolation = "bicubic_antialias"
+    layers = sorted({max(1, n * i // 4) for i in (1, 2, 3, 4)})  # 6 12 18 24 at 24 blocks
+    learner = LinearLayer(1024, 768, len(layers)).to(device)
+    model = APRILGANModel(clip_model, learner, layers)
+    text = torch.nn.functional.normalize(torch.randn(b, 768, 2, device=device), dim=1)
+    images = torch.randn(b, 3, size, size, device=device)
+    masks = (torch.rand(b, 1, size, size, device=device) > 0.9).float()
+    with torch.no_grad():
+        refs = clip_model.visual.forward_features(images[:1], layers).tokens
+    banks = [torch.nn.functional.normalize(t[0, 1:], dim=-1) for t in refs]
+    optim = torch.optim.Adam(learner.parameters(), lr=1e-3, betas=(0.5, 0.999))
+
+    def train_step():
+        loss = aprilgan_loss(model(images, text)["maps"], masks)["loss"]
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+
+    def eval_zero_shot():
+        with torch.no_grad():
+            return model(images, text)["anomaly_map"]
+
+    def eval_one_shot():
+        with torch.no_grad():
+            out = model(images, text, layers)
+            return out["anomaly_map"] + memory_map(out["blocks"], banks, (size, size))
+
+    shape = (f"{b}x3x{size}x{size}, {n} blocks of ViT-L/14 (maps from {layers}), "
+             f"{1 + (size // 14) ** 2} tokens")
+    memory = "peak CUDA MB" if device.type == "cuda" else "saved-for-backward MB"
+    rows = []
+    for case, fn in (("train step", train_step), ("eval batch, zero-shot", eval_zero_shot),
+                     ("eval batch, 1-shot", eval_one_shot)):
+        ms, mb = measure(fn, args.reps, device, clip_model)
+        rows.append({"section": "aprilgan", "case": case, "shape": shape, "ours ms": round(ms, 1),
+                     "memory": memory, "ours MB": mb if mb is not None else "-"})
+    return rows
+
+
 # --------------------------------------------------------------------------- entry point
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -7,7 +7,7 @@ from .loader import (CLIPChecksumError, CLIPWeightsNotFoundError, available_mode
 from .model import CLIP, CLIPConfig, build_model, convert_weights, default_heads, infer_config
 from .resnet import ModifiedResNet
 from .tokenizer import SimpleTokenizer, default_tokenizer, tokenize
-from .transformer import ResidualAttentionBlock, Transformer
+from .transformer import ResidualAttentionBlock, Transformer, use_exact_gelu
 from .vit import VisionFeatures, VisionTransformer, interpolate_positional_embedding
 
 __all__ = [
@@ -15,4 +15,5 @@ __all__ = [
     "ResidualAttentionBlock", "SimpleTokenizer", "Transformer", "VisionFeatures", "VisionTransformer",
     "available_models", "build_model", "convert_weights", "default_heads", "default_tokenizer",
     "infer_config", "interpolate_positional_embedding", "load_clip", "read_state_dict", "resolve_checkpoint", "tokenize",
+    "use_exact_gelu",
 ]

@@ -35,11 +35,11 @@ from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from .errors import CLIPWeightsNotFoundError
 from .model import CLIP, infer_config
-from .transformer import ResidualAttentionBlock
+from .transformer import use_exact_gelu
 
 logger = logging.getLogger(__name__)
 
@@ -219,9 +219,7 @@ def build_open_clip(cfg: Mapping, state_dict: Mapping[str, Tensor], model: str) 
             f"open_clip model {model!r}: its weights do not fit dassl_lite's CLIP {config}: "
             f"{err}") from err
     if not cfg.get("quick_gelu", False):
-        for block in clip.modules():
-            if isinstance(block, ResidualAttentionBlock):
-                block.mlp.gelu = nn.GELU()  # open_clip's default; OpenAI's models use QuickGELU
+        use_exact_gelu(clip)  # open_clip's default; OpenAI's models use QuickGELU
     return clip.eval()
 
 

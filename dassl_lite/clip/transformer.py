@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["LayerNorm", "QuickGELU", "SelfAttentionBase", "MultiheadSelfAttention", "ResidualAttentionBlock",
-           "Transformer", "as_batched_tokens", "check_block_numbers", "replace_tokens"]
+           "Transformer", "as_batched_tokens", "check_block_numbers", "replace_tokens",
+           "use_exact_gelu"]
 
 
 class LayerNorm(nn.LayerNorm):
@@ -322,3 +323,11 @@ class Transformer(nn.Module):
             nn.init.normal_(block.attn.out_proj.weight, std=proj_std)
             nn.init.normal_(block.mlp.c_fc.weight, std=fc_std)
             nn.init.normal_(block.mlp.c_proj.weight, std=proj_std)
+
+
+def use_exact_gelu(module: nn.Module) -> None:
+    """Give every :class:`ResidualAttentionBlock` under ``module`` the exact ``nn.GELU``
+    (open_clip's default activation) in place of OpenAI's QuickGELU."""
+    for block in module.modules():
+        if isinstance(block, ResidualAttentionBlock):
+            block.mlp.gelu = nn.GELU()

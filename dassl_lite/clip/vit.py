@@ -12,7 +12,9 @@ __all__ = ["VisionFeatures", "VisionTransformer", "check_image_size",
            "interpolate_positional_embedding", "num_prompt_tokens", "POS_INTERPOLATION_MODES"]
 
 # Modes of ``VisionTransformer.pos_interpolation`` (None: inputs must match the stored grid).
-POS_INTERPOLATION_MODES = ("bilinear", "bicubic")
+# "bicubic_antialias": open_clip's ``resize_pos_embed`` (bicubic with ``antialias=True``, whose
+# kernel differs from plain bicubic's: a = -0.5 instead of -0.75, also when enlarging).
+POS_INTERPOLATION_MODES = ("bilinear", "bicubic", "bicubic_antialias")
 
 
 def check_image_size(images: Tensor, resolution: int, backbone: str) -> None:
@@ -29,7 +31,8 @@ def interpolate_positional_embedding(pos: Tensor, grid: Tuple[int, int],
 
     The CLS row is kept; the ``g x g`` patch rows are resized as an image to ``grid = (h, w)``
     with ``F.interpolate(mode, align_corners=False)`` (AF-CLIP / AnomalyCLIP use bilinear, timm
-    bicubic). Returns a new tensor; ``pos`` is never modified. The same grid returns ``pos``.
+    bicubic, open_clip ``bicubic_antialias``). Returns a new tensor; ``pos`` is never modified.
+    The same grid returns ``pos``.
     """
     if mode not in POS_INTERPOLATION_MODES:
         raise ValueError(f"positional-embedding interpolation must be one of "
@@ -41,7 +44,9 @@ def interpolate_positional_embedding(pos: Tensor, grid: Tuple[int, int],
     if tuple(grid) == (old, old):
         return pos
     patches = pos[1:].float().reshape(1, old, old, -1).permute(0, 3, 1, 2)
-    patches = F.interpolate(patches, size=tuple(grid), mode=mode, align_corners=False)
+    antialias = mode == "bicubic_antialias"
+    patches = F.interpolate(patches, size=tuple(grid), mode="bicubic" if antialias else mode,
+                            align_corners=False, antialias=antialias)
     patches = patches.permute(0, 2, 3, 1).reshape(grid[0] * grid[1], -1).to(pos.dtype)
     return torch.cat([pos[:1], patches], dim=0)
 

@@ -180,3 +180,13 @@ def test_aug_rate_makes_mosaics_in_the_training_loader_only(toy_anomaly_root, an
     item = train[0]
     assert item["defect"] == "mosaic" and item["img"].shape == (3, 128, 128)
     assert test[0]["defect"] != "mosaic"
+
+
+def test_benchmark_section_runs_at_tiny_shapes(benchmark, capsys):
+    argv = ["--only", "aprilgan", "--reps", "1", "--aprilgan-layers", "1", "--aprilgan-size",
+            "42", "--aprilgan-batch", "1"]
+    assert benchmark.main(argv) == 0
+    out = capsys.readouterr().out
+    for case in ("train step", "eval batch, zero-shot", "eval batch, 1-shot"):
+        assert f"| aprilgan  | {case}" in out
+    assert "1x3x42x42, 1 blocks of ViT-L/14 (maps from [1]), 10 tokens" in out

@@ -28,6 +28,12 @@ FEW_SHOT_FEATURES of k normal training images form a memory bank per block; a te
 Image score = ``0.5 * (text score + minmax(max(map)))`` where the min-max normalisation is over
 all test images of the category (transductive, as ``test.py``; applied after the last batch).
 
+Encoder, as upstream builds it at 518 px from OpenAI weights (``create_model_and_transforms``
+with an image size other than the model's): the positional embedding resized by open_clip's
+``resize_pos_embed`` (bicubic with antialiasing, ``pos_interpolation "bicubic_antialias"``), and
+the model rebuilt from its json config, so both encoders run the exact ``nn.GELU`` instead of
+the QuickGELU the weights were trained with (``GELU "upstream"``; ``"backbone"`` keeps QuickGELU).
+
 Checkpoints hold only ``LinearLayer`` (state-dict names ``fc.<i>.weight/bias``, as upstream's
 ``trainable_linearlayer``); released files are imported by ``tools/convert_aprilgan.py``.
 Differences from upstream: the k references are drawn by the dataset with the run's seed (upstream
@@ -48,7 +54,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from yacs.config import CfgNode as CN
 
-from dassl_lite.clip import CLIP
+from dassl_lite.clip import CLIP, use_exact_gelu
 from dassl_lite.config import ConfigError, register_config_extender
 from dassl_lite.config.validate import check_number
 from dassl_lite.engine.anomaly import AnomalyTrainer
@@ -88,6 +94,11 @@ def add_aprilgan_config(cfg: CN) -> None:
     c.AUG_RATE = 0.2  # probability of a 2x2 mosaic training item (upstream's --aug_rate default;
     # its VisA dataset class ignores it: the VisA config sets 0)
     c.PREC = "fp32"  # upstream: fp32 weights under torch.cuda.amp.autocast (use "amp" on GPU)
+    # MLP activation of both encoders: "upstream" = exact nn.GELU when INPUT.SIZE is not the
+    # backbone's resolution (upstream's create_model_and_transforms then rebuilds the OpenAI model
+    # from the json config, whose quick_gelu is off), else the backbone's own; "backbone": always
+    # the backbone's own (QuickGELU for OpenAI weights)
+    c.GELU = "upstream"
 
 
 def state_prompts(category: str) -> List[List[str]]:
@@ -177,6 +188,9 @@ class APRILGAN(AnomalyTrainer):
 
     def check_cfg(self, cfg) -> None:
         c = cfg.TRAINER.APRILGAN
+        if c.GELU not in ("upstream", "backbone"):
+            raise ConfigError(f"TRAINER.APRILGAN.GELU must be 'upstream' or 'backbone'; "
+                              f"got {c.GELU!r}")
         if not c.FEATURES_LIST:
             raise ConfigError("TRAINER.APRILGAN.FEATURES_LIST must name at least one block")
         check_number("TRAINER.APRILGAN.AUG_RATE", c.AUG_RATE, 0.0, 1.0)
@@ -197,6 +211,12 @@ class APRILGAN(AnomalyTrainer):
                 raise ConfigError(f"TRAINER.APRILGAN.{key} {list(c[key])} has blocks {bad} that "
                                   f"backbone {cfg.MODEL.BACKBONE.NAME!r} does not have: its "
                                   f"vision encoder has blocks 1..{visual.layers} (1-based)")
+        visual.pos_interpolation = "bicubic_antialias"  # open_clip's resize_pos_embed (AA)
+        if c.GELU == "upstream" and tuple(cfg.INPUT.SIZE) != (visual.input_resolution,) * 2:
+            use_exact_gelu(self.clip)
+            logger.info("APRIL-GAN: exact GELU in both encoders (INPUT.SIZE %s is not the "
+                        "backbone's %d px: upstream's open_clip rebuild, TRAINER.APRILGAN.GELU)",
+                        list(cfg.INPUT.SIZE), visual.input_resolution)
         learner = LinearLayer(visual.width, visual.proj.shape[1], len(c.FEATURES_LIST)).float()
         self.model = APRILGANModel(self.clip, learner, c.FEATURES_LIST).to(self.device)
         logger.info(f"APRIL-GAN: {sum(p.numel() for p in learner.parameters()):,} trainable "
