@@ -74,7 +74,14 @@ def test_interpolation_function_against_f_interpolate():
         torch.testing.assert_close(interpolate_positional_embedding(const, (7, 7), mode),
                                    torch.ones(50, 4))
     assert interpolate_positional_embedding(pos, (4, 4)) is pos
-    with pytest.raises(ValueError, match=re.escape("must be one of ('bilinear', 'bicubic'); got 'area'")):
+    # open_clip's resize_pos_embed: bicubic with antialias=True, another kernel when enlarging too
+    aa = interpolate_positional_embedding(pos, (8, 6), "bicubic_antialias")
+    expected = F.interpolate(grid, size=(8, 6), mode="bicubic", align_corners=False, antialias=True)
+    torch.testing.assert_close(aa[1:], expected[0].permute(1, 2, 0).reshape(48, 8))
+    plain = interpolate_positional_embedding(pos, (8, 6), "bicubic")
+    assert (aa[1:] - plain[1:]).abs().max() > 0.05
+    with pytest.raises(ValueError, match=re.escape("must be one of ('bilinear', 'bicubic', "
+                                                   "'bicubic_antialias'); got 'area'")):
         interpolate_positional_embedding(pos, (8, 8), "area")
 
 

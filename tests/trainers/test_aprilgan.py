@@ -164,6 +164,10 @@ def test_bad_settings_are_named(toy_anomaly_root, anomaly_trainer, tmp_path):
     with pytest.raises(ConfigError, match=r"FEATURES_LIST \[1, 9\] has blocks \[9\].*1..4"):
         anomaly_trainer("APRILGAN", toy_anomaly_root, tmp_path, "toy_visa",
                         "TRAINER.APRILGAN.FEATURES_LIST", "(1, 9)")
+    with pytest.raises(ConfigError, match="TRAINER.APRILGAN.GELU must be 'upstream' or "
+                                          "'backbone'; got 'quick'"):
+        anomaly_trainer("APRILGAN", toy_anomaly_root, tmp_path, "toy_visa",
+                        "TRAINER.APRILGAN.GELU", "quick")
     with pytest.raises(ConfigError, match=r"TRAINER.APRILGAN.AUG_RATE must be a number >= 0.0 "
                                           r"and <= 1.0; got 1.5"):
         anomaly_trainer("APRILGAN", toy_anomaly_root, tmp_path, "toy_visa",
@@ -180,6 +184,10 @@ def test_aug_rate_makes_mosaics_in_the_training_loader_only(toy_anomaly_root, an
     item = train[0]
     assert item["defect"] == "mosaic" and item["img"].shape == (3, 128, 128)
     assert test[0]["defect"] != "mosaic"
+    # the encoder as upstream's open_clip rebuild at another size: exact GELU, antialiased resize
+    blocks = list(trainer.clip.visual.transformer.resblocks) + list(trainer.clip.transformer.resblocks)
+    assert all(type(b.mlp.gelu) is torch.nn.GELU for b in blocks)
+    assert trainer.clip.visual.pos_interpolation == "bicubic_antialias"
 
 
 def test_benchmark_section_runs_at_tiny_shapes(benchmark, capsys):
