@@ -94,14 +94,16 @@ def binary_dice_loss(prob: Tensor, target: Tensor, smooth: float = 1.0) -> Tenso
 
 
 @torch.no_grad()
-def encode_prompt_ensemble(clip_model: CLIP, prompt_sets: Sequence[Sequence[str]]) -> Tensor:
+def encode_prompt_ensemble(clip_model: CLIP, prompt_sets: Sequence[Sequence[str]],
+                           normalize_members: bool = True) -> Tensor:
     """[S, E]: for each of the S prompt lists, the mean of its normalised text features,
-    re-normalised (fp32)."""
+    re-normalised (fp32). ``normalize_members=False`` averages the raw features instead
+    (Accurate-WinCLIP's ``prepare_text_future``)."""
     out = []
     for prompts in prompt_sets:
         tokens = tokenize(list(prompts)).to(clip_model.token_embedding.weight.device)
         feats = clip_model.encode_text(tokens).float()
-        mean = F.normalize(feats, dim=-1).mean(dim=0)
+        mean = (F.normalize(feats, dim=-1) if normalize_members else feats).mean(dim=0)
         out.append(mean / mean.norm())
     return torch.stack(out)
 
