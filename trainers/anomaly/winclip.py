@@ -93,7 +93,7 @@ def window_index(grid: Tuple[int, int], side: int) -> Tensor:
     h, w = grid
     if not 1 <= side <= min(h, w):
         raise ConfigError(f"TRAINER.WINCLIP.SCALES: a window of {side}x{side} patches does not "
-                          f"fit the {h}x{w} patch grid")
+                          f"fit the {h}x{w} patch grid (INPUT.SIZE / patch size)")
     board = torch.arange(h * w, dtype=torch.float64).view(1, 1, h, w)
     return F.unfold(board, side, stride=1)[0].T.round().long()
 
@@ -229,6 +229,9 @@ class WinCLIP(AnomalyTrainer):
         if not self.scales or any(s < 1 for s in self.scales):
             raise ConfigError(f"TRAINER.WINCLIP.SCALES must list window sides in patches "
                               f"(>= 1; upstream (2, 3)); got {tuple(cfg.SCALES)}")
+        size, patch = tuple(self.cfg.INPUT.SIZE), visual.patch_size
+        for side in self.scales:  # refuse a window larger than the patch grid now
+            window_index((size[0] // patch, size[1] // patch), side)
         self.model = self.clip
         with self.precision.autocast():
             self.text = {c: encode_prompt_ensemble(self.clip, state_prompts(c),
