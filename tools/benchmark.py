@@ -68,6 +68,7 @@ machine whose speed drifts.
   python tools/benchmark.py --only sweep --sweep-trainers CoOp --sweep-backbone vit-b16-random \
       --sweep-datasets toy_shapes --sweep-seeds 1 --sweep-shots 2 --sweep-test-images 2 \
       --sweep-modes cold "views filling" views --sweep-opts OPTIM.MAX_EPOCH 4
+  python tools/benchmark.py --only winclip --winclip-layers 12
 """
 import argparse
 import os
@@ -1335,6 +1336,64 @@ def bench_aprilgan(args: argparse.Namespace) -> List[Row]:
         ms, mb = measure(fn, args.reps, device, clip_model)
         rows.append({"section": "aprilgan", "case": case, "shape": shape, "ours ms": round(ms, 1),
                      "memory": memory, "ours MB": mb if mb is not None else "-"})
+    return rows
+
+
+# --------------------------------------------------------------------------- winclip
+def add_winclip_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--winclip-layers", type=int, default=12,
+                        help="winclip: ViT blocks of the random ViT-B-16-plus-240-shaped encoder")
+    parser.add_argument("--winclip-scales", type=int, nargs="+", default=[2, 3],
+                        help="winclip: window sides in patches (upstream 2 3)")
+
+
+@register("winclip", add_winclip_arguments,
+          "WinCLIP evaluation of one 240 px image: windows batched vs one encoder call each")
+def bench_winclip(args: argparse.Namespace) -> List[Row]:
+    import resource
+
+    import torch.nn.functional as F
+
+    from dassl_lite.clip.vit import VisionTransformer
+    if REPO_ROOT not in sys.path:
+        sys.path.insert(0, REPO_ROOT)
+    from trainers.anomaly import winclip as W
+
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    visual = VisionTransformer(240, 16, 896, args.winclip_layers, 14, 640).to(device).eval()
+    image = torch.randn(1, 3, 240, 240, device=device)
+    text = F.normalize(torch.randn(1, 2, 640, device=device), dim=-1)
+    grid, scales = (15, 15), args.winclip_scales
+    indices = [W.window_index(grid, s).to(device) for s in scales]
+
+    def evaluate(encode):
+        tokens = W.embed_tokens(visual, image)
+        x = visual.transformer(tokens)
+        z0 = W.state_probability(visual.project_tokens(x[:, 0]), text, 0.07)
+        inv = 1.0 / z0.double().unsqueeze(1)
+        for feats, idx in zip(encode(visual, tokens, grid, scales), indices):
+            inv = inv + 1.0 / W.harmonic_aggregation(W.state_probability(feats, text, 0.07), idx, 225)
+        return (len(scales) + 1) / inv
+
+    with torch.inference_mode():
+        ref, out = evaluate(W.encode_windows_loop), evaluate(W.encode_windows)
+    diff = (ref - out).abs().max().item()
+    if diff > 1e-5:
+        raise AssertionError(f"winclip: batched and per-window maps differ by {diff:.3g}")
+    rows, n_windows = [], sum(i.shape[0] for i in indices)
+    for case, encode in (("one encoder call per window", W.encode_windows_loop),
+                         ("all windows in one call (packed)", W.encode_windows)):
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        ms = time_ms(lambda: evaluate(encode), args.reps, args.warmup, device)
+        peak = (round(torch.cuda.max_memory_allocated(device) / 2 ** 20) if device.type == "cuda"
+                else round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+        rows.append({"section": "winclip", "case": case,
+                     "shape": f"1x240px, {n_windows} windows {scales}, {args.winclip_layers} blocks",
+                     "ms": round(ms, 1), "peak MB" + (" (CUDA)" if device.type == "cuda"
+                                                      else " (process RSS so far)"): peak,
+                     "max |map diff|": f"{diff:.1e}"})
     return rows
 
 
