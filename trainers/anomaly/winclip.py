@@ -45,14 +45,13 @@ import torch.nn.functional as F
 from torch import Tensor
 from yacs.config import CfgNode as CN
 
-from dassl_lite.clip import CLIP
 from dassl_lite.config import ConfigError, register_config_extender
 from dassl_lite.config.validate import check_number
 from dassl_lite.engine import AnomalyTrainer
 from dassl_lite.engine.anomaly_core import encode_prompt_ensemble
 from dassl_lite.registry import TRAINER_REGISTRY
 
-from ..prompting import load_frozen_clip
+from ..prompting import load_dense_vit
 
 logger = logging.getLogger(__name__)
 
@@ -218,13 +217,9 @@ class WinCLIP(AnomalyTrainer):
     def build_model(self) -> None:
         cfg = self.cfg.TRAINER.WINCLIP
         check_number("TRAINER.WINCLIP.TEMPERATURE", cfg.TEMPERATURE, 1e-6, 100.0)
-        self.clip = load_frozen_clip(self.cfg, self.precision.model_dtype, self.device,
-                                     check_size=False)
+        self.clip = load_dense_vit(self.cfg, self.precision.model_dtype, self.device, "WinCLIP")
         visual = self.clip.visual
-        if not hasattr(visual, "embed"):
-            raise ConfigError(f"WinCLIP needs a ViT backbone (windows of patch tokens); "
-                              f"{self.cfg.MODEL.BACKBONE.NAME!r} is not one")
-        visual.pos_interpolation = cfg.POS_INTERPOLATION or None
+        visual.pos_interpolation = cfg.POS_INTERPOLATION or None  # "": the backbone's size only
         self.scales = [int(s) for s in cfg.SCALES]
         if not self.scales or any(s < 1 for s in self.scales):
             raise ConfigError(f"TRAINER.WINCLIP.SCALES must list window sides in patches "
