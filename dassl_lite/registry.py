@@ -111,6 +111,10 @@ class Registry(Generic[T]):
     def items(self):
         return [(n, self._obj_map[n]) for n in self.names()]
 
+    def in_registration_order(self):
+        """(name, object) pairs in the order they were registered (``items`` is sorted)."""
+        return list(self._obj_map.items())
+
     def __contains__(self, name: object) -> bool:
         return name in self._obj_map
 

@@ -191,6 +191,8 @@ class _ToyAnomaly:
     """Generates the dataset's folder on first use (seed 0, default counts)."""
 
     instructions = "generated automatically on first use under DATASET.ROOT"
+    # what tools/anomaly.py --table (which never generates data) names when the folder is missing
+    build_command = "python tools/make_toy_data.py --root {root} --anomaly"
     dataset_dir_aliases = ()
 
     def prepare(self, root: str) -> None:

@@ -1,11 +1,14 @@
 """Write the toy world's datasets (ToyShapes, ToyTextures, ToySketch) in CoOp's folder layout.
 
     python tools/make_toy_data.py --root DATA [--datasets ToyShapes ...] [--seed 0] [--force]
+    python tools/make_toy_data.py --root DATA --anomaly     (the toy anomaly world instead)
 
 Each dataset goes to DATA/<dataset_dir>/images/<class_folder>/<i>.png plus
 DATA/<dataset_dir>/split_zhou_<Name>.json. Datasets already generated with the same parameters
 are skipped. ``--contact-sheet FILE.png`` also saves a grid of sample images (one row per class,
-a few samples of every domain per row).
+a few samples of every domain per row). ``--anomaly`` writes the toy anomaly world instead:
+DATA/toy_mvtec and DATA/toy_visa as ToyMVTec and ToyVisA read them (seed 0, the default counts;
+they are also generated on first use, but ``tools/anomaly.py --table`` asks for them first).
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # datasets/ is a repo-root package
 
+from datasets.toy_anomaly_world import make_toy_anomaly_world  # noqa: E402
 from datasets.toy_generator import CLASSNAMES, DOMAINS, render  # noqa: E402
 from datasets.toy_world import SplitCounts, make_toy_world  # noqa: E402
 
@@ -35,6 +39,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help=f"images per class in each split (default {d.train} {d.val} {d.test})")
     parser.add_argument("--workers", type=int, default=2, help="processes (default 2)")
     parser.add_argument("--contact-sheet", metavar="PNG", help="also save a grid of samples here")
+    parser.add_argument("--anomaly", action="store_true",
+                        help="write the toy anomaly world (ToyMVTec, ToyVisA) instead")
     return parser.parse_args(argv)
 
 
@@ -64,6 +70,12 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     start = time.perf_counter()
+    if args.anomaly:
+        paths = make_toy_anomaly_world(args.root)
+        for name, path in paths.items():
+            print(f"{name:12s} {path}  {folder_size(path) / 2**20:.1f} MiB")
+        print(f"done in {time.perf_counter() - start:.1f} s")
+        return
     paths = make_toy_world(args.root, args.datasets, seed=args.seed, counts=SplitCounts(*args.counts),
                            force=args.force, workers=args.workers)
     elapsed = time.perf_counter() - start

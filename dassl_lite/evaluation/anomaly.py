@@ -146,6 +146,15 @@ class AnomalyDetection(EvaluatorBase):
                            f"{sorted(self._data)}")
         return list(self._data[category]["scores"])
 
+    def processed(self, category: str) -> Dict[str, List]:
+        """What was processed of ``category``: ``impaths``, ``labels``, ``scores``, ``maps``
+        (resized to the masks and smoothed, as scored) and ``masks`` (bool), in processing
+        order (lists; copies of the lists, the arrays are shared)."""
+        if category not in self._data:
+            raise KeyError(f"no image of category {category!r} was processed; processed: "
+                           f"{sorted(self._data)}")
+        return {k: list(v) for k, v in self._data[category].items()}
+
     def set_image_scores(self, category: str, scores: Sequence[float]) -> None:
         """Replace the image scores of ``category`` (same count and order), e.g. for a method
         that rescales them over all test images of a category (APRIL-GAN's few-shot score)."""

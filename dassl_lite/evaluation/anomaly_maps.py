@@ -61,24 +61,30 @@ def overlay(image: Image.Image, amap: np.ndarray, mask: Optional[np.ndarray] = N
 
 def make_grid(tiles: Sequence[Image.Image], columns: int = 6, tile: int = GRID_TILE,
               captions: Optional[Sequence[Sequence[str]]] = None,
-              value_range: Optional[Tuple[float, float]] = None) -> Image.Image:
+              value_range: Optional[Tuple[float, float]] = None,
+              titles: Optional[Sequence[Sequence[str]]] = None) -> Image.Image:
     """Tiles resized to ``tile`` px (longer side) on a white canvas, ``columns`` per row; with
-    ``captions`` each tile gets its lines of text below it (image, score, ground truth), and
-    with ``value_range`` a colour bar on the right says which map values the colours stand
-    for."""
+    ``captions`` each tile gets its lines of text below it (image, score, ground truth), with
+    ``titles`` each column its lines of text on top, and with ``value_range`` a colour bar on
+    the right says which map values the colours stand for."""
     columns = max(1, min(columns, len(tiles)))
     rows = (len(tiles) + columns - 1) // columns
     font = _font()
     n_lines = max((len(c) for c in captions), default=0) if captions else 0
+    top = max((len(t) for t in titles), default=0) * LINE_HEIGHT if titles else 0
     cell_w, cell_h = tile + GRID_PAD, tile + GRID_PAD + n_lines * LINE_HEIGHT
     bar_w = COLORBAR_WIDTH if value_range is not None else 0
-    canvas = Image.new("RGB", (columns * cell_w + GRID_PAD + bar_w, rows * cell_h + GRID_PAD),
-                       "white")
+    canvas = Image.new("RGB", (columns * cell_w + GRID_PAD + bar_w,
+                               top + rows * cell_h + GRID_PAD), "white")
     draw = ImageDraw.Draw(canvas)
+    for c, lines in enumerate(titles or ()):
+        for k, line in enumerate(lines):
+            draw.text((GRID_PAD + c * cell_w, GRID_PAD + k * LINE_HEIGHT),
+                      _fit(draw, line, font, tile), fill="black", font=font)
     for i, t in enumerate(tiles):
         t = t.copy()
         t.thumbnail((tile, tile))
-        x, y = GRID_PAD + (i % columns) * cell_w, GRID_PAD + (i // columns) * cell_h
+        x, y = GRID_PAD + (i % columns) * cell_w, top + GRID_PAD + (i // columns) * cell_h
         canvas.paste(t, (x, y))
         for k, line in enumerate(captions[i] if captions else ()):
             draw.text((x, y + tile + 1 + k * LINE_HEIGHT), _fit(draw, line, font, tile),

@@ -32,6 +32,9 @@ from .jobs import Job, read_results
 from .plans import RunSpec, check_seeds_and_shots, make_job
 from .resolve import DatasetConfig, resolve_dataset, resolve_trainer_config
 from .runner import InProcessLauncher, Outcome, SubprocessLauncher, run_jobs
+from .anomaly_grid import write_method_grid
+from .anomaly_table import (check_dataset_folders, group_rows, render_table, select_rows,
+                            table_caption, table_lines, table_rows, write_table)
 from .stats import STD_CONVENTION, seed_stat
 from .summary import failed_outcomes, failure_lines, wall_times
 
@@ -46,9 +49,21 @@ def build_parser(repo_root: str) -> argparse.ArgumentParser:
                     "references, several seeded draws); mean ± std over seeds.",
         epilog="Trailing KEY VALUE config options go to every run; they start at the first "
                "KEY.NAME token or after '--'.")
-    p.add_argument("--trainer", nargs="+", required=True, metavar="TRAINER")
-    p.add_argument("--config-file", required=True,
-                   help="trainer YAML path, or a name under configs/trainers/<TRAINER>/ (toy)")
+    p.add_argument("--trainer", nargs="+", metavar="TRAINER", help="required without --table")
+    p.add_argument("--config-file",
+                   help="trainer YAML path, or a name under configs/trainers/<TRAINER>/ (toy); "
+                        "required without --table")
+    p.add_argument("--table", action="store_true",
+                   help="the method table: every row of every registered trainer's TABLE_ROWS "
+                        "(label, config, shots), both directions, one table (default seeds 1 2)")
+    p.add_argument("--methods", nargs="+", default=[], metavar="LABEL_OR_TRAINER",
+                   help="with --table: only these rows (a row label or a trainer name)")
+    p.add_argument("--grid", default="", metavar="PNG",
+                   help="with --table: also write a heatmap grid of the first direction and seed "
+                        "(one column per table line, beside the image and its ground truth)")
+    p.add_argument("--grid-images", type=int, default=2, metavar="N",
+                   help="with --grid: anomalous test images per category (plus one normal; "
+                        "the first by file path; default 2)")
     p.add_argument("--train-dataset", default="toy_mvtec",
                    help="dataset A whose test split trains (config stem, name or path; "
                         "default toy_mvtec)")
@@ -58,7 +73,8 @@ def build_parser(repo_root: str) -> argparse.ArgumentParser:
                    help="only A -> B (default: also each B -> A)")
     p.add_argument("--shots", type=int, nargs="*", default=[],
                    help="few-shot k values (e.g. 1 2 4); none: zero-shot only")
-    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="default 1 2 3")
+    p.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="default 1 2 3 (--table: 1 2)")
     p.add_argument("--root", default=os.environ.get("DATA", ""), help="default $DATA")
     p.add_argument("--output-root", default="output", help="default ./output")
     p.add_argument("--import", dest="imports", action="append", default=[],
@@ -174,9 +190,36 @@ def write_anomaly_summary(summary: Dict, stem: str) -> List[str]:
     return [stem + ".json", stem + ".csv"]
 
 
+def _check_flags(args) -> None:
+    """The flags of the chosen mode (a protocol run or ``--table``), seeds defaulted."""
+    if args.table:
+        given = [f for f, v in (("--trainer", args.trainer), ("--config-file", args.config_file),
+                                ("--shots", args.shots)) if v]
+        if given:
+            raise DasslLiteError(f"--table takes methods, configs and shots from the trainers' "
+                                 f"TABLE_ROWS; drop {' and '.join(given)} (use --methods to "
+                                 f"choose rows)")
+        if args.grid_images < 1:
+            raise DasslLiteError(f"--grid-images must be >= 1; got {args.grid_images}")
+        if args.seeds is None:
+            args.seeds = [1, 2]
+        return
+    extra = [f for f, v in (("--methods", args.methods), ("--grid", args.grid)) if v]
+    if extra:
+        raise DasslLiteError(f"{' and '.join(extra)} only go with --table")
+    if not args.trainer or not args.config_file:
+        raise DasslLiteError("--trainer and --config-file are required (or --table for the "
+                             "method table)")
+    if args.seeds is None:
+        args.seeds = [1, 2, 3]
+
+
 def _plan(args, opts):
+    """(pairs, [(spec, few-shot k values, jobs, (trainer, config as given))], table rows or
+    None)."""
     for module in args.imports:
         import_user_module(module)
+    _check_flags(args)
     if not args.root:
         raise DasslLiteError("No dataset root: pass --root DIR or set the DATA environment "
                              "variable")
@@ -188,11 +231,21 @@ def _plan(args, opts):
     pairs = directions(resolve_dataset(args.train_dataset, dataset_dir),
                        [resolve_dataset(t, dataset_dir) for t in args.test_datasets], args.one_way)
     trainer_dir = os.path.join(args.configs_dir, "trainers")
-    specs = [RunSpec(t, resolve_trainer_config(args.config_file, t, trainer_dir), args.root,
-                     args.output_root, list(args.imports), opts) for t in args.trainer]
+    rows = None
+    if args.table:
+        rows = select_rows(table_rows(), args.methods)
+        check_dataset_folders(args.root, list({d.label: d for p in pairs for d in p}.values()))
+        groups = group_rows(rows)
+    else:
+        groups = [(t, args.config_file, list(args.shots)) for t in args.trainer]
     threshold = "" if threshold is None else str(threshold)
-    return pairs, [(spec, plan_anomaly(spec, pairs, args.seeds, args.shots, threshold))
-                   for spec in specs]
+    plans = []
+    for trainer, config, shots in groups:
+        spec = RunSpec(trainer, resolve_trainer_config(config, trainer, trainer_dir), args.root,
+                       args.output_root, list(args.imports), opts)
+        plans.append((spec, shots, plan_anomaly(spec, pairs, args.seeds, shots, threshold),
+                      (trainer, config)))
+    return pairs, plans, rows
 
 
 def main(argv: Optional[Sequence[str]] = None, repo_root: str = ".") -> int:
@@ -204,27 +257,40 @@ def main(argv: Optional[Sequence[str]] = None, repo_root: str = ".") -> int:
     args = build_parser(repo_root).parse_args(flags)
     _setup_console()
     try:
-        pairs, plans = _plan(args, opts)
+        pairs, plans, rows = _plan(args, opts)
     except DasslLiteError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     launcher = (InProcessLauncher() if args.launcher == "inprocess" else
                 SubprocessLauncher(os.path.join(repo_root, "tools", "train.py"), echo=args.verbose))
     try:
-        outcomes = run_jobs([j for _, jobs in plans for j in jobs], launcher, args.dry_run)
+        outcomes = run_jobs([j for _, _, jobs, _ in plans for j in jobs], launcher,
+                            args.dry_run)
     except KeyboardInterrupt:
         print("\nInterrupted. Run the same command again to resume.", file=sys.stderr)
         return 130
     if args.dry_run:
         return 0
-    for spec, _ in plans:
-        mine = [o for o in outcomes if o.job.trainer == spec.trainer]
-        summary = summarize_anomaly(spec, pairs, args.seeds, args.shots, mine)
+    runs = {}
+    for spec, shots, jobs, key in plans:
+        ids = {id(j) for j in jobs}
+        mine = [o for o in outcomes if id(o.job) in ids]
+        summary = summarize_anomaly(spec, pairs, args.seeds, shots, mine)
+        runs[key] = (summary, mine)
         stem = run_dir(spec, f"summary_{spec.trainer}_{spec.cfg_label}")
-        print(f"Summary written to {' and '.join(write_anomaly_summary(summary, stem))}")
-        print(f"\n{spec.trainer} ({spec.cfg_label}), seeds {' '.join(map(str, args.seeds))}: "
-              f"percent, macro over categories, mean ± population std over seeds\n"
-              + anomaly_table(summary, args.table_format))
+        written = write_anomaly_summary(summary, stem)
+        if rows is None:
+            print(f"Summary written to {' and '.join(written)}")
+            print(f"\n{spec.trainer} ({spec.cfg_label}), seeds {' '.join(map(str, args.seeds))}: "
+                  f"percent, macro over categories, mean ± population std over seeds\n"
+                  + anomaly_table(summary, args.table_format))
+    lines = [] if rows is None else table_lines(rows, runs, pairs)
+    if rows is not None:
+        stem = os.path.join(args.output_root, "anomaly", "table")
+        failed = [{"job": o.job.name, "output_dir": o.job.output_dir, "state": o.state}
+                  for o in outcomes if not o.ok]
+        print(f"Table written to {', '.join(write_table(lines, pairs, args.seeds, failed, stem))}")
+        print(f"\n{table_caption(args.seeds)}\n" + render_table(lines, pairs, args.table_format))
     for line in undefined_notes(outcomes):
         print(line)
     decided = [o.job.output_dir for o in outcomes if o.ok and o.job.is_eval]
@@ -234,6 +300,18 @@ def main(argv: Optional[Sequence[str]] = None, repo_root: str = ".") -> int:
     failed = failed_outcomes(outcomes)
     for line in failure_lines(failed):
         print(line)
+    if args.grid and failed:
+        print(f"No heatmap grid written to {args.grid}: some runs failed (see above)")
+    elif args.grid:
+        columns = [(ln["label"], ln["shots"], jobs) for ln in lines
+                   for _, _, jobs, key in plans if key == (ln["trainer"], ln["config_key"])]
+        try:
+            path = write_method_grid(args.grid, columns, pairs[0], args.seeds[0],
+                                     args.grid_images)
+        except DasslLiteError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        print(f"Heatmap grid written to {path}")
     return 1 if failed else 0
 
 

@@ -89,6 +89,8 @@ class AFCLIP(AnomalyTrainer):
 
     precision_key = "TRAINER.AFCLIP.PREC"
     model_name = "AFCLIPLearner"
+    # rows of tools/anomaly.py --table: (label, config under configs/trainers/AFCLIP/, shots)
+    TABLE_ROWS = (("AF-CLIP zero-shot", "toy", (0,)), ("AF-CLIP few-shot", "toy", (1,)))
 
     def check_cfg(self, cfg) -> None:
         c = cfg.TRAINER.AFCLIP

@@ -185,6 +185,8 @@ class APRILGAN(AnomalyTrainer):
 
     precision_key = "TRAINER.APRILGAN.PREC"
     model_name = "LinearLayer"
+    # rows of tools/anomaly.py --table: (label, config under configs/trainers/APRILGAN/, shots)
+    TABLE_ROWS = (("APRILGAN zero-shot", "toy", (0,)), ("APRILGAN few-shot", "toy", (1,)))
 
     def check_cfg(self, cfg) -> None:
         c = cfg.TRAINER.APRILGAN

@@ -81,6 +81,8 @@ class ZeroshotAD(AnomalyTrainer):
     """Training-free anomaly maps from CLIP patch tokens vs state prompts (module docstring)."""
 
     precision_key = "TRAINER.ZSAD.PREC"
+    # rows of tools/anomaly.py --table: (label, config under configs/trainers/ZeroshotAD/, shots)
+    TABLE_ROWS = (("ZeroshotAD zero-shot", "toy", (0,)), ("ZeroshotAD few-shot", "toy", (1,)))
 
     def build_model(self) -> None:
         cfg = self.cfg.TRAINER.ZSAD
