@@ -11,6 +11,12 @@ output/anomaly/train/<A>/<TRAINER>/<cfg>/seed<S>, evaluate on every category of 
 output/anomaly/<A>_to_<B>/<TRAINER>/<cfg>/shots_<k>/seed<S> (k = 0: zero-shot; k > 0: k normal
 reference images per category drawn with the seed). Finished runs are skipped, unfinished ones
 resumed. Summary: output/anomaly/summary_<TRAINER>_<cfg>.json/.csv and a table.
+
+    python tools/anomaly.py --table --root DATA --seeds 1 2 --grid anomaly_grid.png
+
+The method table: every row of every registered trainer's TABLE_ROWS (label, config, shots),
+ToyMVTec -> ToyVisA and back, one table (output/anomaly/table.json/.csv/.md); --methods keeps
+some rows; --grid draws one heatmap column per table line on the same test images.
 """
 import os
 import sys

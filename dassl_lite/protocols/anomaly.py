@@ -13,6 +13,10 @@ are skipped and unfinished ones resumed as in the other protocols. Layout::
 
 The summary holds, per direction and k, the mean +- population std over seeds of every metric
 (``image_auroc`` ... ``pixel_aupro``, percent, macro over categories).
+
+``--table``: the same plans for every row of every registered trainer's ``TABLE_ROWS`` and one
+table of them (:mod:`.anomaly_table`, ``<out>/anomaly/table.json/.csv/.md``); ``--grid`` adds
+the heatmap grid (:mod:`.anomaly_grid`).
 """
 from __future__ import annotations
 
@@ -27,14 +31,14 @@ from ..evaluation.anomaly import METRIC_KEYS, undefined_messages
 from ..evaluation.anomaly_threshold import parse_threshold
 from ..utils.io import atomic_write_json, atomic_write_text
 from . import report
+from .anomaly_grid import write_method_grid
+from .anomaly_table import (check_dataset_folders, group_rows, render_table, select_rows,
+                            table_caption, table_lines, table_rows, write_table)
 from .cli import _setup_console, split_opts
 from .jobs import Job, read_results
 from .plans import RunSpec, check_seeds_and_shots, make_job
 from .resolve import DatasetConfig, resolve_dataset, resolve_trainer_config
 from .runner import InProcessLauncher, Outcome, SubprocessLauncher, run_jobs
-from .anomaly_grid import write_method_grid
-from .anomaly_table import (check_dataset_folders, group_rows, render_table, select_rows,
-                            table_caption, table_lines, table_rows, write_table)
 from .stats import STD_CONVENTION, seed_stat
 from .summary import failed_outcomes, failure_lines, wall_times
 
