@@ -125,19 +125,24 @@ def score_images(trainer):
 
     trainer.set_model_mode("eval")
     paths, scores, maps = [], [], []
-    with torch.no_grad():
-        for batch in trainer.test_loader:
-            images = batch["img"].to(trainer.device)
-            trainer.batch_categories = list(batch["category"])
-            with trainer.precision.autocast():
-                out = trainer.model_inference(images)
-            amap = out["anomaly_map"].float()
-            amap = amap[:, None] if amap.dim() == 3 else amap
-            amap = F.interpolate(amap, size=images.shape[-2:], mode="bilinear",
-                                 align_corners=False)[:, 0].cpu().numpy()
-            maps.append(smooth_maps(amap, trainer.cfg.TEST.ANOMALY.MAP_SIGMA))
-            scores += out["image_score"].float().cpu().tolist()
-            paths += list(batch["impath"])
+    # as trainer.test() does: e.g. few-shot memory banks and cached text features are built here
+    trainer.before_test()
+    try:
+        with torch.no_grad():
+            for batch in trainer.test_loader:
+                images = batch["img"].to(trainer.device)
+                trainer.batch_categories = list(batch["category"])
+                with trainer.precision.autocast():
+                    out = trainer.model_inference(images)
+                amap = out["anomaly_map"].float()
+                amap = amap[:, None] if amap.dim() == 3 else amap
+                amap = F.interpolate(amap, size=images.shape[-2:], mode="bilinear",
+                                     align_corners=False)[:, 0].cpu().numpy()
+                maps.append(smooth_maps(amap, trainer.cfg.TEST.ANOMALY.MAP_SIGMA))
+                scores += out["image_score"].float().cpu().tolist()
+                paths += list(batch["impath"])
+    finally:
+        trainer.after_test()
     return paths, scores, np.concatenate(maps)
 
 

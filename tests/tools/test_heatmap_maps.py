@@ -37,3 +37,44 @@ def test_save_maps_writes_the_maps_behind_the_overlays(toy_anomaly_root, tmp_pat
     without = tmp_path / "plain"
     assert main([*args, "--output", str(without)]) == 0
     assert not list(without.glob("*.npy"))  # raw maps only on request
+
+
+def test_score_images_runs_the_trainers_test_hooks_around_inference():
+    """APRIL-GAN / AF-CLIP build their few-shot memory banks in before_test: without it the
+    heatmaps silently showed the zero-shot maps."""
+    import contextlib
+    import types
+
+    import torch
+
+    from tools.anomaly_heatmap import score_images
+
+    calls = []
+
+    class Trainer:
+        device = torch.device("cpu")
+        precision = types.SimpleNamespace(autocast=contextlib.nullcontext)
+        cfg = types.SimpleNamespace(TEST=types.SimpleNamespace(
+            ANOMALY=types.SimpleNamespace(MAP_SIGMA=0)))
+        test_loader = [{"img": torch.zeros(2, 3, 8, 8), "category": ["a", "a"],
+                        "impath": ["x.png", "y.png"]}]
+
+        def set_model_mode(self, mode):
+            calls.append(mode)
+
+        def before_test(self):
+            calls.append("before")
+
+        def after_test(self):
+            calls.append("after")
+
+        def model_inference(self, images):
+            calls.append("infer")
+            if "before" not in calls:
+                raise AssertionError("inference before before_test")
+            return {"anomaly_map": torch.rand(2, 4, 4), "image_score": torch.tensor([0.1, 0.9])}
+
+    paths, scores, maps = score_images(Trainer())
+    assert calls == ["eval", "before", "infer", "after"]
+    assert paths == ["x.png", "y.png"] and maps.shape == (2, 8, 8)
+    assert scores == pytest.approx([0.1, 0.9])
