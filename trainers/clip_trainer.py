@@ -3,7 +3,7 @@ CLIP prompt-learning trainer shares. A method implements :meth:`build_prompted_c
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -64,7 +64,7 @@ class ClipPromptTrainer(TrainerX):
         self.model = self.build_prompted_clip(clip_model, self.dm.dataset.classnames).to(self.device)
         learner = self.trainable_module()
         self.freeze_all_but(learner)
-        self.optim = build_optimizer(learner, cfg.OPTIM)
+        self.optim = build_optimizer(learner, cfg.OPTIM, self.param_groups(learner))
         self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
         self.register_model(self.model_name, learner, self.optim, self.sched)
         if cfg.MODEL.INIT_WEIGHTS:
@@ -98,6 +98,10 @@ class ClipPromptTrainer(TrainerX):
     def trainable_module(self) -> nn.Module:
         """The module that is trained and checkpointed (default: ``model.prompt_learner``)."""
         return self.model.prompt_learner
+
+    def param_groups(self, learner: nn.Module) -> Optional[List[Dict[str, Any]]]:
+        """Optimizer param groups of ``learner``; None: Dassl's (``OPTIM.STAGED_LR`` or one)."""
+        return None
 
     def freeze_all_but(self, learner: nn.Module) -> None:
         """Freeze every parameter outside ``learner``; keep ``learner``'s trainables in fp32."""

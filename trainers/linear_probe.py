@@ -38,7 +38,8 @@ logger = logging.getLogger(__name__)
 @register_config_extender("LinearProbeCLIP")
 def add_linear_probe_config(cfg: CN) -> None:
     """``TRAINER.LINEAR_PROBE``: lpclip's search settings."""
-    cfg.TRAINER.LINEAR_PROBE = CN()
+    if "LINEAR_PROBE" not in cfg.TRAINER:  # DePT keeps its head's keys here too (upstream's)
+        cfg.TRAINER.LINEAR_PROBE = CN()
     cfg.TRAINER.LINEAR_PROBE.C_INIT = [1e6, 1e4, 1e2, 1.0, 1e-2, 1e-4, 1e-6]  # first C values
     cfg.TRAINER.LINEAR_PROBE.NUM_STEP = 8  # refinement rounds (lpclip --num_step)
     cfg.TRAINER.LINEAR_PROBE.MAX_ITER = 1000  # lbfgs iterations per fit

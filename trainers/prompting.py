@@ -15,7 +15,8 @@ Token sequences are cut after the longest EOT position of the class prompts when
 from __future__ import annotations
 
 import logging
-from typing import List, Optional, Sequence, Tuple
+from contextlib import contextmanager
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -245,6 +246,17 @@ class PromptLearner(nn.Module):
         return self.construct_prompts(ctx)
 
 
+@contextmanager
+def unnormalised(model: "PromptedCLIP") -> Iterator[None]:
+    """Within it, ``model``'s image and text encoders return features before the L2
+    normalisation (DePT's head reads them)."""
+    model.normalise = False
+    try:
+        yield
+    finally:
+        model.normalise = True
+
+
 class PromptedCLIP(nn.Module):
     """A frozen CLIP and the method's learned parts; ``forward(images)`` gives logits.
 
@@ -257,6 +269,7 @@ class PromptedCLIP(nn.Module):
         super().__init__()
         self.clip = clip_model
         self.register_buffer("text_cache", None, persistent=False)
+        self.normalise = True  # False inside unnormalised(): encoders return raw features
 
     @property
     def dtype(self) -> torch.dtype:
@@ -266,7 +279,7 @@ class PromptedCLIP(nn.Module):
         """Normalised image features [B, E]; ``prompts`` go to ``clip.visual`` (ViT prompts)."""
         IMAGES_ENCODED.count += images.shape[0]
         features = self.clip.visual(images, **prompts)
-        return features / features.norm(dim=-1, keepdim=True)
+        return features / features.norm(dim=-1, keepdim=True) if self.normalise else features
 
     def image_features(self, x: Tensor) -> Tensor:
         """Normalised image features of images [B, 3, H, W], or ``x`` itself when it already is
@@ -289,7 +302,7 @@ class PromptedCLIP(nn.Module):
             out.append(self.clip.encode_text_embeddings(prompts[start:stop], eot_idx[start:stop],
                                                         deep, group_size=group_size))
         features = torch.cat(out) if len(out) > 1 else out[0]
-        return features / features.norm(dim=-1, keepdim=True)
+        return features / features.norm(dim=-1, keepdim=True) if self.normalise else features
 
     def logits(self, image_features: Tensor, text_features: Tensor) -> Tensor:
         """``logit_scale * cos``: text [C, E] shared by the batch, or [B, C, E] per image."""

@@ -6,6 +6,7 @@ from .merge import (
     get_cfg_default,
     merge_from_file,
     merge_from_list,
+    register_bool_spelling,
     register_config_extender,
 )
 
@@ -15,5 +16,6 @@ __all__ = [
     "get_cfg_default",
     "merge_from_file",
     "merge_from_list",
+    "register_bool_spelling",
     "register_config_extender",
 ]

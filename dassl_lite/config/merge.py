@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 from yacs.config import CfgNode as CN
@@ -37,6 +37,29 @@ def register_config_extender(name: Optional[str] = None) -> Callable:
         return fn
 
     return deco
+
+
+# String keys whose upstream YAMLs also write a boolean: key -> (value for True, for False).
+_BOOL_SPELLINGS: Dict[str, Tuple[str, str]] = {}
+
+
+def register_bool_spelling(key: str, true_value: str, false_value: str = "") -> None:
+    """Let the string key ``key`` (dotted) take upstream's boolean in YAML files and options:
+    ``True`` merges as ``true_value``, ``False`` as ``false_value`` (ProGrad's YAMLs write
+    ``TRAINER.COOP.CTX_INIT: True`` where CoOp's key holds words)."""
+    _BOOL_SPELLINGS[key] = (true_value, false_value)
+
+
+def _spell_bools(updates: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in updates.items():
+        full = f"{prefix}{k}"
+        if isinstance(v, dict):
+            v = _spell_bools(v, full + ".")
+        elif isinstance(v, bool) and full in _BOOL_SPELLINGS:
+            v = _BOOL_SPELLINGS[full][0 if v else 1]
+        out[k] = v
+    return out
 
 
 def apply_config_extenders(cfg: CN) -> CN:
@@ -118,7 +141,7 @@ def merge_from_file(cfg: CN, path: str) -> CN:
         raise ConfigError(f"Config file {path!r} must hold a mapping; got {type(data).__name__}")
     _check_keys(cfg, cfg, data, f"config file {path!r}")
     _false_as_empty_string(cfg, data)
-    _merge(cfg, type(cfg)(data), f"config file {path!r}")
+    _merge(cfg, type(cfg)(_spell_bools(data)), f"config file {path!r}")
     return cfg
 
 
@@ -135,6 +158,9 @@ def merge_from_list(cfg: CN, opts: Sequence[str], source: str = "command-line op
             if not isinstance(node, CN) or part not in node:
                 raise _unknown_key_error(key, cfg, source)
             node = node[part]
+    for i in range(1, len(opts), 2):
+        if opts[i - 1] in _BOOL_SPELLINGS and str(opts[i]).strip() in ("True", "False"):
+            opts[i] = repr(_BOOL_SPELLINGS[opts[i - 1]][0 if opts[i].strip() == "True" else 1])
     try:
         cfg.merge_from_list(opts)
     except (ValueError, KeyError, AssertionError) as e:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import OrderedDict
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -15,6 +15,7 @@ from .checkpoint import (
     BEST_FILE, EPOCH_FILE, CheckpointError, epoch_file, latest_checkpoint, load_checkpoint,
     resume_checkpoint, save_checkpoint, trainable_state_dict,
 )
+from .distributed import is_distributed
 from .interrupt import check_interrupt
 
 logger = logging.getLogger(__name__)
@@ -113,6 +114,48 @@ class TrainerBase:
         """Zero grads, backpropagate ``loss`` (scaled under amp), step the optimizers."""
         self.model_zero_grad(names)
         self.model_backward(loss)
+        self.model_update(names)
+
+    def combine_gradients(self, grads: Mapping[str, List[Optional[torch.Tensor]]],
+                          params: List[nn.Parameter]) -> List[Optional[torch.Tensor]]:
+        """The gradient each of ``params`` steps with, from the gradient of every loss given to
+        :meth:`model_backward_each_and_update` (``grads[loss name][i]`` belongs to
+        ``params[i]``; None where that loss does not reach it). Default: their sum, as one
+        backward pass of the summed losses. Override for gradient surgery (ProGrad). Under amp
+        every gradient carries the same loss scale, so a rule must satisfy
+        ``f(s * g) = s * f(g)`` for s > 0 (a projection does)."""
+        combined: List[Optional[torch.Tensor]] = []
+        for per_param in zip(*grads.values()):
+            present = [g for g in per_param if g is not None]
+            combined.append(sum(present[1:], present[0]) if present else None)
+        return combined
+
+    def model_backward_each_and_update(self, losses: Mapping[str, torch.Tensor],
+                                       names=None) -> None:
+        """Backpropagate each of ``losses`` on its own, in order, keeping every loss's gradient
+        of the trainable parameters of the registered models ``names``; set each parameter's
+        gradient to :meth:`combine_gradients` of them and step the optimizers. One forward
+        pass, one backward pass per loss (the graph is kept until the last)."""
+        if not losses:
+            raise DasslLiteError("model_backward_each_and_update needs at least one loss")
+        if is_distributed() and len(losses) > 1:
+            raise DasslLiteError(
+                f"{type(self).__name__} backpropagates {len(losses)} losses per step, which "
+                f"DistributedDataParallel does not support; run it in one process")
+        self.model_zero_grad(names)
+        params = [p for n in self.get_model_names(names)
+                  for p in self._models[n].parameters() if p.requires_grad]
+        grads: Dict[str, List[Optional[torch.Tensor]]] = {}
+        last = len(losses) - 1
+        for i, (key, loss) in enumerate(losses.items()):
+            self.check_loss(loss)
+            scaled = self.scaler.scale(loss) if self.scaler is not None else loss
+            scaled.backward(retain_graph=i < last)
+            grads[key] = [p.grad for p in params]
+            for p in params:  # the next loss's gradient starts from zero
+                p.grad = None
+        for p, g in zip(params, self.combine_gradients(grads, params)):
+            p.grad = g
         self.model_update(names)
 
     def update_lr(self, names=None) -> None:
