@@ -37,6 +37,14 @@ Upstream trains the head in fp16 under ``PREC fp16``; here the head's weights st
 and its input features are cast to float32 (as every trainable tensor here). Training on
 SUBSAMPLE_CLASSES "all" outside ImageNet is refused with a message (upstream fails an assert).
 ImageNet-A/R class clipping of the head (upstream ``load_model``) is not ported.
+
+Checked against upstream's code (fp32, CPU, identical weights, class names, images and config;
+ToyCLIP and a 2-layer ViT-B/16-shaped CLIP): the base and head logits, the fused evaluation
+logits, ``ce``, ``ce_lp``, ``loss`` and the gradients of every trainable tensor agree to 4e-6, a
+20-step SGD curve to 1e-6, and an upstream-written ``PromptLearner`` file (the whole model) loads
+to the same logits. Over MaPLe this needs upstream's ``.half()`` casts of the prompts patched to
+the run's dtype: in an fp32 run upstream rounds MaPLe's prompts to fp16 (logits then differ by
+up to 2e-4 at logit scale 100).
 """
 from __future__ import annotations
 

@@ -33,6 +33,12 @@ Deliberate deviations (the numbers otherwise agree to float32 rounding):
 - ``PREC amp`` trains (upstream's amp branch passes a tuple to the grad scaler and fails); the
   projection is scale-invariant, so scaled gradients project alike.
 - The loss is checked for NaN/inf per term, as every trainer here.
+
+Checked against upstream's code (fp32, CPU, identical ToyCLIP weights, class names, images and
+config; upstream patched only to read these weights and to know the toy datasets' prompt):
+logits, zero-shot logits, both loss terms and the projected gradient agree to 7e-6, a 20-step
+SGD curve (18 of 20 steps projected) to 2e-6, and an upstream-written ``prompt_learner`` file
+loads to the same logits (3e-6).
 """
 from __future__ import annotations
 
