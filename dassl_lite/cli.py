@@ -109,7 +109,9 @@ def resolve_config_files(args) -> List[str]:
     for attr, flag in (("dataset_config_file", "--dataset-config-file"),
                        ("config_file", "--config-file")):
         if getattr(args, attr, ""):
-            path, notice = find_config(getattr(args, attr), flag)
+            trainer = getattr(args, "trainer", "") if attr == "config_file" else ""
+            path, notice = find_config(getattr(args, attr), flag,
+                                       trainer if isinstance(trainer, str) else "")
             setattr(args, attr, path)
             notices += [notice] if notice else []
     return notices

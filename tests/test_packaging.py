@@ -137,12 +137,14 @@ def test_console_commands_from_an_empty_directory(installed, small_toy_root, tmp
 
 
 def builtin_trainers():
-    """The trainers the checkout's trainers/ registers (not the tests' plug-ins), sorted."""
+    """The trainers the checkout's trainers/ registers (not the tests' plug-ins), in the
+    registry's listing order (case-insensitive)."""
     import trainers  # noqa: F401
     from dassl_lite.registry import TRAINER_REGISTRY
 
-    return sorted(n for n, cls in TRAINER_REGISTRY.items()
-                  if cls.__module__.startswith(("trainers.", "dassl_lite.")))
+    return sorted((n for n, cls in TRAINER_REGISTRY.items()
+                   if cls.__module__.startswith(("trainers.", "dassl_lite."))),
+                  key=lambda n: (n.lower(), n))
 
 
 def test_two_import_paths_are_one_module():

@@ -84,12 +84,14 @@ def _bundled_part(path: str) -> Optional[str]:
     return "/".join(parts) if parts and ".." not in parts else None
 
 
-def nearest_bundled(path: str, n: int = 5) -> List[str]:
+def nearest_bundled(path: str, n: int = 5, trainer: str = "") -> List[str]:
     """Up to ``n`` bundled ``configs/...`` names whose file names are closest to ``path``'s,
-    those in the folder ``path`` names (``datasets``, ``trainers/CoOp``) first."""
+    those in the folder ``path`` names (``datasets``, ``trainers/CoOp``) first, else those of
+    ``trainer`` (the run's ``--trainer``) first."""
     names = bundled_configs()
     part = _bundled_part(path) or os.path.basename(path)
     folder, _, stem = part.rpartition("/")
+    folder = folder or (f"trainers/{trainer}" if trainer else "")
     stem = os.path.splitext(stem)[0]
     stems = {m: os.path.splitext(m.rsplit("/", 1)[-1])[0] for m in names}
     close = difflib.get_close_matches(stem, sorted(set(stems.values())), n=len(stems), cutoff=0.6)
@@ -100,10 +102,12 @@ def nearest_bundled(path: str, n: int = 5) -> List[str]:
     return near[:n]
 
 
-def find_config(path: str, flag: str = "--config-file") -> Tuple[str, Optional[str]]:
+def find_config(path: str, flag: str = "--config-file",
+                trainer: str = "") -> Tuple[str, Optional[str]]:
     """``(path to read, notice)``: ``path`` itself when it is a file (notice None); else the
     bundled file it names, with the notice saying so; else a ConfigError naming ``flag``, the
-    folder it was looked for in and the nearest bundled names."""
+    folder it was looked for in and the nearest bundled names (``trainer``'s first when the path
+    names no folder)."""
     if os.path.isfile(path):
         return path, None
     part, root = _bundled_part(path), bundled_root()
@@ -112,7 +116,7 @@ def find_config(path: str, flag: str = "--config-file") -> Tuple[str, Optional[s
         return bundled, (f"{flag} {path}: not in {os.getcwd()}; using the bundled config "
                          f"{bundled}")
     where = "" if os.path.isabs(path) else f" (relative to {os.getcwd()})"
-    near = nearest_bundled(path)
+    near = nearest_bundled(path, trainer=trainer)
     hint = (f"nearest bundled configs: {', '.join(near)}" if near
             else "no bundled config has a similar name")
     raise ConfigError(f"{flag} {path} does not exist{where}; {hint} (all of them: "
