@@ -130,7 +130,7 @@ class AdaCLIP(AnomalyTrainer):
                                  c.PROMPTING_BRANCH, c.PROMPTING_TYPE).float()
         self.model = AdaCLIPModel(self.clip, learner, layers, c.USE_HSF,
                                   c.K_CLUSTERS).to(self.device)
-        logger.info(f"AdaCLIP: {sum(p.numel() for p in learner.parameters()):,} trainable values, "
+        logger.info(f"AdaCLIP: {sum(p.numel() for p in learner.parameters() if p.requires_grad):,} trainable values, "
                     f"blocks {list(layers)}, prompts {c.PROMPTING_BRANCH or '-'}/"
                     f"{c.PROMPTING_TYPE or '-'} depth {c.PROMPTING_DEPTH} length "
                     f"{c.PROMPTING_LENGTH}, HSF {'K=%d' % c.K_CLUSTERS if c.USE_HSF else 'off'}")

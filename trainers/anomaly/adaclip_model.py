@@ -19,7 +19,7 @@ input of layers 1..depth-1 these last ``length`` tokens are replaced by that lay
 (no positional embedding, no ``ln_pre``); deeper layers keep them. Output tokens drop them.
 Text encoder: layer 0 sees the sentence unchanged; at the input of layers 1..depth-1 positions
 ``1 .. length`` (after SOT) are replaced by that layer's prompts. So the layer-0 static text
-prompt exists but is never used (as upstream).
+prompt exists but is never used (as upstream); it is frozen here.
 
 Text: per image and state, the prompt ensemble of its category (7 normal / 5 abnormal state
 words x 4 templates) through the prompted text encoder: mean of the normalised features,
@@ -107,6 +107,11 @@ class AdaCLIPLearner(nn.Module):
         self.branch, self.prompting_type = branch, prompting_type
         static = "S" in prompting_type
         self.text_prompter = StaticPrompts(text_width, length, depth, static and "L" in branch)
+        if static and "L" in branch:
+            # the text encoder's layer 0 sees the sentence unchanged, so upstream's layer-0 text
+            # prompt never gets a gradient: kept (released files hold it) but frozen, so it is
+            # not counted, optimised or saved as trainable
+            self.text_prompter.static_prompts[0].requires_grad_(False)
         self.visual_prompter = StaticPrompts(vision_width, length, depth,
                                              static and "V" in branch)
         self.patch_token_layer = ProjectLayer(vision_width, embed_dim, n_layers)
@@ -178,7 +183,7 @@ class AdaCLIPModel(nn.Module):
         if "D" not in self.learner.prompting_type:
             return None, None
         with torch.no_grad():
-            feat = self.clip.visual.forward_features(images, ()).pooled
+            feat = self.clip.visual.forward_features(images, ()).pooled.float()
         return (self.learner.dynamic_visual_prompt_generator.stacked(feat),
                 self.learner.dynamic_text_prompt_generator.stacked(feat))
 
