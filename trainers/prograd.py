@@ -66,24 +66,15 @@ DATASET_TEMPLATE = "<dataset template>"
 register_bool_spelling("TRAINER.COOP.CTX_INIT", DATASET_TEMPLATE, "")
 
 # Upstream ProGrad's hand-written prompts (``trainers/prograd.py``, CUSTOM_TEMPLATES): the
-# zero-shot teacher and, with CTX_INIT True, the initial context. Other datasets: CoOp's.
+# zero-shot teacher and, with CTX_INIT True, the initial context; only those that differ from
+# CoOp's (EuroSAT, StanfordCars, SUN397, Caltech101, UCF101, ImageNet*: the same). Others: CoOp's.
 PROGRAD_TEMPLATES = {
     "OxfordPets": "a type of pet, a photo of a {}.",
     "OxfordFlowers": "a type of flower, a photo of a {}.",
     "FGVCAircraft": "a type of aircraft, a photo of a {}.",
     "DescribableTextures": "a texture of {}.",
     "DTD": "a texture of {}.",
-    "EuroSAT": "a centered satellite photo of {}.",
-    "StanfordCars": "a photo of a {}.",
     "Food101": "a type of food, a photo of {}.",
-    "SUN397": "a photo of a {}.",
-    "Caltech101": "a photo of a {}.",
-    "UCF101": "a photo of a person doing {}.",
-    "ImageNet": "a photo of a {}.",
-    "ImageNetSketch": "a photo of a {}.",
-    "ImageNetV2": "a photo of a {}.",
-    "ImageNetA": "a photo of a {}.",
-    "ImageNetR": "a photo of a {}.",
 }
 
 
