@@ -213,3 +213,25 @@ def test_bad_settings_are_named(toy_anomaly_root, anomaly_trainer, tmp_path):
     with pytest.raises(ConfigError, match="zero-shot only.*NUM_SHOTS 1"):
         anomaly_trainer("AdaCLIP", toy_anomaly_root, tmp_path, "toy_visa",
                         "DATASET.NUM_SHOTS", "1")
+
+
+def test_gelu_upstream_gives_both_encoders_exact_gelu(toy_anomaly_root, anomaly_trainer, tmp_path):
+    """Upstream builds CLIP(**open_clip json) without quick_gelu: exact GELU in both encoders
+    (the default); toy.yaml keeps ToyCLIP's QuickGELU; anything else is refused by name."""
+    from dassl_lite.clip import ResidualAttentionBlock
+    from dassl_lite.config import ConfigError
+
+    def activations(trainer):
+        return {type(b.mlp.gelu).__name__ for b in trainer.clip.modules()
+                if isinstance(b, ResidualAttentionBlock)}
+
+    cats = ("DATASET.ANOMALY.CATEGORIES", "('mesh',)")
+    toy = anomaly_trainer("AdaCLIP", toy_anomaly_root, tmp_path / "toy", "toy_visa", *cats)
+    assert activations(toy) == {"QuickGELU"}
+    up = anomaly_trainer("AdaCLIP", toy_anomaly_root, tmp_path / "up", "toy_visa", *cats,
+                         "TRAINER.ADACLIP.GELU", "upstream")
+    assert activations(up) == {"GELU"}
+    with pytest.raises(ConfigError, match="TRAINER.ADACLIP.GELU must be 'upstream' or "
+                                          "'backbone'; got 'quick'"):
+        anomaly_trainer("AdaCLIP", toy_anomaly_root, tmp_path / "bad", "toy_visa", *cats,
+                        "TRAINER.ADACLIP.GELU", "quick")

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 from yacs.config import CfgNode as CN
 
+from dassl_lite.clip import use_exact_gelu
 from dassl_lite.config import ConfigError, register_config_extender
 from dassl_lite.engine.anomaly import AnomalyTrainer
 from dassl_lite.engine.anomaly_core import ReleasedWeightsError, load_released_weights
@@ -59,6 +60,10 @@ def add_adaclip_config(cfg: CN) -> None:
     c.FEATURES_LIST = ()  # 1-based blocks; () = upstream's n // 4 * (1, 2, 3, 4)
     c.AUX_DATASETS = ()  # upstream --training_data after the first: ("colondb",) / ("clinicdb",)
     c.PREC = "fp32"  # upstream: CUDA autocast fp16 (use "amp" on GPU)
+    # MLP activation of both encoders: "upstream" = exact nn.GELU, as upstream's create_model
+    # builds CLIP(**ViT-L-14-336.json) (no quick_gelu) and loads the OpenAI weights into it;
+    # "backbone" = the backbone's own (QuickGELU for OpenAI weights and ToyCLIP)
+    c.GELU = "upstream"
 
 
 @TRAINER_REGISTRY.register()
@@ -113,7 +118,14 @@ class AdaCLIP(AnomalyTrainer):
 
     def build_model(self) -> None:
         cfg, c = self.cfg, self.cfg.TRAINER.ADACLIP
+        if c.GELU not in ("upstream", "backbone"):
+            raise ConfigError(f"TRAINER.ADACLIP.GELU must be 'upstream' or 'backbone'; "
+                              f"got {c.GELU!r}")
         self.clip = load_dense_vit(cfg, self.precision.model_dtype, self.device, "AdaCLIP")
+        if c.GELU == "upstream":
+            use_exact_gelu(self.clip)
+            logger.info("AdaCLIP: exact GELU in both encoders (upstream builds open_clip's "
+                        "config without quick_gelu; TRAINER.ADACLIP.GELU)")
         visual = self.clip.visual  # positional embedding resized bicubic (resize_pos_embed)
         layers = tuple(c.FEATURES_LIST) or default_features(visual.layers)
         bad = [i for i in layers if not 1 <= i <= visual.layers]
