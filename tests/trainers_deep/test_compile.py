@@ -46,8 +46,12 @@ def _compare(name, clip_cfg, path, build_seeded):
     for i, batch in enumerate(images):
         before = counters["stats"]["unique_graphs"]
         want, got = _outputs(eager, batch, labels), _outputs(compiled, batch, labels)
-        for a, b in zip(got, want):
-            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+        # logits: the 1e-5 of the issue. Gradients: inductor's fused kernels reorder the sums of
+        # the backward, so a gradient may differ a little more (CI measured 1.3e-5 absolute,
+        # 6e-5 relative on 1 of 64 elements of a MaPLe gradient): atol 5e-5, rtol 1e-4.
+        torch.testing.assert_close(got[0], want[0], rtol=1e-5, atol=1e-5)
+        for a, b in zip(got[1:], want[1:]):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=5e-5)
         if i == 0:
             assert counters["stats"]["unique_graphs"] > before, "nothing was compiled"
         else:  # a second batch of the same shape reuses the graphs
