@@ -543,19 +543,26 @@ def _import_trainers() -> None:
         sys.path.insert(0, root)
 
 
+def random_vit_l14_336(vision_layers: int, text_layers: int, device: torch.device):
+    """(frozen random CLIP of ViT-L/14@336 widths with ``vision_layers`` / ``text_layers`` blocks,
+    seed 0; the four feature blocks upstream's anomaly methods read, 6 12 18 24 at 24 blocks)."""
+    n = vision_layers
+    config = CLIPConfig(embed_dim=768, image_resolution=336, vision_layers=n, vision_width=1024,
+                        vision_patch_size=14, vision_heads=16, context_length=77, vocab_size=49408,
+                        transformer_width=768, transformer_heads=12, transformer_layers=text_layers)
+    torch.manual_seed(0)
+    clip_model = CLIP(config).eval().requires_grad_(False).to(device)
+    return clip_model, sorted({max(1, n * i // 4) for i in (1, 2, 3, 4)})
+
+
 def afclip_models(args: argparse.Namespace, device: torch.device):
     """(ours, reference): AF-CLIP on a random CLIP of ViT-L/14@336 widths, same weights."""
     _import_trainers()
     from trainers.anomaly.afclip_model import AFCLIPLearner, AFCLIPModel
 
     n = args.afclip_layers
-    config = CLIPConfig(embed_dim=768, image_resolution=336, vision_layers=n, vision_width=1024,
-                        vision_patch_size=14, vision_heads=16, context_length=77, vocab_size=49408,
-                        transformer_width=768, transformer_heads=12, transformer_layers=12)
-    torch.manual_seed(0)
-    clip_model = CLIP(config).eval().requires_grad_(False).to(device)
+    clip_model, layers = random_vit_l14_336(n, 12, device)
     learner = AFCLIPLearner(clip_model, prompt_len=12).to(device)
-    layers = sorted({max(1, n * i // 4) for i in (1, 2, 3, 4)})  # 6 12 18 24 at 24 blocks
     make = lambda lrn: AFCLIPModel(clip_model, lrn, layers, (1, 3, 5), 4.0, 0.07)  # noqa: E731
     reference = nn.Module()
     reference.prompt, reference.adaptor = learner.prompt, SoftmaxAdaptor(learner.adaptor)
@@ -739,14 +746,9 @@ def anomalyclip_models(args: argparse.Namespace, device: torch.device):
     from trainers.anomaly.anomalyclip_model import AnomalyCLIPModel, AnomalyCLIPPromptLearner
 
     n = args.anomalyclip_layers
-    config = CLIPConfig(embed_dim=768, image_resolution=336, vision_layers=n, vision_width=1024,
-                        vision_patch_size=14, vision_heads=16, context_length=77, vocab_size=49408,
-                        transformer_width=768, transformer_heads=12, transformer_layers=12)
-    torch.manual_seed(0)
-    clip_model = CLIP(config).eval().requires_grad_(False).to(device)
+    clip_model, layers = random_vit_l14_336(n, 12, device)
     clip_model.visual.pos_interpolation = "bilinear"
     learner = AnomalyCLIPPromptLearner(clip_model, n_ctx=12, depth=9, t_n_ctx=4).to(device)
-    layers = sorted({max(1, n * i // 4) for i in (1, 2, 3, 4)})  # 6 12 18 24 at 24 blocks
     dpam_layer = n - layers[0] + 2
     make = lambda d: AnomalyCLIPModel(clip_model, copy.deepcopy(learner), layers, 0, d,  # noqa: E731
                                       0.07, True, True)
@@ -1220,13 +1222,8 @@ def bench_adaclip(args: argparse.Namespace) -> List[Row]:
 
     device, n, size, b = torch.device(args.device), args.adaclip_layers, args.adaclip_size, \
         args.adaclip_batch
-    config = CLIPConfig(embed_dim=768, image_resolution=336, vision_layers=n, vision_width=1024,
-                        vision_patch_size=14, vision_heads=16, context_length=77, vocab_size=49408,
-                        transformer_width=768, transformer_heads=12, transformer_layers=n)
-    torch.manual_seed(0)
-    clip_model = CLIP(config).eval().requires_grad_(False).to(device)
+    clip_model, layers = random_vit_l14_336(n, n, device)
     clip_model.visual.pos_interpolation = "bicubic"
-    layers = sorted({max(1, n * i // 4) for i in (1, 2, 3, 4)})
     learner = AdaCLIPLearner(1024, 768, 768, len(layers), 5, min(4, n), "VL", "SD").to(device)
     model = AdaCLIPModel(clip_model, learner, layers, True, 20)
     optim = torch.optim.AdamW(learner.parameters(), lr=0.01, betas=(0.5, 0.999))
@@ -1294,14 +1291,9 @@ def bench_aprilgan(args: argparse.Namespace) -> List[Row]:
         setattr(args, k, v if getattr(args, k) is None else getattr(args, k))
     device = torch.device(args.device)
     n, b, size = args.aprilgan_layers, args.aprilgan_batch, args.aprilgan_size
-    config = CLIPConfig(embed_dim=768, image_resolution=336, vision_layers=n, vision_width=1024,
-                        vision_patch_size=14, vision_heads=16, context_length=77, vocab_size=49408,
-                        transformer_width=768, transformer_heads=12, transformer_layers=1)
-    torch.manual_seed(0)
-    clip_model = CLIP(config).eval().requires_grad_(False).to(device)
+    clip_model, layers = random_vit_l14_336(n, 1, device)
     use_exact_gelu(clip_model)
     clip_model.visual.pos_interpolation = "bicubic_antialias"
-    layers = sorted({max(1, n * i // 4) for i in (1, 2, 3, 4)})  # 6 12 18 24 at 24 blocks
     learner = LinearLayer(1024, 768, len(layers)).to(device)
     model = APRILGANModel(clip_model, learner, layers)
     text = torch.nn.functional.normalize(torch.randn(b, 768, 2, device=device), dim=1)
