@@ -1,6 +1,6 @@
 """Trainer template (Dassl's TrainerBase / SimpleTrainer / TrainerX), precision, checkpoints."""
 from ..registry import TRAINER_REGISTRY
-from .anomaly import AnomalyTrainer
+from .anomaly import AnomalyTrainer, TrainingFreeAnomalyTrainer
 from .base import NonFiniteLossError, TrainerBase
 from .build import build_trainer
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, trainable_state_dict
@@ -9,6 +9,6 @@ from .trainer import SimpleTrainer, TrainerX
 
 __all__ = [
     "AnomalyTrainer", "CheckpointError", "NonFiniteLossError", "Precision", "SimpleTrainer", "TRAINER_REGISTRY",
-    "TrainerBase", "TrainerX", "build_trainer", "load_checkpoint", "resolve_precision",
+    "TrainerBase", "TrainerX", "TrainingFreeAnomalyTrainer", "build_trainer", "load_checkpoint", "resolve_precision",
     "save_checkpoint", "trainable_state_dict",
 ]

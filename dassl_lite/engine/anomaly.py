@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any, Dict, List, Mapping, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
 
@@ -26,7 +26,7 @@ from .trainer import TrainerX
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["AnomalyTrainer"]
+__all__ = ["AnomalyTrainer", "TrainingFreeAnomalyTrainer"]
 
 
 class AnomalyTrainer(TrainerX):
@@ -134,3 +134,23 @@ class AnomalyTrainer(TrainerX):
             "wall_time_s": round(time.time() - self.time_created, 2),
         })
         atomic_write_json(os.path.join(self.output_dir, "results.json"), record)
+
+
+class TrainingFreeAnomalyTrainer(AnomalyTrainer):
+    """An anomaly method without learned weights (ZeroshotAD, WinCLIP): ``train()`` evaluates,
+    ``load_model()`` loads nothing, ``forward_backward()`` is never called."""
+
+    def train(self) -> None:
+        """Nothing to train: evaluate (unless ``TEST.NO_TEST``)."""
+        logger.info(f"{type(self).__name__} has nothing to train; evaluating")
+        if not self.cfg.TEST.NO_TEST:
+            self.test()
+
+    def load_model(self, directory: str, epoch: Optional[int] = None) -> None:
+        """Nothing to load (no learned weights)."""
+        if directory:
+            logger.info(f"{type(self).__name__} has no learned weights; not loading {directory}")
+
+    def forward_backward(self, batch):
+        raise RuntimeError(f"{type(self).__name__} is training-free; forward_backward() is "
+                           f"never called")

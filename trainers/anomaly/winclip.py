@@ -47,7 +47,7 @@ from yacs.config import CfgNode as CN
 
 from dassl_lite.config import ConfigError, register_config_extender
 from dassl_lite.config.validate import check_number
-from dassl_lite.engine import AnomalyTrainer
+from dassl_lite.engine import TrainingFreeAnomalyTrainer
 from dassl_lite.engine.anomaly_core import encode_prompt_ensemble
 from dassl_lite.registry import TRAINER_REGISTRY
 
@@ -206,7 +206,7 @@ def memory_distance(queries: Tensor, bank: Tensor) -> Tensor:
 
 
 @TRAINER_REGISTRY.register()
-class WinCLIP(AnomalyTrainer):
+class WinCLIP(TrainingFreeAnomalyTrainer):
     """WinCLIP (zero-shot) and WinCLIP+ (k-shot), training-free (module docstring)."""
 
     precision_key = "TRAINER.WINCLIP.PREC"
@@ -262,20 +262,6 @@ class WinCLIP(AnomalyTrainer):
                                 for t in (*windows, patches)]
             logger.info("WinCLIP+ memory %r: %d reference images", category, images.shape[0])
         return memory
-
-    def train(self) -> None:
-        """Nothing to train: evaluate (unless ``TEST.NO_TEST``)."""
-        logger.info("WinCLIP has nothing to train; evaluating")
-        if not self.cfg.TEST.NO_TEST:
-            self.test()
-
-    def load_model(self, directory: str, epoch: Optional[int] = None) -> None:
-        """Nothing to load (no learned weights)."""
-        if directory:
-            logger.info(f"WinCLIP has no learned weights; not loading {directory}")
-
-    def forward_backward(self, batch):
-        raise RuntimeError("WinCLIP is training-free; forward_backward() is never called")
 
     @torch.no_grad()
     def model_inference(self, images: Tensor) -> Dict[str, Tensor]:

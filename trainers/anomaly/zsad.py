@@ -34,7 +34,7 @@ from yacs.config import CfgNode as CN
 from dassl_lite.clip import CLIP
 from dassl_lite.config import ConfigError, register_config_extender
 from dassl_lite.config.validate import check_number
-from dassl_lite.engine import AnomalyTrainer
+from dassl_lite.engine import TrainingFreeAnomalyTrainer
 from dassl_lite.engine.anomaly_core import encode_prompt_ensemble, min_cosine_distance
 from dassl_lite.registry import TRAINER_REGISTRY
 
@@ -77,7 +77,7 @@ def patch_tokens(clip_model: CLIP, images: Tensor, layers: Sequence[int]):
 
 
 @TRAINER_REGISTRY.register()
-class ZeroshotAD(AnomalyTrainer):
+class ZeroshotAD(TrainingFreeAnomalyTrainer):
     """Training-free anomaly maps from CLIP patch tokens vs state prompts (module docstring)."""
 
     precision_key = "TRAINER.ZSAD.PREC"
@@ -115,20 +115,6 @@ class ZeroshotAD(AnomalyTrainer):
             memory[category] = [F.normalize(t.float().flatten(0, 1), dim=-1) for t in tokens]
             logger.info("Memory bank %r: %d reference images", category, images.shape[0])
         return memory
-
-    def train(self) -> None:
-        """Nothing to train: evaluate (unless ``TEST.NO_TEST``)."""
-        logger.info("ZeroshotAD has nothing to train; evaluating")
-        if not self.cfg.TEST.NO_TEST:
-            self.test()
-
-    def load_model(self, directory: str, epoch: Optional[int] = None) -> None:
-        """Nothing to load (no learned weights)."""
-        if directory:
-            logger.info(f"ZeroshotAD has no learned weights; not loading {directory}")
-
-    def forward_backward(self, batch):
-        raise RuntimeError("ZeroshotAD is training-free; forward_backward() is never called")
 
     def text_map(self, tokens: List[Tensor], categories: Sequence[str]) -> Tensor:
         """[B, N]: the anomalous-state probability of each patch, mean over blocks."""
