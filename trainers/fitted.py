@@ -22,7 +22,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from dassl_lite.data.data_manager import build_data_loader
-from dassl_lite.engine import CheckpointError
+from dassl_lite.engine import CheckpointError, TrainingFree
 
 from .zsclip import ZeroshotCLIP
 
@@ -135,5 +135,6 @@ class FittedCLIPTrainer(FittedHeadMixin, ZeroshotCLIP):
             self.test()
 
     def load_model(self, directory: str, epoch: Optional[int] = None) -> None:
-        """Load the fitted head (the engine's loader; zero-shot CLIP's no-op is not inherited)."""
-        super(ZeroshotCLIP, self).load_model(directory, epoch)
+        """Load the fitted head (the engine's loader; the no-op ZeroshotCLIP inherits from
+        :class:`TrainingFree` is skipped)."""
+        super(TrainingFree, self).load_model(directory, epoch)

@@ -9,12 +9,13 @@ The frozen CLIP runs at ``TRAINER.COOP.PREC`` (zero-shot runs use CoOp's config 
 from __future__ import annotations
 
 import logging
-from typing import List, Optional, Sequence
+from typing import List, Sequence
 
 import torch
 from torch import Tensor
 
 from dassl_lite.clip import CLIP, tokenize
+from dassl_lite.engine import TrainingFree
 from dassl_lite.registry import TRAINER_REGISTRY
 
 from .clip_trainer import ClipPromptTrainer
@@ -92,7 +93,7 @@ class ZeroshotCLIPModel(PromptedCLIP):
 
 
 @TRAINER_REGISTRY.register()
-class ZeroshotCLIP(ClipPromptTrainer):
+class ZeroshotCLIP(TrainingFree, ClipPromptTrainer):
     """Zero-shot CLIP with the dataset's hand-written prompt (upstream ``CUSTOM_TEMPLATES``)."""
 
     prompted_image_encoder = False  # image features come from the feature cache
@@ -113,17 +114,6 @@ class ZeroshotCLIP(ClipPromptTrainer):
 
     def build_prompted_clip(self, clip_model: CLIP, classnames: List[str]) -> ZeroshotCLIPModel:
         return ZeroshotCLIPModel(clip_model, classnames, self.templates()).to(self.device)
-
-    def train(self) -> None:
-        """Nothing to train: evaluate (unless ``TEST.NO_TEST``)."""
-        logger.info(f"{type(self).__name__} has nothing to train; evaluating")
-        if not self.cfg.TEST.NO_TEST:
-            self.test()
-
-    def load_model(self, directory: str, epoch: Optional[int] = None) -> None:
-        """Nothing to load (zero-shot CLIP has no learned weights)."""
-        if directory:
-            logger.info(f"{type(self).__name__} has no learned weights; not loading {directory}")
 
 
 @TRAINER_REGISTRY.register()

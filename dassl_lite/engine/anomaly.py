@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Tuple
 
 import torch
 
@@ -22,7 +22,7 @@ from ..evaluation import ANOMALY_METRIC_KEYS, AnomalyDetection, build_evaluator
 from ..evaluation.anomaly_threshold import threshold_setting
 from ..utils.distributed import sampler_seed
 from ..utils.io import atomic_write_json
-from .trainer import TrainerX
+from .trainer import TrainerX, TrainingFree
 
 logger = logging.getLogger(__name__)
 
@@ -136,20 +136,9 @@ class AnomalyTrainer(TrainerX):
         atomic_write_json(os.path.join(self.output_dir, "results.json"), record)
 
 
-class TrainingFreeAnomalyTrainer(AnomalyTrainer):
+class TrainingFreeAnomalyTrainer(TrainingFree, AnomalyTrainer):
     """An anomaly method without learned weights (ZeroshotAD, WinCLIP): ``train()`` evaluates,
     ``load_model()`` loads nothing, ``forward_backward()`` is never called."""
-
-    def train(self) -> None:
-        """Nothing to train: evaluate (unless ``TEST.NO_TEST``)."""
-        logger.info(f"{type(self).__name__} has nothing to train; evaluating")
-        if not self.cfg.TEST.NO_TEST:
-            self.test()
-
-    def load_model(self, directory: str, epoch: Optional[int] = None) -> None:
-        """Nothing to load (no learned weights)."""
-        if directory:
-            logger.info(f"{type(self).__name__} has no learned weights; not loading {directory}")
 
     def forward_backward(self, batch):
         raise RuntimeError(f"{type(self).__name__} is training-free; forward_backward() is "

@@ -353,3 +353,20 @@ class TrainerX(SimpleTrainer):
         for name, meter in losses.meters.items():
             self.write_scalar("train/" + name, meter.avg, n_iter)
         self.write_scalar("train/lr", self.get_current_lr(), n_iter)
+
+
+class TrainingFree:
+    """Mixin for trainers without learned weights (zero-shot CLIP, training-free anomaly
+    methods); put it before the trainer class: ``train()`` evaluates (unless
+    ``TEST.NO_TEST``), ``load_model()`` loads nothing."""
+
+    def train(self) -> None:
+        """Nothing to train: evaluate (unless ``TEST.NO_TEST``)."""
+        logger.info(f"{type(self).__name__} has nothing to train; evaluating")
+        if not self.cfg.TEST.NO_TEST:
+            self.test()
+
+    def load_model(self, directory: str, epoch: Optional[int] = None) -> None:
+        """Nothing to load (no learned weights)."""
+        if directory:
+            logger.info(f"{type(self).__name__} has no learned weights; not loading {directory}")
