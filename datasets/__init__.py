@@ -11,3 +11,4 @@ from . import fgvc_json  # noqa: F401  (NABirds, StanfordDogs, OxfordFlowersVPT,
 from . import mvtec, visa, toy_anomaly_world  # noqa: F401  (MVTecAD, VisA, ToyMVTec, ToyVisA)
 from . import anomaly_images  # noqa: F401  (AnomalyImages: a file or folder to score)
 from . import anomaly_folder  # noqa: F401  (AnomalyFolder: own data, anomalib's Folder layout)
+from . import vtab  # noqa: F401  (VTAB1k_<task>: the 19 VTAB-1k tasks and the 3 toy tasks)

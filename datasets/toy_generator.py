@@ -47,6 +47,7 @@ __all__ = [
     "class_parts",
     "captions",
     "render",
+    "render_with_box",
     "sample_rng",
 ]
 
@@ -286,7 +287,7 @@ def _render_shapes(label: int, rng: np.random.Generator, size: int) -> np.ndarra
         shadow = _mask(pts + rng.uniform(1, 3, size=2) * size / 64, size)
         img = _composite(img, img * 0.6, shadow * 0.5)
     img = _composite(img, fg, _mask(pts, size))
-    return _add_noise(img, rng, 0.02)
+    return _add_noise(img, rng, 0.02), pts
 
 
 def _render_textures(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
@@ -299,8 +300,9 @@ def _render_textures(label: int, rng: np.random.Generator, size: int) -> np.ndar
     b0, b1 = _muted_colour(rng, 0.2), _muted_colour(rng, 0.2)
     img = _composite(np.broadcast_to(b0, (size, size, 3)), b1, _pattern(rng, size))
     img = _composite(img, _gradient(b0, b1, rng, size), np.full((size, size), 0.3))
-    img = _composite(img, fill, _mask(_placed_outline(shape, rng, size), size))
-    return _add_noise(img, rng, 0.03)
+    pts = _placed_outline(shape, rng, size)
+    img = _composite(img, fill, _mask(pts, size))
+    return _add_noise(img, rng, 0.03), pts
 
 
 def _wobbly_stroke(pts: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarray:
@@ -330,10 +332,12 @@ def _render_sketch(label: int, rng: np.random.Generator, size: int) -> np.ndarra
     width = rng.uniform(1.2, 2.4) * size / 64
     for _ in range(rng.integers(1, 3)):  # one or two passes of the pencil
         img = _composite(img, ink, _mask(_wobbly_stroke(pts, rng, size), size, width))
-    return _add_noise(img, rng, 0.02)
+    return _add_noise(img, rng, 0.02), pts
 
 
-_RENDERERS: Dict[str, Callable[[int, np.random.Generator, int], np.ndarray]] = {
+# each returns the image (float RGB, 0..1) and the placed shape's outline (pixel coordinates)
+_RENDERERS: Dict[str, Callable[[int, np.random.Generator, int],
+                               Tuple[np.ndarray, np.ndarray]]] = {
     "ToyShapes": _render_shapes,
     "ToyTextures": _render_textures,
     "ToySketch": _render_sketch,
@@ -348,10 +352,19 @@ def render(domain: str, class_index: int, sample_index: int, seed: int = 0,
     A pure function of its arguments. Dataset splits use ``sample_index < PRETRAIN_INDEX_START``;
     pretraining should use indices from ``PRETRAIN_INDEX_START`` on (any domain).
     """
+    return render_with_box(domain, class_index, sample_index, seed, size)[0]
+
+
+def render_with_box(domain: str, class_index: int, sample_index: int, seed: int = 0,
+                    size: int = 64) -> Tuple[Image.Image, Tuple[float, float, float, float]]:
+    """:func:`render`'s image (the same pixels) and the shape's bounding box ``(x0, y0, x1, y1)``
+    in pixels (the filled outline before any sketch wobble; y points down)."""
     _check_domain(domain)
     _check_label(class_index)
     if sample_index < 0 or size < 16:
         raise ValueError(f"need sample_index >= 0 and size >= 16; got {sample_index!r}, {size!r}")
     rng = sample_rng(seed, domain, class_index, sample_index, size)
-    arr = _RENDERERS[domain](class_index, rng, size)
-    return Image.fromarray(np.clip(np.rint(arr * 255), 0, 255).astype(np.uint8))
+    arr, pts = _RENDERERS[domain](class_index, rng, size)
+    image = Image.fromarray(np.clip(np.rint(arr * 255), 0, 255).astype(np.uint8))
+    (x0, y0), (x1, y1) = pts.min(axis=0), pts.max(axis=0)
+    return image, (float(x0), float(y0), float(x1), float(y1))

@@ -81,6 +81,11 @@ _C.DATASET.ANOMALY.FOLDER.NORMAL_TEST_DIR = ""  # normal test images ("": split 
 _C.DATASET.ANOMALY.FOLDER.NORMAL_SPLIT_RATIO = 0.2
 _C.DATASET.ANOMALY.FOLDER.EXTENSIONS = ()  # image file endings (empty: the usual ones)
 
+# dassl_lite: VTAB-1k datasets (VTAB1k_<task>): "final" trains on train800val200.txt and tests
+# on test.txt; "tune" trains on train800.txt and tests on val200.txt (the VPT paper's protocol)
+_C.DATASET.VTAB = CN()
+_C.DATASET.VTAB.MODE = "final"
+
 # ---------------------------------------------------------------- Dataloader
 _C.DATALOADER = CN()
 _C.DATALOADER.NUM_WORKERS = 4

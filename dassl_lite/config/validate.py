@@ -20,6 +20,7 @@ INTERPOLATION_CHOICES = ("bilinear", "bicubic", "nearest")
 WARMUP_TYPE_CHOICES = ("linear", "constant")
 COUNT_ITER_CHOICES = ("train_x", "train_u", "smaller_one")
 FEATURE_CACHE_DTYPES = ("auto", "fp16", "fp32")
+VTAB_MODES = ("final", "tune")  # DATASET.VTAB.MODE (datasets/vtab_tasks.py's MODES)
 PRECISIONS = ("fp16", "fp32", "amp", "bf16")  # a trainer's PREC (see engine/precision.py)
 
 
@@ -88,6 +89,7 @@ def _check_choices(cfg) -> None:
     check_choice("TEST.FINAL_MODEL", cfg.TEST.FINAL_MODEL, FINAL_MODEL_CHOICES)
     check_choice("TEST.SPLIT", cfg.TEST.SPLIT, SPLIT_CHOICES)
     check_choice("DATASET.SUBSAMPLE_CLASSES", cfg.DATASET.SUBSAMPLE_CLASSES, SUBSAMPLE_CHOICES)
+    check_choice("DATASET.VTAB.MODE", cfg.DATASET.VTAB.MODE, VTAB_MODES)
     check_choice("INPUT.INTERPOLATION", cfg.INPUT.INTERPOLATION, INTERPOLATION_CHOICES)
     check_choice("OPTIM.WARMUP_TYPE", cfg.OPTIM.WARMUP_TYPE, WARMUP_TYPE_CHOICES)
     check_choice("TRAIN.COUNT_ITER", cfg.TRAIN.COUNT_ITER, COUNT_ITER_CHOICES)

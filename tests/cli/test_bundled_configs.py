@@ -50,7 +50,8 @@ def test_a_path_naming_nothing_lists_the_nearest_bundled_configs(elsewhere):
     assert r.err == (
         f"error: --dataset-config-file configs/datasets/oxford_pet.yaml does not exist "
         f"(relative to {elsewhere}); nearest bundled configs: configs/datasets/oxford_pets.yaml, "
-        f"configs/datasets/oxford_flowers.yaml (all of them: --list-configs [TRAINER])\n")
+        f"configs/datasets/oxford_flowers.yaml, configs/datasets/vtab1k_oxford_iiit_pet.yaml "
+        f"(all of them: --list-configs [TRAINER])\n")
     r = run_main(["--trainer", "CoOp", "--config-file", "/nowhere/vit_b16_ep5.yaml"])
     assert r.code == 2 and r.err.startswith(
         "error: --config-file /nowhere/vit_b16_ep5.yaml does not exist; nearest bundled "
