@@ -2,6 +2,7 @@
 
     python tools/make_toy_data.py --root DATA [--datasets ToyShapes ...] [--seed 0] [--force]
     python tools/make_toy_data.py --root DATA --anomaly     (the toy anomaly world instead)
+    python tools/make_toy_data.py --root DATA --vtab        (the toy VTAB-1k tasks instead)
 
 Each dataset goes to DATA/<dataset_dir>/images/<class_folder>/<i>.png plus
 DATA/<dataset_dir>/split_zhou_<Name>.json. Datasets already generated with the same parameters
@@ -9,6 +10,8 @@ are skipped. ``--contact-sheet FILE.png`` also saves a grid of sample images (on
 a few samples of every domain per row). ``--anomaly`` writes the toy anomaly world instead:
 DATA/toy_mvtec and DATA/toy_visa as ToyMVTec and ToyVisA read them (seed 0, the default counts;
 they are also generated on first use, but ``tools/anomaly.py --table`` asks for them first).
+``--vtab`` writes the three toy VTAB-1k tasks to DATA/vtab-1k-toy/<task>/ (see
+``datasets/toy_vtab.py``; seed 0, also generated on first use).
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # datasets/ is a r
 
 from datasets.toy_anomaly_world import make_toy_anomaly_world  # noqa: E402
 from datasets.toy_generator import CLASSNAMES, DOMAINS, render  # noqa: E402
+from datasets.toy_vtab import make_toy_vtab  # noqa: E402
 from datasets.toy_world import SplitCounts, make_toy_world  # noqa: E402
 
 
@@ -41,6 +45,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--contact-sheet", metavar="PNG", help="also save a grid of samples here")
     parser.add_argument("--anomaly", action="store_true",
                         help="write the toy anomaly world (ToyMVTec, ToyVisA) instead")
+    parser.add_argument("--vtab", action="store_true",
+                        help="write the toy VTAB-1k tasks (toy_colour, toy_shape, toy_position) "
+                             "instead")
     return parser.parse_args(argv)
 
 
@@ -70,8 +77,8 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     start = time.perf_counter()
-    if args.anomaly:
-        paths = make_toy_anomaly_world(args.root)
+    if args.anomaly or args.vtab:
+        paths = make_toy_anomaly_world(args.root) if args.anomaly else make_toy_vtab(args.root)
         for name, path in paths.items():
             print(f"{name:12s} {path}  {folder_size(path) / 2**20:.1f} MiB")
         print(f"done in {time.perf_counter() - start:.1f} s")

@@ -1,6 +1,8 @@
 """VTAB-1k: the prepared layout's readers (both modes, every bad input), the toy tasks, the configs."""
 import hashlib
+import io
 import os
+import struct
 
 import numpy as np
 import pytest
@@ -219,6 +221,9 @@ def test_toy_generation_is_idempotent_and_refuses_foreign_folders(toy_root, tmp_
     marker = os.path.join(toy_root, "vtab-1k-toy", "toy_colour", "toy_vtab.json")
     before = os.stat(marker).st_mtime_ns
     toy_vtab.make_toy_vtab(toy_root, ["toy_colour"])
+    from tests.tool_modules import load_tool
+
+    load_tool("make_toy_data").main(["--root", toy_root, "--vtab"])  # the instructions' command
     assert os.stat(marker).st_mtime_ns == before
     foreign = tmp_path / "vtab-1k-toy" / "toy_shape"
     foreign.mkdir(parents=True)
@@ -227,3 +232,138 @@ def test_toy_generation_is_idempotent_and_refuses_foreign_folders(toy_root, tmp_
     assert not any(p.startswith(".") for p in os.listdir(tmp_path / "vtab-1k-toy"))
     with pytest.raises(ValueError, match="toy VTAB tasks are toy_colour, toy_shape, toy_position"):
         toy_vtab.make_toy_vtab(str(tmp_path), ["toy_size"])
+
+
+# ---------------------------------------------------------------- tools/convert_vtab.py
+
+def _varint(n):
+    out = b""
+    while True:
+        out += bytes([(n & 0x7F) | (0x80 if n > 0x7F else 0)])
+        n >>= 7
+        if not n:
+            return out
+
+
+def _ld(number, payload):  # a length-delimited protobuf field
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def encode_example(features):
+    """A tf.train.Example: bytes lists, packed float lists, packed int64 lists."""
+    entries = b""
+    for key, values in features.items():
+        if isinstance(values[0], bytes):
+            feature = _ld(1, b"".join(_ld(1, v) for v in values))
+        elif isinstance(values[0], float):
+            feature = _ld(2, _ld(1, struct.pack(f"<{len(values)}f", *values)))
+        else:
+            feature = _ld(3, _ld(1, b"".join(_varint(v) for v in values)))
+        entries += _ld(1, _ld(1, key.encode()) + _ld(2, feature))
+    return _ld(1, entries)
+
+
+def write_tfrecord(path, records, crc):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        for data in records:
+            length = struct.pack("<Q", len(data))
+            f.write(length + struct.pack("<I", crc(length)) + data + struct.pack("<I", crc(data)))
+
+
+def png(value, mode="RGB"):
+    out = io.BytesIO()
+    Image.new(mode, (4, 4), value).save(out, format="PNG")
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def convert():
+    from tests.tool_modules import load_tool
+
+    return load_tool("convert_vtab")
+
+
+def test_crc_and_split_definitions(convert):
+    assert convert.crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value
+    tasks = convert.TFDS_TASKS
+    assert tasks["caltech101"].val200.bounds(3060) == (2754, 2954)  # train[90%:][:200]
+    assert tasks["eurosat"].val200.bounds(27000) == (16200, 16400)
+    assert tasks["eurosat"].test.bounds(27000) == (21600, 27000)
+    assert tasks["dsprites_ori"].test.bounds(737280) == (663552, 737280)
+    assert tasks["smallnorb_ele"].test == convert.Part("test", tasks["smallnorb_ele"].test.start)
+    assert tasks["smallnorb_ele"].test.bounds(24300) == (12150, 24300)
+    assert tasks["dtd"].val200 == convert.Part("validation", 0, length=200)
+    assert (tasks["dmlab"].version, tasks["kitti"].version, tasks["sun397"].builder) == (
+        "2.0.1", "3.2.0", "sun397/tfds")
+    assert tasks["clevr_dist"].label({"objects/pixel_coords": [1.0, 2.0, 9.2, 3.0, 4.0, 12.0]}) == 3
+    assert tasks["kitti"].label({"objects/type": [3, 0], "objects/location": [0, 0, 5.0, 0, 0, 25.0]}) == 2
+    assert tasks["kitti"].label({"objects/type": [4], "objects/location": [0, 0, 5.0]}) == 3
+
+
+def test_convert_round_trip_and_errors(convert, tmp_path, monkeypatch, capsys):
+    crc = convert.masked_crc
+    tfds = tmp_path / "tfds"
+    # svhn: val200 = train[90%:][:2] once shortened; dsprites: single channel, binned label
+    monkeypatch.setitem(convert.TFDS_TASKS, "svhn", convert.TFDS_TASKS["svhn"]._replace(
+        train800=convert.Part("train", 0, length=8), val200=convert.Part("train", convert._pct(90), length=2)))
+    monkeypatch.setitem(convert.TFDS_TASKS, "dsprites_loc", convert.TFDS_TASKS["dsprites_loc"]._replace(
+        train800=convert.Part("train", 0, length=3), val200=convert.Part("train", convert._pct(80), length=1)))
+    images = [png((10 * i, 0, 0)) for i in range(20)]
+    svhn = [encode_example({"image": [images[i]], "label": [i % 10]}) for i in range(20)]
+    for k in range(2):  # two shards, read in order
+        write_tfrecord(str(tfds / f"svhn_cropped/3.0.0/svhn_cropped-train.tfrecord-0000{k}-of-00002"),
+                       svhn[10 * k:10 * k + 10], crc)
+    write_tfrecord(str(tfds / "svhn_cropped/3.0.0/svhn_cropped-test.tfrecord-00000-of-00001"), svhn[:5], crc)
+    os.makedirs(tfds / "svhn_cropped/2.0.0")  # another major version: ignored
+    sprites = [encode_example({"image": [png(i % 2, "L")], "label_x_position": [3 * i],
+                               "label_orientation": [0]}) for i in range(10)]
+    write_tfrecord(str(tfds / "dsprites/2.0.0/dsprites-train.tfrecord-00000-of-00001"), sprites, crc)
+    out = tmp_path / "data" / "vtab-1k"
+    assert convert.main(["--tfds-dir", str(tfds), "--out", str(out), "--tasks", "svhn",
+                         "dsprites_loc"]) == 0
+    folder = out / "svhn"
+    lines = {n: (folder / f"{n}.txt").read_text().splitlines() for n in LIST_FILES}
+    assert lines["train800"][:2] == ["images/train800/000000.png 0", "images/train800/000001.png 1"]
+    assert lines["val200"] == ["images/val200/000000.png 8", "images/val200/000001.png 9"]
+    assert [ln.split()[1] for ln in lines["train800val200"]] == [str(i) for i in range(8)] + ["8", "9"]
+    assert len(lines["test"]) == 5
+    assert (folder / "images/val200/000001.png").read_bytes() == images[19]  # copied as is
+    assert (folder / "images/train800val200/000009.png").read_bytes() == images[19]
+    for mode in ("final", "tune"):
+        data = load("svhn", tmp_path / "data", "DATASET.VTAB.MODE", mode)
+        assert len(data.train_x) == (10 if mode == "final" else 8)
+    sprite_lines = (out / "dsprites_loc" / "train800.txt").read_text().split()
+    assert sprite_lines[1::2] == ["0", "1", "3"]  # x position 0, 3, 6 in 32 bins -> 16 bins
+    rgb = np.asarray(Image.open(out / "dsprites_loc" / "images/train800/000001.png"))
+    assert rgb.shape == (4, 4, 3) and rgb.max() == 255
+    assert load("dsprites_loc", tmp_path / "data").num_classes == 16
+    convert.convert_task(str(tfds), str(tmp_path / "jpeg"), "svhn", jpeg=True)  # NOAH's encoding
+    with Image.open(tmp_path / "jpeg" / "svhn" / "images/test/000004.jpg") as im:
+        assert im.format == "JPEG" and im.size == (4, 4)
+
+    # a corrupt byte in a record that is read: file and record named; nothing left behind
+    shard = tfds / "svhn_cropped/3.0.0/svhn_cropped-train.tfrecord-00001-of-00002"
+    raw = bytearray(shard.read_bytes())
+    offset = sum(12 + len(r) + 4 for r in svhn[10:18]) + 12 + 20  # in record 8 (val200)
+    raw[offset] ^= 0xFF
+    shard.write_bytes(bytes(raw))
+    with pytest.raises(convert.ConvertError, match=rf"{shard}: record 8 has a bad data CRC"):
+        convert.convert_task(str(tfds), str(out), "svhn", force=True)
+    assert sorted(os.listdir(out)) == ["dsprites_loc", "svhn"]  # the old folder stays
+    shard.write_bytes(bytes(raw[:-7]))
+    assert convert.main(["--tfds-dir", str(tfds), "--out", str(out), "--tasks", "svhn"]) == 0  # complete: skipped
+    with pytest.raises(convert.ConvertError, match=rf"{shard}: record 9 is truncated"):
+        convert.convert_task(str(tfds), str(out), "svhn", force=True)
+    assert convert.main(["--tfds-dir", str(tfds), "--out", str(out), "--tasks", "dtd"]) == 1
+    assert capsys.readouterr().err == (f"error: dtd: no tfds version 3.*.* in {tfds}/dtd (VTAB "
+                                       f"reads dtd:3.*.*; prepare it with tfds first)\n")
+    os.makedirs(out / "dtd" / "mine")
+    with pytest.raises(convert.ConvertError, match=r"dtd: .*/dtd exists without the four list files"):
+        convert.convert_task(str(tfds), str(out), "dtd")
+    assert os.path.isdir(out / "dtd" / "mine")
+    write_tfrecord(str(tfds / "dtd/3.0.1/dtd-train.tfrecord-00000-of-00001"), svhn[:3], crc)
+    with pytest.raises(convert.ConvertError, match=r"dtd: train800 needs records \[0, 800\) of split "
+                       r"'train', which has 3"):
+        convert.convert_task(str(tfds), str(tmp_path / "out2"), "dtd")
+    assert os.listdir(tmp_path / "out2") == []  # the temporary folder is removed
