@@ -23,8 +23,9 @@ line count and the labels in order: NOAH's release stores each list's images in 
 (``final``) an image in both ``train800val200`` and ``test``. ``DATASET.NUM_SHOTS`` (VTAB-1k is
 already its 1000-image few-shot setting) and ``DATASET.SUBSAMPLE_CLASSES`` are refused.
 
-Class names: the tfds label names where they are well known (:data:`CLASSNAMES`, underscores as
-spaces); ``class_<i>`` for the other tasks (:func:`classnames`).
+Class names (:data:`CLASSNAMES`): tfds' label names for cifar, dtd, oxford_iiit_pet, eurosat and
+resisc45 (underscores as spaces), what the label means for svhn, patch_camelyon,
+diabetic_retinopathy and clevr_count; ``class_<i>`` for the other tasks (:func:`classnames`).
 """
 from __future__ import annotations
 
@@ -80,8 +81,8 @@ def _words(text: str) -> List[str]:
     return [w.replace("_", " ") for w in text.split()]
 
 
-# Label -> class name of the tasks whose tfds label names are well known (tfds's label order);
-# the other tasks' classes are "class_<i>" (see classnames()).
+# Label -> class name: tfds' label names (in tfds' label order) or what the label means; the
+# other tasks' classes are "class_<i>" (see classnames()).
 CLASSNAMES: Dict[str, List[str]] = {
     "cifar": _words(_CIFAR100),
     "dtd": _words(_DTD),
