@@ -129,6 +129,13 @@ class VTabDataset(SplitDataset):
             raise ConfigError(
                 f"DATASET.SUBSAMPLE_CLASSES={cfg.DATASET.SUBSAMPLE_CLASSES!r} is not supported by "
                 f"{name}: VTAB-1k has no base-to-new protocol; set DATASET.SUBSAMPLE_CLASSES all")
+        augment = [t for t in cfg.INPUT.TRANSFORMS if t not in ("normalize",)]
+        if augment:
+            logger.warning(
+                "%s: INPUT.TRANSFORMS has %s; VTAB's pipeline (KMnP/vpt) only resizes to the input "
+                "size and normalizes, and a flip or crop changes what the labels of the "
+                "Structured tasks mean (position, orientation, distance)", name,
+                ", ".join(augment))
         self.prepare(os.path.abspath(os.path.expanduser(cfg.DATASET.ROOT)))
         super().__init__(cfg)
         # the task's class count and names, also when a list misses a class

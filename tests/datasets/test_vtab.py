@@ -1,6 +1,7 @@
 """VTAB-1k: the prepared layout's readers (both modes, every bad input), the toy tasks, the configs."""
 import hashlib
 import io
+import logging
 import os
 import struct
 
@@ -136,7 +137,7 @@ def test_bad_layouts_name_the_file_line_and_expected_layout(tmp_path, case):
             "vtab-1k/eurosat/<relpath>. Instructions: see DATASETS.md#vtab-1k.") in message
 
 
-def test_missing_task_folder_and_refused_options(tmp_path):
+def test_missing_task_folder_and_refused_options(tmp_path, caplog):
     with pytest.raises(DatasetLayoutError, match=r"VTAB1k_dtd: dataset folder not found .*"
                        r"vtab-1k/dtd\. Expected layout under DATASET.ROOT: vtab-1k/dtd/\{train800"):
         load("dtd", tmp_path)
@@ -145,6 +146,12 @@ def test_missing_task_folder_and_refused_options(tmp_path):
                        r"VTAB-1k is already a 1000-image few-shot setting"):
         load("dtd", tmp_path, "DATASET.NUM_SHOTS", "16")
     assert len(load("dtd", tmp_path, "DATASET.NUM_SHOTS", "0").train_x) == 6
+    with caplog.at_level(logging.WARNING, logger="datasets.vtab"):
+        load("dtd", tmp_path, "INPUT.TRANSFORMS", "['normalize']")
+        assert caplog.text == ""
+        load("dtd", tmp_path, "INPUT.TRANSFORMS", "['random_flip', 'normalize']")
+    assert ("VTAB1k_dtd: INPUT.TRANSFORMS has random_flip; VTAB's pipeline (KMnP/vpt) only "
+            "resizes") in caplog.text
     with pytest.raises(ConfigError, match=r"DATASET.SUBSAMPLE_CLASSES='base' is not supported"):
         load("dtd", tmp_path, "DATASET.SUBSAMPLE_CLASSES", "base")
     message = "DATASET.VTAB.MODE must be one of final, tune; got 'tunes'. Did you mean 'tune'?"
