@@ -163,7 +163,7 @@ class VTabDataset(SplitDataset):
         self.split_source = f"{self.list_path(train_list)} / {test_list}.txt"
         if self.mode == "final":
             self._check_disjoint(lists, "train800val200", "test")
-        train, test = (self.items(n, lists[n]) for n in (train_list, test_list))
+        train, test = (self.items(lists[n]) for n in (train_list, test_list))
         logger.info("%s (DATASET.VTAB.MODE %s): %d train images (%s.txt), %d test images (%s.txt)",
                     type(self).__name__, self.mode, len(train), train_list, len(test), test_list)
         return train, [], test
@@ -198,7 +198,7 @@ class VTabDataset(SplitDataset):
             raise self.layout_error(f"{path} lists no images")
         return out
 
-    def items(self, name: str, entries: Sequence[Tuple[int, str, int]]) -> List[Datum]:
+    def items(self, entries: Sequence[Tuple[int, str, int]]) -> List[Datum]:
         names = classnames(self.vtab_task.name)
         return [Datum(impath=os.path.join(self.dataset_dir, rel), label=label,
                       classname=names[label]) for _, rel, label in entries]
