@@ -6,8 +6,15 @@ code (KMnP/vpt) read it. Prompts enter the way the paper puts them:
 
 - shallow: ``[CLS, P_1..P_n, patches]`` after the patch embedding and the positional embedding
   (prompts get no positional embedding);
-- deep: the prompt positions ``1 .. n`` are replaced at the input of every later block ``i``
-  (``i = 1 .. len(deep_prompts)``) by ``deep_prompts[i - 1]``.
+- deep: the prompt positions ``1 .. n`` are replaced at the input of block ``deep_start + j``
+  by ``deep_prompts[j]`` (default ``deep_start`` 1: the blocks after the shallow set);
+- deep without shallow prompts (KMnP/vpt's ``REVERSE_DEEP``): the sequence stays
+  ``[CLS, patches]`` until block ``deep_start``, where positions ``1 .. n`` are replaced, i.e.
+  the outputs of the first ``n`` patch tokens are overwritten by the prompts (the length stays
+  ``1 + patches``), exactly as KMnP/vpt's ``forward_reverse_deep_prompt`` does.
+
+:meth:`PromptableViT.tokens` gives the whole normalised sequence (for pooling other than the
+class token); ``forward`` its class token.
 
 timm is imported inside the functions that build a model, so importing this module is cheap and
 never touches the network.
@@ -103,25 +110,37 @@ class PromptableViT(nn.Module):
         x = vit.pos_drop(x + vit.pos_embed)
         return vit.norm_pre(x)
 
-    def forward(self, images: Tensor, prompts: Optional[Tensor] = None,
-                deep_prompts: Sequence[Tensor] = ()) -> Tensor:
-        """The class token after the final norm. ``prompts`` [n, D] or [B, n, D] join after CLS;
-        ``deep_prompts[i-1]`` replaces them at the input of block i."""
+    def tokens(self, images: Tensor, prompts: Optional[Tensor] = None,
+               deep_prompts: Sequence[Tensor] = (), deep_start: int = 1) -> Tensor:
+        """The whole sequence after the final norm [B, T, width]. ``prompts`` [n, D] or
+        [B, n, D] join after CLS; ``deep_prompts[j]`` replaces positions ``1 .. n`` at the input
+        of block ``deep_start + j`` (module docstring)."""
         x = self.embed(images)
-        n = 0
         if prompts is not None:
             n = prompts.shape[-2]
             x = torch.cat([x[:, :1], _batched(prompts, x), x[:, 1:]], dim=1)
+            if deep_prompts and deep_start < 1:
+                raise DasslLiteError(f"deep_start {deep_start} would replace the shallow prompts "
+                                     f"before block 0 sees them; use >= 1")
         elif deep_prompts:
-            raise DasslLiteError("deep prompts need shallow prompts (the layer-0 set)")
-        if len(deep_prompts) > self.depth - 1:
-            raise DasslLiteError(f"{len(deep_prompts)} deep prompt sets for a ViT of {self.depth} "
-                                 f"blocks; at most {self.depth - 1}")
+            n = deep_prompts[0].shape[-2]
+            if deep_start < 0:
+                raise DasslLiteError(f"deep_start must be >= 0; got {deep_start}")
+        if deep_prompts and deep_start + len(deep_prompts) > self.depth:
+            raise DasslLiteError(f"{len(deep_prompts)} deep prompt sets for a ViT of "
+                                 f"{self.depth} blocks; at most {self.depth - deep_start} from "
+                                 f"block {deep_start} on")
         for i, block in enumerate(self.vit.blocks):
-            if 1 <= i <= len(deep_prompts):
-                x = torch.cat([x[:, :1], _batched(deep_prompts[i - 1], x), x[:, 1 + n:]], dim=1)
+            j = i - deep_start
+            if 0 <= j < len(deep_prompts):
+                x = torch.cat([x[:, :1], _batched(deep_prompts[j], x), x[:, 1 + n:]], dim=1)
             x = block(x)
-        return self.vit.norm(x)[:, 0]
+        return self.vit.norm(x)
+
+    def forward(self, images: Tensor, prompts: Optional[Tensor] = None,
+                deep_prompts: Sequence[Tensor] = (), deep_start: int = 1) -> Tensor:
+        """The class token after the final norm [B, width] (arguments as :meth:`tokens`)."""
+        return self.tokens(images, prompts, deep_prompts, deep_start)[:, 0]
 
 
 def _batched(prompts: Tensor, x: Tensor) -> Tensor:
