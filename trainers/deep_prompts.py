@@ -96,25 +96,25 @@ class VisionPrompts(nn.Module):
     ``ctx`` [n_ctx, prompt_dim] enters with the patch tokens; ``deep`` [depth-1, n_ctx, prompt_dim]
     (None for depth 1) replaces them at the input of layers 1 .. depth-1. ``shared``: no ``deep``;
     ``ctx`` itself re-enters at layers 1 .. depth-1 (KMnP/vpt's ``DEEP_SHARED``: one set).
-    ``start`` > 0 (KMnP/vpt's ``REVERSE_DEEP``): no ``ctx``; ``deep`` [depth, n_ctx, prompt_dim]
-    enters at layers start .. start+depth-1. ``proj`` (optional) maps prompt_dim to the ViT
+    ``start`` not None (KMnP/vpt's ``REVERSE_DEEP``): no ``ctx``; ``deep`` [depth, n_ctx,
+    prompt_dim] enters at layers start .. start+depth-1. ``proj`` (optional) maps prompt_dim to the ViT
     width; ``dropout`` (rate > 0, training only) drops prompt values independently for each image
     and each layer, as the VPT paper does.
     """
 
     def __init__(self, n_ctx: int, depth: int, width: int, proj: Optional[nn.Module] = None,
                  dropout: float = 0.0, init: Callable[..., Tensor] = normal_prompts,
-                 shared: bool = False, start: int = 0):
+                 shared: bool = False, start: Optional[int] = None):
         super().__init__()
-        if start > 0 and shared:
-            raise ValueError("shared prompts need the layer-0 set (start 0)")
+        if start is not None and shared:
+            raise ValueError("shared prompts need the layer-0 set (start None)")
         prompt_dim = proj.in_features if proj is not None else width
         self.n_ctx = n_ctx
         self.depth = depth
         self.shared = shared
         self.start = start
-        self.ctx = nn.Parameter(init(n_ctx, prompt_dim)) if start == 0 else None
-        deep = depth if start > 0 else (0 if shared else depth - 1)
+        self.ctx = nn.Parameter(init(n_ctx, prompt_dim)) if start is None else None
+        deep = depth if start is not None else (0 if shared else depth - 1)
         self.register_parameter("deep", stacked_prompts(deep, n_ctx, prompt_dim, init))
         self.proj = proj
         self.dropout = nn.Dropout(dropout) if dropout > 0 else None
@@ -130,12 +130,12 @@ class VisionPrompts(nn.Module):
 
     def vision_inputs(self, batch: int) -> Dict[str, object]:
         """Keyword arguments of ``clip.visual`` (or a supervised ``PromptableViT``, which alone
-        takes the ``deep_start`` of ``start`` > 0) for a batch of ``batch`` images."""
+        takes the ``deep_start`` of a ``start``) for a batch of ``batch`` images."""
         if self.shared:
             deep = [self.tokens(self.ctx, batch) for _ in range(self.depth - 1)]
         else:
             deep = [] if self.deep is None else [self.tokens(p, batch) for p in self.deep]
-        if self.start > 0:
+        if self.start is not None:
             return {"prompts": None, "deep_prompts": deep, "deep_start": self.start}
         return {"prompts": self.tokens(self.ctx, batch), "deep_prompts": deep}
 

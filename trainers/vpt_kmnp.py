@@ -137,8 +137,8 @@ def remap_kmnp(state_dict: Dict[str, object], expected: Dict[str, Tensor], share
     for key, value in state.items():
         if key == KMNP_SHALLOW:
             out["prompts.ctx"] = _prompt(key, value, expected.get("prompts.ctx"), batched=True)
-        elif key == KMNP_DEEP and shared:
-            dropped += 1  # KMnP's unused tensor under DEEP_SHARED
+        elif key == KMNP_DEEP and (shared or value.numel() == 0):
+            dropped += 1  # KMnP's unused tensor under DEEP_SHARED, or its empty one for k = 1
         elif key == KMNP_DEEP:
             out["prompts.deep"] = _prompt(key, value, expected.get("prompts.deep"), batched=False)
         elif (new := _rename(key)) is not None:

@@ -83,6 +83,10 @@ INITIATIONS = ("random",) + CLS_INITS
 CLASS_WEIGHTS = {"none": 0.0, "inv": -1.0, "inv_sqrt": -0.5}
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
 HEAD_PRIOR = 0.01  # the reference head's initial class probability (bias -log(99))
+# KMnP/vpt's ViT configs (vit_configs.py): dropout_rate 0.1 after the positional embedding and
+# in each MLP (after the activation and after fc2), attention_dropout_rate 0.0; only active when
+# the backbone trains (end2end).
+KMNP_ENCODER_DROPOUT = 0.1
 
 
 @register_config_extender("VPTSupervised")
@@ -148,12 +152,12 @@ def prompt_layout(p, depth: int) -> Dict[str, int]:
     """VisionPrompts' ``depth`` (prompt layers), ``start`` and ``shared`` from MODEL.PROMPT for a
     ViT of ``depth`` blocks; ConfigError for a NUM_DEEP_LAYERS outside 1..depth."""
     if not p.DEEP:
-        return {"depth": 1, "start": 0, "shared": False}
+        return {"depth": 1, "start": None, "shared": False}
     k = depth if p.NUM_DEEP_LAYERS is None else p.NUM_DEEP_LAYERS
     if not 1 <= k <= depth:
         raise ConfigError(f"MODEL.PROMPT.NUM_DEEP_LAYERS={k} must lie in 1..{depth}, the blocks "
                           f"of the backbone")
-    return {"depth": k, "start": depth - k if p.REVERSE_DEEP else 0, "shared": p.DEEP_SHARED}
+    return {"depth": k, "start": depth - k if p.REVERSE_DEEP else None, "shared": p.DEEP_SHARED}
 
 
 def build_prompts(p, arch: ViTArch) -> VisionPrompts:
@@ -186,6 +190,13 @@ def build_learner(cfg, arch: ViTArch, num_classes: int,
         hidden = tuple(h.HIDDEN_LAYERS) or (arch.width,)
     head = ClassHead(arch.width, num_classes, hidden, h.ACTIVATION, h.BN, h.DROPOUT)
     return SupervisedVPTLearner(prompts, head, backbone if transfer == "end2end" else None)
+
+
+def set_encoder_dropout(backbone: PromptableViT, rate: float) -> None:
+    """KMnP/vpt's encoder dropout on the timm ViT of ``backbone`` (see KMNP_ENCODER_DROPOUT)."""
+    backbone.vit.pos_drop.p = rate
+    for block in backbone.vit.blocks:
+        block.mlp.drop1.p = block.mlp.drop2.p = rate
 
 
 def pool_tokens(tokens: Tensor, pool: str, n: int) -> Tensor:
@@ -344,6 +355,8 @@ class VPTSupervised(TrainerX):
         backbone = load_supervised_vit(cfg.MODEL.BACKBONE.NAME, cfg.INPUT.SIZE[0],
                                        cfg.MODEL.BACKBONE.CACHE_DIR)
         backbone = backbone.to(self.device, self.precision.model_dtype)
+        if cfg.MODEL.TRANSFER_TYPE == "end2end":
+            set_encoder_dropout(backbone, KMNP_ENCODER_DROPOUT)
         learner = build_learner(cfg, backbone.arch, self.num_classes, backbone)
         self.model = SupervisedVPT(backbone, learner, cfg.MODEL.PROMPT.VIT_POOL_TYPE)
         self.model.to(self.device)
