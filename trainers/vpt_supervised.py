@@ -221,7 +221,9 @@ class SupervisedVPT(nn.Module):
                  pool: str = "original"):
         super().__init__()
         self.frozen = learner.backbone is None
-        self.backbone = backbone.requires_grad_(False).eval() if self.frozen else backbone
+        self.backbone = backbone.requires_grad_(not self.frozen)
+        if self.frozen:
+            self.backbone.eval()
         self.learner = learner
         self.pool = pool
 

@@ -45,16 +45,27 @@ CASES = {
     "deep-10-mlp-head": (["MODEL.PROMPT.NUM_TOKENS", "10", "MODEL.PROMPT.DEEP", "True",
                           "MODEL.HEAD.NAME", "mlp"], 10 * D * L + (D * D + D) + 2 * D + HEAD),
     "linear-probe": (["MODEL.TRANSFER_TYPE", "linear"], HEAD),
+    # KMnP/vpt's ablations: prompts in 6 of the 12 layers (first or last), one shared set
+    "deep-10-first-6": (["MODEL.PROMPT.NUM_TOKENS", "10", "MODEL.PROMPT.DEEP", "True",
+                         "MODEL.PROMPT.NUM_DEEP_LAYERS", "6"], 10 * D * 6 + HEAD),
+    "deep-10-last-6": (["MODEL.PROMPT.NUM_TOKENS", "10", "MODEL.PROMPT.DEEP", "True",
+                        "MODEL.PROMPT.NUM_DEEP_LAYERS", "6", "MODEL.PROMPT.REVERSE_DEEP", "True"],
+                       10 * D * 6 + HEAD),
+    "deep-10-shared": (["MODEL.PROMPT.NUM_TOKENS", "10", "MODEL.PROMPT.DEEP", "True",
+                        "MODEL.PROMPT.DEEP_SHARED", "True"], 10 * D + HEAD),
+    # full fine-tuning: ViT-B/16 without its classifier has 85,798,656 values
+    "end2end": (["MODEL.TRANSFER_TYPE", "end2end"], 85_798_656 + HEAD),
 }
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_trainable_values_equal_the_papers_formula(vit_b16, case):
     opts, expected = CASES[case]
-    learner = build_learner(cfg_with(*opts), vit_b16.arch, CUB)
+    learner = build_learner(cfg_with(*opts), vit_b16.arch, CUB, vit_b16)
     model = SupervisedVPT(vit_b16, learner)
     assert trainable(model) == trainable(learner) == expected
-    assert all(not p.requires_grad for p in model.backbone.parameters())
+    end2end = case == "end2end"
+    assert all(p.requires_grad == end2end for p in model.backbone.parameters())
 
 
 def test_prompts_start_uniform_within_the_papers_bound(vit_b16):
@@ -93,10 +104,10 @@ def test_weighted_loss_is_the_weighted_mean_of_per_image_losses():
 
 @pytest.mark.parametrize("opts, message", [
     (["MODEL.PROMPT.LOCATION", "add"], "MODEL.PROMPT.LOCATION must be one of prepend; got 'add'"),
-    (["MODEL.PROMPT.INITIATION", "final-cls"],
-     "MODEL.PROMPT.INITIATION must be one of random; got 'final-cls'"),
-    (["MODEL.TRANSFER_TYPE", "end2end"],
-     "MODEL.TRANSFER_TYPE must be one of prompt, linear; got 'end2end'"),
+    (["MODEL.PROMPT.INITIATION", "cls-first12"], "MODEL.PROMPT.INITIATION must be one of "
+     "random, final-cls, cls-nolastl, cls-nofirstl; got 'cls-first12'"),
+    (["MODEL.TRANSFER_TYPE", "full"],
+     "MODEL.TRANSFER_TYPE must be one of prompt, linear, end2end; got 'full'"),
     (["MODEL.HEAD.NAME", "conv"], "MODEL.HEAD.NAME must be one of linear, mlp; got 'conv'"),
     (["TRAINER.VPTSUPERVISED.CLASS_WEIGHTS_TYPE", "sqrt"],
      "TRAINER.VPTSUPERVISED.CLASS_WEIGHTS_TYPE must be one of none, inv, inv_sqrt; got 'sqrt'"),
