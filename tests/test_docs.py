@@ -27,7 +27,6 @@ NOT_OUR_KEYS = {
     "DATA.FEATURE": "KMnP/vpt name", "DATA.CROPSIZE": "KMnP/vpt name",
     "DATA.CLASS_WEIGHTS_TYPE": "KMnP/vpt name", "MODEL.MODEL_ROOT": "KMnP/vpt name",
     "MODEL.MLP_NUM": "KMnP/vpt name",
-    "MODEL.PROMPT.NUM_DEEP_LAYERS": "KMnP/vpt option listed as not implemented",
     "OPTIM.LRR": "the misspelt key of the example error message (Did you mean 'OPTIM.LR'?)",
 }
 
