@@ -19,7 +19,9 @@ KMnP/vpt key                                        shape                 dassl_
 =================================================  ===================  =======================
 
 (d = D, or ``PROJECT``; k = L-1, ``NUM_DEEP_LAYERS`` - 1, or ``NUM_DEEP_LAYERS`` under
-``REVERSE_DEEP``). The other ``enc.*`` keys are the frozen backbone (dropped, counted in the log);
+``REVERSE_DEEP``). The other ``enc.*`` keys are the backbone: for ``end2end`` converted from
+KMnP's module layout (:func:`dassl_lite.backbones.convert.from_kmnp`) to ``backbone.vit.*``,
+otherwise frozen (dropped, counted in the log);
 under ``DEEP_SHARED`` KMnP still creates (and saves) a ``deep_prompt_embeddings`` that its forward
 never reads: dropped too. KMnP's ``SAVE_FOR_EACH_EPOCH`` files ``prompt_ep<N>.pth``
 (``{"shallow_prompt", "deep_prompt"}`` NumPy arrays) hold no head and are refused by name.
@@ -34,8 +36,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from dassl_lite.backbones.convert import from_kmnp
 from dassl_lite.config import ConfigError
 from dassl_lite.engine import CheckpointError
+from dassl_lite.errors import DasslLiteError
 
 logger = logging.getLogger(__name__)
 
@@ -127,12 +131,15 @@ def remap_kmnp(state_dict: Dict[str, object], expected: Dict[str, Tensor], share
             f"this is KMnP/vpt's per-epoch prompt file (keys {sorted(state)}, written by "
             f"MODEL.PROMPT.SAVE_FOR_EACH_EPOCH): it holds no head; load the Checkpointer file "
             f"(<OUTPUT_DIR>/<name>.pth with {{'model': ...}}) instead")
-    if end2end:
-        raise CheckpointError(
-            "KMnP/vpt end2end checkpoints hold the whole backbone in KMnP's own module layout "
-            "(enc.transformer.encoder.layer.<i>.attn.query...), which dassl_lite does not "
-            "convert; only prompt and linear checkpoints load")
     out: Dict[str, Tensor] = {}
+    if end2end:  # the backbone is learned: KMnP's encoder layout -> timm's, under backbone.vit.
+        enc = {k[4:]: v for k, v in state.items() if k.startswith("enc.")}
+        try:
+            converted, _ = from_kmnp(enc)
+        except DasslLiteError as e:
+            raise CheckpointError(f"the end2end checkpoint's encoder (enc.*): {e}") from None
+        out.update((f"backbone.vit.{k}", v) for k, v in converted.items())
+        state = {k: v for k, v in state.items() if not k.startswith("enc.")}
     dropped = 0
     for key, value in state.items():
         if key == KMNP_SHALLOW:

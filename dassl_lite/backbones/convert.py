@@ -7,6 +7,11 @@
   ``pre_logits`` are the pretraining classifier (dropped).
 - torchvision's ``VisionTransformer`` (``conv_proj``, ``class_token``, ``encoder.pos_embedding``,
   ``encoder.layers.encoder_layer_<i>.{ln_1,self_attention,ln_2,mlp}``, ``encoder.ln``).
+- KMnP/vpt's own torch ``VisionTransformer`` (``src/models/vit_backbones/vit.py``, from
+  jeonsworld/ViT-pytorch): ``transformer.embeddings.{patch_embeddings,cls_token,
+  position_embeddings}``, ``transformer.encoder.layer.<i>.{attention_norm,ffn_norm,ffn.fc1,ffn.fc2,
+  attn.{query,key,value,out}}``, ``transformer.encoder.encoder_norm`` (the ``enc.`` part of its
+  checkpoints, e.g. of an ``end2end`` run).
 - timm's ``VisionTransformer`` (the target layout; kept as is).
 
 Each converter returns ``(state_dict, sources)``: timm keys -> tensors, and timm key -> the name
@@ -23,7 +28,7 @@ from torch import Tensor
 
 from ..errors import DasslLiteError
 
-__all__ = ["from_google_npz", "from_torchvision", "detect_layout", "HEAD_KEYS"]
+__all__ = ["from_google_npz", "from_torchvision", "from_kmnp", "detect_layout", "HEAD_KEYS"]
 
 Converted = Tuple[Dict[str, Tensor], Dict[str, str]]
 # Keys of a pretraining classifier (any layout, after conversion): not part of the backbone.
@@ -31,12 +36,14 @@ HEAD_KEYS = ("head.", "pre_logits.", "fc_norm.", "heads.")
 
 
 def detect_layout(keys) -> str:
-    """``google``, ``torchvision`` or ``timm`` from a checkpoint's key names."""
+    """``google``, ``torchvision``, ``kmnp`` or ``timm`` from a checkpoint's key names."""
     keys = set(keys)
     if "embedding/kernel" in keys or any(k.startswith("Transformer/") for k in keys):
         return "google"
     if "conv_proj.weight" in keys or "class_token" in keys:
         return "torchvision"
+    if "transformer.embeddings.patch_embeddings.weight" in keys:
+        return "kmnp"
     if "patch_embed.proj.weight" in keys or "cls_token" in keys:
         return "timm"
     sample = sorted(keys)[:5]
@@ -141,6 +148,57 @@ def _tv_key(key: str):
                 return f"blocks.{m.group(1)}.{new}{rest[len(old):]}"
         return None
     for old, new in _TV_TOP.items():
+        if key == old or (old.endswith(".") and key.startswith(old)):
+            return new + key[len(old):]
+    return None
+
+
+# KMnP/vpt -> timm, per block; query/key/value are concatenated into timm's qkv
+_KMNP_BLOCK = {"attention_norm": "norm1", "ffn_norm": "norm2", "ffn.fc1": "mlp.fc1",
+               "ffn.fc2": "mlp.fc2", "attn.out": "attn.proj"}
+_KMNP_TOP = {"transformer.embeddings.patch_embeddings.": "patch_embed.proj.",
+             "transformer.embeddings.cls_token": "cls_token",
+             "transformer.embeddings.position_embeddings": "pos_embed",
+             "transformer.encoder.encoder_norm.": "norm.", "head.": "head."}
+_QKV = ("query", "key", "value")
+_KMNP_QKV = re.compile(r"transformer\.encoder\.layer\.(\d+)\.attn\.(query|key|value)\."
+                       r"(weight|bias)$")
+
+
+def from_kmnp(state: Mapping[str, Tensor]) -> Converted:
+    """timm keys from a state dict of KMnP/vpt's torch ``VisionTransformer``."""
+    out: Dict[str, Tensor] = {}
+    src: Dict[str, str] = {}
+    qkv: Dict[Tuple[str, str], Dict[str, Tensor]] = {}
+    for key, value in state.items():
+        m = _KMNP_QKV.match(key)
+        if m:
+            qkv.setdefault((m.group(1), m.group(3)), {})[m.group(2)] = value
+            continue
+        new = _kmnp_key(key)
+        if new is None:
+            raise DasslLiteError(f"unexpected key {key!r} in a KMnP/vpt ViT state dict")
+        out[new], src[new] = value, key
+    for (block, kind), parts in sorted(qkv.items()):
+        names = [f"transformer.encoder.layer.{block}.attn.{p}.{kind}" for p in _QKV]
+        missing = [n for n, p in zip(names, _QKV) if p not in parts]
+        if missing:
+            raise DasslLiteError(f"KMnP/vpt ViT state dict lacks {missing}")
+        new = f"blocks.{block}.attn.qkv.{kind}"
+        out[new] = torch.cat([parts[p] for p in _QKV])
+        src[new] = f"transformer.encoder.layer.{block}.attn.{{query,key,value}}.{kind}"
+    return out, src
+
+
+def _kmnp_key(key: str):
+    m = re.match(r"transformer\.encoder\.layer\.(\d+)\.(.+)$", key)
+    if m:
+        rest = m.group(2)
+        for old, new in _KMNP_BLOCK.items():
+            if rest.startswith(old + "."):
+                return f"blocks.{m.group(1)}.{new}{rest[len(old):]}"
+        return None
+    for old, new in _KMNP_TOP.items():
         if key == old or (old.endswith(".") and key.startswith(old)):
             return new + key[len(old):]
     return None

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from ..errors import DasslLiteError, load_error_reason
-from .convert import HEAD_KEYS, detect_layout, from_google_npz, from_torchvision
+from .convert import HEAD_KEYS, detect_layout, from_google_npz, from_kmnp, from_torchvision
 from .vit import ARCHS, PromptableViT, ViTArch, build_timm_vit
 
 __all__ = ["MODEL_ZOO", "CACHE_ENV", "ASSETS_DIR", "ViTWeightsNotFoundError",
@@ -117,8 +117,11 @@ def read_vit_weights(path: str) -> Tuple[Dict[str, Tensor], Dict[str, str], Opti
             raise _bad_weights(path, load_error_reason(e), STATE_DICT_FORMAT) from None
     state = _unwrap(state, path)
     with _naming(path, STATE_DICT_FORMAT):
-        if detect_layout(state) == "torchvision":
+        layout = detect_layout(state)
+        if layout == "torchvision":
             return (*from_torchvision(state), None)
+        if layout == "kmnp":
+            return (*from_kmnp(state), None)
     return dict(state), {k: k for k in state}, None
 
 

@@ -338,3 +338,56 @@ def test_end2end_checkpoints_hold_the_backbone(clip_cfg, build_seeded, tiny_vit_
     fresh = build_seeded(cfg)
     fresh.load_model(str(tmp_path / "run"))
     torch.testing.assert_close(fresh.model.backbone.vit.blocks[0].attn.qkv.weight, trained)
+
+
+def kmnp_layout(timm_state):
+    """A timm ViT state dict in KMnP/vpt's own module layout (written out by hand here)."""
+    out = {"transformer.embeddings.patch_embeddings.weight": timm_state["patch_embed.proj.weight"],
+           "transformer.embeddings.patch_embeddings.bias": timm_state["patch_embed.proj.bias"],
+           "transformer.embeddings.cls_token": timm_state["cls_token"],
+           "transformer.embeddings.position_embeddings": timm_state["pos_embed"],
+           "transformer.encoder.encoder_norm.weight": timm_state["norm.weight"],
+           "transformer.encoder.encoder_norm.bias": timm_state["norm.bias"]}
+    blocks = {int(k.split(".")[1]) for k in timm_state if k.startswith("blocks.")}
+    names = {"norm1": "attention_norm", "norm2": "ffn_norm", "mlp.fc1": "ffn.fc1",
+             "mlp.fc2": "ffn.fc2", "attn.proj": "attn.out"}
+    for i in blocks:
+        ours, theirs = f"blocks.{i}.", f"transformer.encoder.layer.{i}."
+        for kind in ("weight", "bias"):
+            for name, part in zip(("query", "key", "value"),
+                                  timm_state[f"{ours}attn.qkv.{kind}"].chunk(3)):
+                out[f"{theirs}attn.{name}.{kind}"] = part
+            for a, b in names.items():
+                out[f"{theirs}{b}.{kind}"] = timm_state[f"{ours}{a}.{kind}"]
+    return out
+
+
+def test_kmnp_end2end_checkpoints_and_kmnp_backbone_files(clip_cfg, build_seeded, tiny_vit_file,
+                                                          tmp_path):
+    """KMnP's own ViT layout (its end2end checkpoints' ``enc.*``, or a saved KMnP backbone)
+    converts to timm's: the same outputs as the timm file it was written from."""
+    from dassl_lite.backbones import load_supervised_vit
+
+    timm_state = torch.load(tiny_vit_file, weights_only=True)
+    torch.save(kmnp_layout(timm_state), tmp_path / "kmnp_vit.pth")
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(load_supervised_vit(str(tmp_path / "kmnp_vit.pth"), 32)(images),
+                                   load_supervised_vit(tiny_vit_file, 32)(images))
+    trainer = build_seeded(clip_cfg("VPTSupervised", tiny_vit_file,
+                                    "MODEL.TRANSFER_TYPE", "end2end"))
+    learned = {k: v + 0.01 for k, v in timm_state.items()}  # an "end2end-trained" backbone
+    head = trainer.model.learner.head.last_layer
+    state = {f"enc.{k}": v for k, v in kmnp_layout(learned).items()}
+    state.update({"head.last_layer.weight": torch.ones_like(head.weight),
+                  "head.last_layer.bias": torch.zeros_like(head.bias)})
+    torch.save({"model": state}, tmp_path / "end2end.pth")
+    trainer.load_model(str(tmp_path / "end2end.pth"))
+    got = trainer.model.backbone.vit.state_dict()
+    for key, value in learned.items():
+        torch.testing.assert_close(got[key], value, rtol=0, atol=0)
+    del state["enc.transformer.encoder.layer.1.attn.key.weight"]
+    torch.save({"model": state}, tmp_path / "end2end.pth")
+    with pytest.raises(CheckpointError, match=r"encoder \(enc.\*\): KMnP/vpt ViT state dict lacks "
+                                              r"\['transformer.encoder.layer.1.attn.key.weight'\]"):
+        trainer.load_model(str(tmp_path / "end2end.pth"))
