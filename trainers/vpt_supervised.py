@@ -279,6 +279,11 @@ class VPTSupervised(TrainerX):
                               f"{UNSUPPORTED_TRANSFER[transfer]}; use one of "
                               f"{', '.join(TRANSFER_TYPES)}")
         check_choice("MODEL.TRANSFER_TYPE", transfer, TRANSFER_TYPES)
+        prec = cfg.TRAINER.VPTSUPERVISED.PREC
+        if transfer == "end2end" and prec in ("fp16", "bf16"):
+            raise ConfigError(f"MODEL.TRANSFER_TYPE end2end trains the backbone, whose weights "
+                              f"TRAINER.VPTSUPERVISED.PREC {prec} keeps in half precision; use "
+                              f"fp32 or amp")
         check_choice("MODEL.PROMPT.LOCATION", p.LOCATION, ("prepend",))
         check_choice("MODEL.PROMPT.INITIATION", p.INITIATION, INITIATIONS)
         check_choice("MODEL.PROMPT.VIT_POOL_TYPE", p.VIT_POOL_TYPE, POOLS)

@@ -217,6 +217,9 @@ def test_class_embedding_file_errors(tmp_path, clsemb):
      "use one of prompt, linear, end2end"),
     (["MODEL.TRANSFER_TYPE", "side"], "'side' (KMnP/vpt) is not supported: side-tuning needs"),
     (["MODEL.TRANSFER_TYPE", "adapter"], "'adapter' (KMnP/vpt) is not supported"),
+    (["MODEL.TRANSFER_TYPE", "end2end", "TRAINER.VPTSUPERVISED.PREC", "fp16"],
+     "MODEL.TRANSFER_TYPE end2end trains the backbone, whose weights TRAINER.VPTSUPERVISED.PREC "
+     "fp16 keeps in half precision; use fp32 or amp"),
     (["MODEL.PROMPT.NUM_DEEP_LAYERS", "2"],
      "MODEL.PROMPT.NUM_DEEP_LAYERS needs MODEL.PROMPT.DEEP True"),
     ([*DEEP, "MODEL.PROMPT.NUM_DEEP_LAYERS", "0"],
@@ -329,7 +332,7 @@ def test_kmnp_checkpointer_files_load_to_the_same_logits(clip_cfg, build_seeded,
 
 def test_end2end_checkpoints_hold_the_backbone(clip_cfg, build_seeded, tiny_vit_file, tmp_path):
     cfg = clip_cfg("VPTSupervised", tiny_vit_file, "MODEL.TRANSFER_TYPE", "end2end",
-                   output_dir=tmp_path / "run")
+                   "TEST.NO_TEST", "True", output_dir=tmp_path / "run")
     trainer = build_seeded(cfg)
     before = trainer.model.backbone.vit.blocks[0].attn.qkv.weight.detach().clone()
     trainer.train()
