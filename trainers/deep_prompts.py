@@ -97,8 +97,8 @@ class VisionPrompts(nn.Module):
     (None for depth 1) replaces them at the input of layers 1 .. depth-1. ``shared``: no ``deep``;
     ``ctx`` itself re-enters at layers 1 .. depth-1 (KMnP/vpt's ``DEEP_SHARED``: one set).
     ``start`` not None (KMnP/vpt's ``REVERSE_DEEP``): no ``ctx``; ``deep`` [depth, n_ctx,
-    prompt_dim] enters at layers start .. start+depth-1. ``proj`` (optional) maps prompt_dim to the ViT
-    width; ``dropout`` (rate > 0, training only) drops prompt values independently for each image
+    prompt_dim] enters at layers start .. start+depth-1. ``proj`` (optional) maps prompt_dim to
+    the ViT width; ``dropout`` (rate > 0, training only) drops prompt values independently for each image
     and each layer, as the VPT paper does.
     """
 

@@ -1,6 +1,7 @@
-"""KMnP/vpt compatibility for :mod:`trainers.vpt_supervised`: the transfer types it refuses,
-class-embedding prompt initialisation (``MODEL.PROMPT.INITIATION`` ``final-cls`` / ``cls-*``)
-and the checkpoint layouts KMnP/vpt writes.
+"""KMnP/vpt compatibility for :mod:`trainers.vpt_supervised`: the transfer types it refuses, the
+checks of its prompt ablation keys, class-embedding prompt initialisation
+(``MODEL.PROMPT.INITIATION`` ``final-cls`` / ``cls-*``) and the checkpoint layouts KMnP/vpt
+writes.
 
 **Checkpoints.** KMnP/vpt's trainer saves with fvcore's ``Checkpointer(model, save_dir)``:
 ``<OUTPUT_DIR>/<name>.pth`` holding ``{"model": ViT.state_dict()}`` (plus a text file
@@ -67,6 +68,59 @@ KMNP_DEEP = "enc.transformer.deep_prompt_embeddings"
 KMNP_RENAMES = (("enc.transformer.prompt_proj.", "prompts.proj."), ("head.", "head."))
 KMNP_PROMPT_FILE_KEYS = {"shallow_prompt", "deep_prompt"}
 FVCORE_POINTER = "last_checkpoint"  # KMnP/vpt's Checkpointer names its latest file here
+
+
+def check_prompt_options(p, transfer: str) -> None:
+    """MODEL.PROMPT's KMnP/vpt ablation keys: each one only where KMnP's code reads it
+    (ConfigError naming the key otherwise)."""
+    set_keys = [k for k, on in (("NUM_DEEP_LAYERS", p.NUM_DEEP_LAYERS is not None),
+                                ("REVERSE_DEEP", p.REVERSE_DEEP),
+                                ("DEEP_SHARED", p.DEEP_SHARED),
+                                ("VIT_POOL_TYPE", p.VIT_POOL_TYPE != "original"),
+                                ("INITIATION", p.INITIATION != "random")) if on]
+    if transfer != "prompt" and set_keys:
+        raise ConfigError(f"MODEL.PROMPT.{set_keys[0]} applies only with MODEL.TRANSFER_TYPE "
+                          f"prompt (KMnP/vpt's {transfer} model has no prompts and reads "
+                          f"the class token)")
+    if p.FORWARD_DEEP_NOEXPAND:
+        raise ConfigError("MODEL.PROMPT.FORWARD_DEEP_NOEXPAND is not supported: dropping the "
+                          "prompt tokens after the last prompted layer is a KMnP/vpt ablation "
+                          "not built here")
+    if p.NUM_DEEP_LAYERS is not None and (not isinstance(p.NUM_DEEP_LAYERS, int)
+                                          or p.NUM_DEEP_LAYERS < 1):
+        raise ConfigError(f"MODEL.PROMPT.NUM_DEEP_LAYERS must be None (all layers) or an int "
+                          f">= 1; got {p.NUM_DEEP_LAYERS!r}")
+    for key in ("NUM_DEEP_LAYERS", "REVERSE_DEEP", "DEEP_SHARED"):
+        if key in set_keys and not p.DEEP:
+            raise ConfigError(f"MODEL.PROMPT.{key} needs MODEL.PROMPT.DEEP True (KMnP/vpt "
+                              f"reads it only for deep prompts)")
+    if p.REVERSE_DEEP and p.NUM_DEEP_LAYERS is None:
+        raise ConfigError("MODEL.PROMPT.REVERSE_DEEP needs MODEL.PROMPT.NUM_DEEP_LAYERS (the "
+                          "number of last layers that get prompts)")
+    if p.REVERSE_DEEP and p.DEEP_SHARED:
+        raise ConfigError("MODEL.PROMPT.DEEP_SHARED is not supported with REVERSE_DEEP: "
+                          "KMnP/vpt's reverse forward ignores DEEP_SHARED")
+    _check_clsemb(p)
+
+
+def _check_clsemb(p) -> None:
+    """The class-embedding INITIATION keys (CLSEMB_PATH only where it is read)."""
+    if p.INITIATION == "random":
+        for key in ("CLSEMB_PATH", "CLSEMB_FOLDER"):
+            if p[key]:
+                raise ConfigError(f"MODEL.PROMPT.{key} is read only with INITIATION "
+                                  f"{', '.join(CLS_INITS)}; INITIATION is random")
+        return
+    if not p.CLSEMB_PATH:
+        raise ConfigError(f"MODEL.PROMPT.INITIATION {p.INITIATION} needs "
+                          f"MODEL.PROMPT.CLSEMB_PATH (a .npy of class embeddings [n, L+1, D])")
+    if p.PROJECT != -1:
+        raise ConfigError(f"MODEL.PROMPT.INITIATION {p.INITIATION} is not supported with "
+                          f"PROJECT {p.PROJECT}: class embeddings have the ViT width")
+    if p.NUM_DEEP_LAYERS is not None or p.REVERSE_DEEP:
+        raise ConfigError(f"MODEL.PROMPT.INITIATION {p.INITIATION} needs NUM_DEEP_LAYERS None "
+                          f"and REVERSE_DEEP False (one embedding per layer, as KMnP/vpt "
+                          f"asserts)")
 
 
 def clsemb_path(folder: str, path: str) -> str:

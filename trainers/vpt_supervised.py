@@ -71,8 +71,8 @@ from dassl_lite.registry import TRAINER_REGISTRY
 
 from .deep_prompts import VisionPrompts
 from .vpt_deep import prompt_projection, uniform_init
-from .vpt_kmnp import (CLS_INITS, UNSUPPORTED_TRANSFER, clsemb_path, is_kmnp_layout,
-                       kmnp_checkpoint_file, load_cls_embeddings, remap_kmnp)
+from .vpt_kmnp import (CLS_INITS, UNSUPPORTED_TRANSFER, check_prompt_options, clsemb_path,
+                       is_kmnp_layout, kmnp_checkpoint_file, load_cls_embeddings, remap_kmnp)
 
 logger = logging.getLogger(__name__)
 
@@ -298,64 +298,13 @@ class VPTSupervised(TrainerX):
         if p.PROJECT != -1 and p.PROJECT < 1:
             raise ConfigError(f"MODEL.PROMPT.PROJECT must be -1 (no projection) or >= 1; "
                               f"got {p.PROJECT}")
-        VPTSupervised._check_prompt_options(p, transfer)
+        check_prompt_options(p, transfer)
         if not cfg.MODEL.BACKBONE.NAME:
             raise ConfigError("MODEL.BACKBONE.NAME must name a supervised ViT (e.g. "
                               "sup_vitb16_imagenet21k, ToyViT) or a checkpoint path")
         height, width = cfg.INPUT.SIZE
         if height != width:
             raise ConfigError(f"VPTSupervised needs square inputs; INPUT.SIZE is {cfg.INPUT.SIZE}")
-
-    @staticmethod
-    def _check_prompt_options(p, transfer: str) -> None:
-        """KMnP/vpt's prompt ablation keys: each one only where its code reads it."""
-        set_keys = [k for k, on in (("NUM_DEEP_LAYERS", p.NUM_DEEP_LAYERS is not None),
-                                    ("REVERSE_DEEP", p.REVERSE_DEEP),
-                                    ("DEEP_SHARED", p.DEEP_SHARED),
-                                    ("VIT_POOL_TYPE", p.VIT_POOL_TYPE != "original"),
-                                    ("INITIATION", p.INITIATION != "random")) if on]
-        if transfer != "prompt" and set_keys:
-            raise ConfigError(f"MODEL.PROMPT.{set_keys[0]} applies only with MODEL.TRANSFER_TYPE "
-                              f"prompt (KMnP/vpt's {transfer} model has no prompts and reads "
-                              f"the class token)")
-        if p.FORWARD_DEEP_NOEXPAND:
-            raise ConfigError("MODEL.PROMPT.FORWARD_DEEP_NOEXPAND is not supported: dropping the "
-                              "prompt tokens after the last prompted layer is a KMnP/vpt ablation "
-                              "not built here")
-        if p.NUM_DEEP_LAYERS is not None and (not isinstance(p.NUM_DEEP_LAYERS, int)
-                                              or p.NUM_DEEP_LAYERS < 1):
-            raise ConfigError(f"MODEL.PROMPT.NUM_DEEP_LAYERS must be None (all layers) or an int "
-                              f">= 1; got {p.NUM_DEEP_LAYERS!r}")
-        for key in ("NUM_DEEP_LAYERS", "REVERSE_DEEP", "DEEP_SHARED"):
-            if key in set_keys and not p.DEEP:
-                raise ConfigError(f"MODEL.PROMPT.{key} needs MODEL.PROMPT.DEEP True (KMnP/vpt "
-                                  f"reads it only for deep prompts)")
-        if p.REVERSE_DEEP and p.NUM_DEEP_LAYERS is None:
-            raise ConfigError("MODEL.PROMPT.REVERSE_DEEP needs MODEL.PROMPT.NUM_DEEP_LAYERS (the "
-                              "number of last layers that get prompts)")
-        if p.REVERSE_DEEP and p.DEEP_SHARED:
-            raise ConfigError("MODEL.PROMPT.DEEP_SHARED is not supported with REVERSE_DEEP: "
-                              "KMnP/vpt's reverse forward ignores DEEP_SHARED")
-        VPTSupervised._check_clsemb(p)
-
-    @staticmethod
-    def _check_clsemb(p) -> None:
-        if p.INITIATION == "random":
-            for key in ("CLSEMB_PATH", "CLSEMB_FOLDER"):
-                if p[key]:
-                    raise ConfigError(f"MODEL.PROMPT.{key} is read only with INITIATION "
-                                      f"{', '.join(CLS_INITS)}; INITIATION is random")
-            return
-        if not p.CLSEMB_PATH:
-            raise ConfigError(f"MODEL.PROMPT.INITIATION {p.INITIATION} needs "
-                              f"MODEL.PROMPT.CLSEMB_PATH (a .npy of class embeddings [n, L+1, D])")
-        if p.PROJECT != -1:
-            raise ConfigError(f"MODEL.PROMPT.INITIATION {p.INITIATION} is not supported with "
-                              f"PROJECT {p.PROJECT}: class embeddings have the ViT width")
-        if p.NUM_DEEP_LAYERS is not None or p.REVERSE_DEEP:
-            raise ConfigError(f"MODEL.PROMPT.INITIATION {p.INITIATION} needs NUM_DEEP_LAYERS None "
-                              f"and REVERSE_DEEP False (one embedding per layer, as KMnP/vpt "
-                              f"asserts)")
 
     def build_model(self) -> None:
         cfg = self.cfg

@@ -198,7 +198,8 @@ def test_class_embedding_file_errors(tmp_path, clsemb):
         load(tmp_path / "missing.npy")
     np.save(tmp_path / "short.npy", np.zeros((N, 4, D), np.float32))
     with pytest.raises(ConfigError, match=r"short.npy' has shape \[2, 4, 16\]; INITIATION "
-                                          r"cls-nolastl expects \[NUM_TOKENS=2, T, 16\] with T = 5"):
+                                          r"cls-nolastl expects \[NUM_TOKENS=2, T, 16\] "
+                                          r"with T = 5"):
         load(tmp_path / "short.npy")
     load(tmp_path / "short.npy", "final-cls")  # final-cls reads only the last point
     np.save(tmp_path / "obj.npy", np.array([Payload()], dtype=object), allow_pickle=True)
