@@ -98,8 +98,8 @@ class VisionPrompts(nn.Module):
     ``ctx`` itself re-enters at layers 1 .. depth-1 (KMnP/vpt's ``DEEP_SHARED``: one set).
     ``start`` not None (KMnP/vpt's ``REVERSE_DEEP``): no ``ctx``; ``deep`` [depth, n_ctx,
     prompt_dim] enters at layers start .. start+depth-1. ``proj`` (optional) maps prompt_dim to
-    the ViT width; ``dropout`` (rate > 0, training only) drops prompt values independently for each image
-    and each layer, as the VPT paper does.
+    the ViT width; ``dropout`` (rate > 0, training only) drops prompt values independently for
+    each image and each layer, as the VPT paper does.
     """
 
     def __init__(self, n_ctx: int, depth: int, width: int, proj: Optional[nn.Module] = None,

@@ -140,18 +140,23 @@ def from_torchvision(state: Mapping[str, Tensor]) -> Converted:
 
 
 def _tv_key(key: str):
-    m = re.match(r"encoder\.layers\.encoder_layer_(\d+)\.(.+)$", key)
+    return _block_key(key, r"encoder\.layers\.encoder_layer_(\d+)\.(.+)$", _TV_BLOCK, _TV_TOP)
+
+
+def _block_key(key: str, block_pattern: str, block: Mapping[str, str], top: Mapping[str, str]):
+    """The timm key of ``key``: per-block names (``block_pattern`` captures the block index and
+    the rest) through ``block``, others through ``top`` (prefixes end in "."); None if unknown."""
+    m = re.match(block_pattern, key)
     if m:
         rest = m.group(2)
-        for old, new in _TV_BLOCK.items():
+        for old, new in block.items():
             if rest == old or rest.startswith(old + "."):
                 return f"blocks.{m.group(1)}.{new}{rest[len(old):]}"
         return None
-    for old, new in _TV_TOP.items():
+    for old, new in top.items():
         if key == old or (old.endswith(".") and key.startswith(old)):
             return new + key[len(old):]
     return None
-
 
 # KMnP/vpt -> timm, per block; query/key/value are concatenated into timm's qkv
 _KMNP_BLOCK = {"attention_norm": "norm1", "ffn_norm": "norm2", "ffn.fc1": "mlp.fc1",
@@ -191,14 +196,4 @@ def from_kmnp(state: Mapping[str, Tensor]) -> Converted:
 
 
 def _kmnp_key(key: str):
-    m = re.match(r"transformer\.encoder\.layer\.(\d+)\.(.+)$", key)
-    if m:
-        rest = m.group(2)
-        for old, new in _KMNP_BLOCK.items():
-            if rest.startswith(old + "."):
-                return f"blocks.{m.group(1)}.{new}{rest[len(old):]}"
-        return None
-    for old, new in _KMNP_TOP.items():
-        if key == old or (old.endswith(".") and key.startswith(old)):
-            return new + key[len(old):]
-    return None
+    return _block_key(key, r"transformer\.encoder\.layer\.(\d+)\.(.+)$", _KMNP_BLOCK, _KMNP_TOP)
