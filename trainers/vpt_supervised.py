@@ -318,9 +318,10 @@ class VPTSupervised(TrainerX):
         self.model.to(self.device)
         count = sum(p.numel() for p in learner.parameters())
         p = cfg.MODEL.PROMPT
-        logger.info(f"VPTSupervised: transfer {cfg.MODEL.TRANSFER_TYPE}, {p.NUM_TOKENS} tokens, "
-                    f"deep {p.DEEP} (layers {p.NUM_DEEP_LAYERS}, reverse {p.REVERSE_DEEP}, "
-                    f"shared {p.DEEP_SHARED}), pool {p.VIT_POOL_TYPE}, head "
+        prompts = (f"{p.NUM_TOKENS} tokens, deep {p.DEEP} (layers {p.NUM_DEEP_LAYERS}, reverse "
+                   f"{p.REVERSE_DEEP}, shared {p.DEEP_SHARED}), pool {p.VIT_POOL_TYPE}, "
+                   if learner.prompts is not None else "no prompts, ")
+        logger.info(f"VPTSupervised: transfer {cfg.MODEL.TRANSFER_TYPE}, {prompts}head "
                     f"{cfg.MODEL.HEAD.NAME or 'linear'}; {count:,} trainable values")
         labels = [item.label for item in self.dm.dataset.train_x]
         weights = class_weights(labels, self.num_classes,
