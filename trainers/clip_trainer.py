@@ -35,6 +35,9 @@ class ClipPromptTrainer(TrainerX):
     # image features are fixed, so val/test features come from the on-disk feature cache and
     # DATALOADER.FEATURE_CACHE.TRAIN_VIEWS may train on cached views. Conservative default.
     prompted_image_encoder = True
+    # What the model's encode_image gives the feature cache: "normalised" (the forward's input)
+    # or "unnormalised" (before the L2 normalisation: DePT's head reads it).
+    cached_features = "normalised"
     trains_on_images = True  # False: no training loop (zero-shot), no training features
     cache_text_in_eval = True  # compute class text features once per evaluation
     # Keys of upstream checkpoints rebuilt from the class names here (not learned; dropped).
@@ -165,7 +168,8 @@ class ClipPromptTrainer(TrainerX):
                 return self.unwrapped_model.encode_image(images.to(self.device))
 
         def bucket(tfm):
-            return cache.bucket(digest, dtype, repr(tfm), self.precision.name)
+            return cache.bucket(digest, dtype, repr(tfm), self.precision.name,
+                                self.cached_features)
 
         workers = self.cfg.DATALOADER.NUM_WORKERS
         logger.info(f"Feature cache: {cache.root} ({dtype}; image encoder sha256 {digest[:12]})")

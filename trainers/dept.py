@@ -153,6 +153,12 @@ class DePTCLIP(nn.Module):
     def clear_text_cache(self) -> None:
         self.text_cache = None
 
+    def encode_image(self, images: Tensor) -> Tensor:
+        """Image features [B, E] before the normalisation (what the feature cache stores for
+        DePT and :meth:`forward` takes in place of images)."""
+        with unnormalised(self.base):
+            return self.base.encode_image(images)
+
     @staticmethod
     def _normalised(x: Tensor) -> Tensor:
         return x / x.norm(dim=-1, keepdim=True)
@@ -196,7 +202,9 @@ class DePTMixin:
     """DePT over the base trainer class that follows it in the MRO (see :func:`dept_trainer`)."""
 
     model_name = "PromptLearner"  # upstream's checkpoint folder
-    prompted_image_encoder = True  # the head reads unnormalised image features: no cache
+    # The head reads unnormalised image features: with a base whose image encoder is frozen and
+    # unprompted (CoOp; the base's prompted_image_encoder), those are cached (not MaPLe's).
+    cached_features = "unnormalised"
 
     def check_cfg(self, cfg) -> None:
         super().check_cfg(cfg)

@@ -8,7 +8,8 @@ else ``~/.cache/dassl_lite/features``)::
     <root>/<bucket>/seg-<id>.keys.json      the n entry keys, in row order, and the size and
                                             sha256 of the .npy (:mod:`.feature_files`)
 
-A *bucket* is one (image encoder weights digest, dtype, transform) triple; an *entry key* names
+A *bucket* is one (image encoder weights digest, dtype, transform) triple (features normalised,
+or in buckets of their own before the normalisation); an *entry key* names
 one image file by identity (real path, size, mtime in ns) plus a view tag (``test`` or
 ``view<k>``). A changed backbone, dtype or transform gives another bucket; a changed image file
 another key. Segments are immutable: each fill writes a new one, the ``.npy`` first and then the
@@ -305,11 +306,14 @@ class FeatureCache:
         self.max_bytes = int(max_bytes)
 
     def bucket(self, encoder_digest: str, dtype_name: str, transform: str,
-               precision: str = "fp32") -> FeatureBucket:
+               precision: str = "fp32", features: str = "normalised") -> FeatureBucket:
         """The bucket of features of this encoder, storage dtype, transform and compute precision
-        (``amp`` features differ from ``fp32`` ones)."""
+        (``amp`` features differ from ``fp32`` ones); ``features`` "unnormalised": the encoder's
+        output before the L2 normalisation (DePT's head reads it), a bucket of its own."""
         meta = {"encoder_sha256": encoder_digest, "dtype": dtype_name, "transform": transform,
                 "precision": precision}
+        if features != "normalised":  # the normalised buckets keep their names
+            meta["features"] = features
         name = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:24]
         return FeatureBucket(self, os.path.join(self.root, name), meta)
 

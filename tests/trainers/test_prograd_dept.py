@@ -151,6 +151,21 @@ def test_dept_head_training_fusion_and_groups(build, base):
     assert [g["lr"] for g in trainer.optim.param_groups] == pytest.approx([0.01, 0.065])
     batch = next(iter(trainer.train_loader_x))
     images, labels = batch["img"], batch["label"]
+    if base == "CoOp":  # frozen unprompted image encoder: trains on cached unnormalised features
+        assert trainer.cached_features == "unnormalised" and images.dim() == 2
+        uncached = build("DePT", *opts, "DATALOADER.FEATURE_CACHE.ENABLED", "False")
+        batch_img = next(iter(uncached.train_loader_x))
+        assert torch.equal(batch_img["label"], labels)
+        with torch.no_grad():
+            raw = model.base.clip.visual(batch_img["img"])
+            assert torch.allclose(images, raw, atol=1e-5)  # not normalised (norms are not 1)
+            assert not torch.allclose(raw.norm(dim=-1), torch.ones(len(raw)), atol=1e-2)
+            for key, value in model(images, labels).items():
+                assert torch.allclose(value.float(), uncached.model(batch_img["img"], labels)[key]
+                                      .float(), atol=1e-5), key
+        images = batch_img["img"]
+    else:
+        assert images.dim() == 4  # MaPLe prompts the image encoder: no cache
     with torch.no_grad():
         raw_text = model.raw_text_features()
         image = model.base.clip.visual(images, **(model.base.prompt_learner.vision_inputs(
