@@ -23,6 +23,7 @@ fi
 SHOTS="${SHOTS:-16}"
 OUTPUT="${OUTPUT:-output}"
 SOURCE="${SOURCE:-imagenet}"
+LOAD_EPOCH=""  # set by scripts whose upstream passes the epoch to evaluate (MMA's LOADEP)
 
 usage() {  # usage "ARGS": print how to call the running script and stop
     echo "usage: DATA=/path/to/datasets bash $0 $1" >&2
@@ -57,6 +58,7 @@ results_epoch() {  # DIR: the "epoch" of DIR/results.json ("none" if null, "" if
 
 load_epoch_flag() {  # DIR: "--load-epoch N" for the epoch the run in DIR ended at, if any
     local epoch
+    if [ -n "${LOAD_EPOCH:-}" ]; then echo "--load-epoch $LOAD_EPOCH"; return 0; fi
     epoch="$(results_epoch "$1")"
     if compgen -G "$1/*/model-best.pth.tar" > /dev/null; then return 0; fi  # best-val model
     case "$epoch" in ''|none) ;; *) echo "--load-epoch $epoch" ;; esac

@@ -9,6 +9,10 @@
 #            reproduce_few_shot.sh DATASET SHOTS WEIGHTSPATH   reproduce_xd.sh DATASET SEED WEIGHTSPATH
 #   zero-shot zsclip/zeroshot.sh, coop/zeroshot.sh DATASET CFG
 #   KgCoOp   kgcoop/base2new_train.sh, kgcoop/base2new_test.sh DATASET WEIGHT (seeds $SEEDS)
+#   ProGrad  prograd/base2new_{train,test}_{prograd,main}.sh DATASET (seeds $SEEDS; _main: CoOp)
+#            prograd/prograd.sh DATASET CFG CTP NCTX SHOTS CSC; main.sh, eval.sh, zeroshot.sh (CoOp's)
+#   MMA      mmadapter/base2new_train.sh DATASET SEED CFG   base2new_test.sh DATASET SEED CFG LOADEP
+#            mmadapter/xd_train.sh SEED CFG                 xd_test.sh DATASET SEED CFG LOADEP
 # Upstream MaPLe's names (maple/base2new_train_maple.sh, independent-vlp/*_ivlp.sh, vpt/*_vpt.sh,
 # language-prompting/*_lp.sh) source the project's scripts/<trainer>/*.sh.
 #
@@ -155,4 +159,74 @@ kgcoop_base2new() {  # train|test DATASET WEIGHT [KEY VALUE ...]: upstream KgCoO
                 "$dataset" "$@" "${opts[@]}" DATASET.SUBSAMPLE_CLASSES new
         fi
     done
+}
+
+prograd_base2new() {  # train|test DATASET [KEY VALUE ...]: upstream ProGrad base2new_*_{prograd,main}.sh
+    local phase=$1
+    shift
+    [ $# -ge 1 ] || usage "DATASET [KEY VALUE ...]"
+    dry_run || require_data
+    local dataset=$1 seed
+    shift
+    local opts=(TRAINER.COOP.N_CTX "${NCTX:-16}" TRAINER.COOP.CSC "${CSC:-False}"
+                TRAINER.COOP.CLASS_TOKEN_POSITION "${CTP:-end}")
+    if [ "$TRAINER" = ProGrad ]; then opts=(LOSS.LAMBDA "${LAMBDA:-1.0}" "${opts[@]}"); fi
+    for seed in $SEEDS; do
+        "base2new_$phase" "$dataset" "$seed" "$@" "${opts[@]}"
+    done
+}
+
+mma_cfg() {  # CFG: a config name is MMA's (upstream's configs/trainers/MultiModalAdapter/ files)
+    case "$1" in *.yaml|*/*) echo "$1" ;; *) echo "$REPO/configs/trainers/MMA/$1.yaml" ;; esac
+}
+
+mma_dir() {  # PHASE DATASET SEED: upstream MMA's base2new folder (no CFG level)
+    echo "$OUTPUT/base2new/$1/$(stem "$2")/shots_$SHOTS/$TRAINER/seed$3"
+}
+
+mma_base2new() {  # train|test DATASET SEED CFG [LOADEP] [KEY VALUE ...]: upstream MMA base2new_*.sh
+    local phase=$1
+    shift
+    if [ "$phase" = train ]; then
+        [ $# -ge 3 ] || usage "DATASET SEED CFG [KEY VALUE ...]"
+    else
+        [ $# -ge 4 ] || usage "DATASET SEED CFG LOADEP [KEY VALUE ...]"
+    fi
+    dry_run || require_data
+    local dataset=$1 seed=$2
+    CFG="$(mma_cfg "$3")"
+    shift 3
+    local train_dir
+    train_dir="$(mma_dir train_base "$dataset" "$seed")"
+    if [ "$phase" = train ]; then
+        train_run "$train_dir" "$seed" "$dataset" "$@" DATASET.NUM_SHOTS "$SHOTS" \
+            DATASET.SUBSAMPLE_CLASSES base
+    else
+        LOAD_EPOCH=$1
+        shift
+        eval_run "$(mma_dir test_new "$dataset" "$seed")" "$train_dir" "$seed" "$dataset" "$@" \
+            DATASET.NUM_SHOTS "$SHOTS" DATASET.SUBSAMPLE_CLASSES new
+    fi
+}
+
+mma_xd() {  # train SEED CFG | test DATASET SEED CFG LOADEP [KEY VALUE ...]: upstream MMA xd_*.sh
+    local phase=$1
+    shift
+    if [ "$phase" = train ]; then
+        [ $# -ge 2 ] || usage "SEED CFG [KEY VALUE ...]"
+        CFG="$(mma_cfg "$2")"
+        dry_run || require_data
+        local seed=$1
+        shift 2
+        train_run "$(xd_source_dir "$seed")" "$seed" "$SOURCE" "$@" DATASET.NUM_SHOTS "$SHOTS"
+    else
+        [ $# -ge 4 ] || usage "DATASET SEED CFG LOADEP [KEY VALUE ...]"
+        CFG="$(mma_cfg "$3")"
+        LOAD_EPOCH=$4
+        dry_run || require_data
+        local dataset=$1 seed=$2
+        shift 4
+        local dir="$OUTPUT/evaluation/$TRAINER/$(stem "$CFG")_${SHOTS}shots/$(stem "$dataset")/seed$seed"
+        eval_run "$dir" "$(xd_source_dir "$seed")" "$seed" "$dataset" "$@"
+    fi
 }

@@ -27,8 +27,9 @@ after ``ln_pre``, not used by its configs) is refused with an error; so is an ``
 equal to an encoder's width (upstream then builds a module its forward cannot call). No
 DataParallel (the hooks hold the adapters; DistributedDataParallel is fine).
 
-Config section ``TRAINER.MMADAPTER`` (upstream's name, keys and defaults; the registered trainer is
-``MMA``; upstream registers ``MultiModalAdapter``). Checkpoints in ``adapter_learner/`` (upstream's
+Config section ``TRAINER.MMADAPTER`` (upstream's name, keys and defaults). The trainer is ``MMA``;
+upstream's name ``MultiModalAdapter`` is registered too (:class:`MultiModalAdapter`, the same
+trainer reading ``configs/trainers/MMA/``), so upstream's scripts and config paths run. Checkpoints in ``adapter_learner/`` (upstream's
 folder, same keys; its fixed ``token_embedding`` and ``tokenized_prompts`` are rebuilt here and
 ignored when loading).
 """
@@ -217,3 +218,10 @@ class MMA(ClipPromptTrainer):
     def forward_backward(self, batch: Dict[str, Any]) -> Dict[str, float]:
         out = super().forward_backward(batch)
         return {"loss": out["loss"], "ce": out["loss"], "acc": out["acc"]}
+
+
+@TRAINER_REGISTRY.register()
+class MultiModalAdapter(MMA):
+    """MMA under upstream's trainer name (upstream's ``TRAINER=MultiModalAdapter`` scripts and
+    ``configs/trainers/MultiModalAdapter/`` paths): the same trainer, config section, configs
+    (``configs/trainers/MMA/``) and checkpoints; only the run folders carry this name."""

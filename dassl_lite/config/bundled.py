@@ -3,7 +3,8 @@
 The wheel carries ``configs/`` inside the package (``dassl_lite/configs/``; a checkout has it
 beside ``dassl_lite/``). Commands copied from the docs say ``--config-file
 configs/trainers/CoOp/vit_b16.yaml``: from a folder without such a file, a relative path that
-names a bundled file (``configs/datasets/oxford_pets.yaml``, ``datasets/oxford_pets.yaml``)
+names a bundled file (``configs/datasets/oxford_pets.yaml``, ``datasets/oxford_pets.yaml``; a
+trainer folder also through a registered parent's, ``trainers/MultiModalAdapter/`` as ``MMA/``)
 resolves to it, and the caller logs which file was used. A path that names nothing bundled is an
 error listing the nearest bundled names.
 """
@@ -102,6 +103,21 @@ def nearest_bundled(path: str, n: int = 5, trainer: str = "") -> List[str]:
     return near[:n]
 
 
+def _bundled_file(part: str, root: str) -> Optional[str]:
+    """The bundled file ``part`` names; for ``trainers/<T>/<file>``, else ``<file>`` in the folder
+    of a registered trainer that T subclasses with the same config section (upstream MMA's
+    ``trainers/MultiModalAdapter/vit_b16_ep5.yaml`` is ``trainers/MMA/vit_b16_ep5.yaml``)."""
+    direct = os.path.join(root, *part.split("/"))
+    if os.path.isfile(direct):
+        return direct
+    pieces = part.split("/")
+    if len(pieces) == 3 and pieces[0] == "trainers":
+        for folder in trainer_config_folders(pieces[1], os.path.join(root, "trainers"))[1:]:
+            if os.path.isfile(os.path.join(folder, pieces[2])):
+                return os.path.join(folder, pieces[2])
+    return None
+
+
 def find_config(path: str, flag: str = "--config-file",
                 trainer: str = "") -> Tuple[str, Optional[str]]:
     """``(path to read, notice)``: ``path`` itself when it is a file (notice None); else the
@@ -111,8 +127,8 @@ def find_config(path: str, flag: str = "--config-file",
     if os.path.isfile(path):
         return path, None
     part, root = _bundled_part(path), bundled_root()
-    if part and root and os.path.isfile(os.path.join(root, *part.split("/"))):
-        bundled = os.path.join(root, *part.split("/"))
+    bundled = _bundled_file(part, root) if part and root else None
+    if bundled:
         return bundled, (f"{flag} {path}: not in {os.getcwd()}; using the bundled config "
                          f"{bundled}")
     where = "" if os.path.isabs(path) else f" (relative to {os.getcwd()})"

@@ -5,7 +5,9 @@ error naming the script) and, in DRY_RUN mode, plans its runs without training.
 The lists are upstream's trees (data, not fetched): KaiyangZhou/CoOp ``scripts/``,
 muzairkhattak/multimodal-prompt-learning (MaPLe) ``scripts/``, muzairkhattak/PromptSRC
 ``scripts/``. htyao89/KgCoOp keeps ``base2new_train.sh``/``base2new_test.sh`` (DATASET WEIGHT)
-at the top of its ``scripts/``; here they are ``scripts/kgcoop/``.
+at the top of its ``scripts/``; here they are ``scripts/kgcoop/``. BeierZhu/Prompt-align keeps
+ProGrad's in ``ProGrad.public/scripts/``; here they are ``scripts/prograd/``. ZjjConan/
+Multi-Modal-Adapter's ``scripts/mmadapter/`` run ``MultiModalAdapter`` (upstream's name of MMA).
 """
 import os
 import subprocess
@@ -57,10 +59,24 @@ UPSTREAM = {
     },
     "htyao89/KgCoOp": {"kgcoop/base2new_train.sh": ("DATASET", "WEIGHT"),
                        "kgcoop/base2new_test.sh": ("DATASET", "WEIGHT")},
+    "BeierZhu/Prompt-align": {
+        "prograd/base2new_train_prograd.sh": ("DATASET",),
+        "prograd/base2new_test_prograd.sh": ("DATASET",),
+        "prograd/base2new_train_main.sh": ("DATASET",), "prograd/base2new_test_main.sh": ("DATASET",),
+        "prograd/prograd.sh": COOP["coop/main.sh"], "prograd/main.sh": COOP["coop/main.sh"],
+        "prograd/eval.sh": ("DATASET", "CFG"), "prograd/zeroshot.sh": ("DATASET", "CFG"),
+    },
+    "ZjjConan/Multi-Modal-Adapter": {
+        "mmadapter/base2new_train.sh": ("DATASET", "SEED", "CFG"),
+        "mmadapter/base2new_test.sh": ("DATASET", "SEED", "CFG", "LOADEP"),
+        "mmadapter/xd_train.sh": ("SEED", "CFG"),
+        "mmadapter/xd_test.sh": ("DATASET", "SEED", "CFG", "LOADEP"),
+    },
 }
-# a value for each argument name (CFG: a config every trainer above that takes it has)
+# a value for each argument name (CFG: a config name; dry runs only print its path)
 VALUES = {"DATASET": "dtd", "SEED": "2", "WEIGHTSPATH": "weights", "CFG": "vit_b16",
-          "CTP": "end", "NCTX": "16", "SHOTS": "4", "CSC": "False", "WEIGHT": "8.0"}
+          "CTP": "end", "NCTX": "16", "SHOTS": "4", "CSC": "False", "WEIGHT": "8.0",
+          "LOADEP": "5"}
 CASES = sorted({(path, args) for tree in UPSTREAM.values() for path, args in tree.items()})
 
 
@@ -74,8 +90,8 @@ def run(script, *args, cwd, **env):
 
 
 def test_the_lists_are_upstreams():
-    assert [len(tree) for tree in UPSTREAM.values()] == [7, 28, 24, 2]  # .sh files of each tree
-    assert len(CASES) == 39
+    assert [len(tree) for tree in UPSTREAM.values()] == [7, 28, 24, 2, 8, 4]  # each tree's .sh
+    assert len(CASES) == 51
 
 
 @pytest.mark.parametrize("script, args", CASES, ids=[c[0] for c in CASES])
@@ -106,11 +122,15 @@ def test_upstream_script_exists_and_parses_its_arguments(script, args, tmp_path)
     ("coop/zeroshot.sh", "output/ZeroshotCLIP/vit_b16/dtd"),
     ("kgcoop/base2new_train.sh",
      "output/base2new/train_base/dtd/shots_16_8.0/KgCoOp/vit_b16_ep100_ctxv1/seed1"),
+    ("prograd/base2new_test_prograd.sh",
+     "output/base2new/test_new/dtd/shots_4/ProGrad/rn50_ep100/seed1"),
+    ("prograd/prograd.sh", "output/dtd/ProGrad/vit_b16_4shots/nctx16_cscFalse_ctpend/seed1"),
+    ("mmadapter/base2new_test.sh", "output/base2new/test_new/dtd/shots_16/MultiModalAdapter/seed2"),
+    ("mmadapter/xd_train.sh", "output/imagenet/MultiModalAdapter/vit_b16_16shots/seed2"),
 ])
 def test_upstream_names_write_upstreams_folders(script, folder, tmp_path):
     """The folders are the DIR lines of the upstream scripts (output/ as the root)."""
-    args = UPSTREAM["muzairkhattak/multimodal-prompt-learning"].get(script) or \
-        UPSTREAM["KaiyangZhou/CoOp"].get(script) or UPSTREAM["htyao89/KgCoOp"][script]
+    args = dict(CASES)[script]
     r = run(script, *[VALUES[a] for a in args], cwd=tmp_path, DRY_RUN="1")
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines()[0].startswith(f"[dry-run] would write {folder}")
@@ -123,3 +143,30 @@ def test_kgcoop_scripts_pass_the_weight_to_kgcoops_own_section(tmp_path):
                             "TRAINER.KGCOOP.CLASS_TOKEN_POSITION end DATASET.NUM_SHOTS 16 "
                             "DATASET.SUBSAMPLE_CLASSES new")
     assert "--model-dir output/base2new/train_base/dtd/shots_16_8.0/KgCoOp/" in command
+
+
+def test_prograd_and_mma_scripts_pass_upstreams_settings(tmp_path):
+    r = run("prograd/base2new_train_prograd.sh", "dtd", cwd=tmp_path, DRY_RUN="1", SEEDS="1")
+    assert r.stdout.splitlines()[1].endswith(
+        "--trainer ProGrad --config-file " + os.path.join(REPO, "configs/trainers/ProGrad/rn50_ep100.yaml")
+        + " --seed 1 --dataset-config-file " + os.path.join(REPO, "configs/datasets/dtd.yaml")
+        + " --output-dir output/base2new/train_base/dtd/shots_4/ProGrad/rn50_ep100/seed1 "
+        "LOSS.LAMBDA 1.0 TRAINER.COOP.N_CTX 16 TRAINER.COOP.CSC False "
+        "TRAINER.COOP.CLASS_TOKEN_POSITION end DATASET.NUM_SHOTS 4 DATASET.SUBSAMPLE_CLASSES base")
+    main = run("prograd/base2new_train_main.sh", "dtd", cwd=tmp_path, DRY_RUN="1", SEEDS="1")
+    assert "--trainer CoOp " in main.stdout and "LOSS.LAMBDA" not in main.stdout
+    # MMA's upstream config names resolve to configs/trainers/MMA/; LOADEP is the epoch evaluated
+    train = tmp_path / "output/base2new/train_base/dtd/shots_16/MultiModalAdapter/seed2"
+    train.mkdir(parents=True)
+    (train / "results.json").write_text('{"epoch": 5}')
+    env = {k: v for k, v in os.environ.items() if k not in ("DRY_RUN", "LOADEP", "OUTPUT")}
+    env.update(DATA="data", PYTHON="echo")
+    r = subprocess.run(["bash", os.path.join(SCRIPTS, "mmadapter/base2new_test.sh"), "dtd", "2",
+                        "vit_b16_ep5", "3"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    command = r.stdout.splitlines()[-1]
+    assert "--trainer MultiModalAdapter --config-file " + os.path.join(
+        REPO, "configs/trainers/MMA/vit_b16_ep5.yaml") in command
+    assert f"--model-dir output/base2new/train_base/dtd/shots_16/MultiModalAdapter/seed2 " \
+           f"--load-epoch 3 --eval-only" in command

@@ -190,3 +190,24 @@ def test_a_none_deep_prompt_leaves_its_layer_alone():
         assert torch.allclose(t.forward_at(x, idx, deep_prompts=[None, p]),
                               by_hand[torch.arange(3), idx], atol=1e-6)
         assert not torch.allclose(t(x, [None, p]), t(x, [p, p]), atol=1e-3)
+
+
+def test_multimodaladapter_is_mma_under_upstreams_name(tmp_path, monkeypatch):
+    from dassl_lite.config.bundled import find_config
+    from dassl_lite.protocols.resolve import resolve_trainer_config
+    from dassl_lite.registry import TRAINER_REGISTRY
+    from trainers.mma import MMA
+
+    alias = TRAINER_REGISTRY.get("MultiModalAdapter")
+    assert issubclass(alias, MMA) and alias.model_name == MMA.model_name == "adapter_learner"
+    configs = os.path.join(REPO, "configs", "trainers")
+    assert resolve_trainer_config("vit_b16_ep5", "MultiModalAdapter", configs) == \
+        os.path.join(configs, "MMA", "vit_b16_ep5.yaml")
+    # upstream's commands name configs/trainers/MultiModalAdapter/<cfg>.yaml
+    monkeypatch.chdir(tmp_path)
+    path, notice = find_config("configs/trainers/MultiModalAdapter/vit_b16_ep5_imnet.yaml")
+    assert os.path.samefile(path, os.path.join(configs, "MMA", "vit_b16_ep5_imnet.yaml"))
+    assert notice.startswith("--config-file configs/trainers/MultiModalAdapter/vit_b16_ep5_imnet"
+                             ".yaml: not in ")
+    with pytest.raises(ConfigError, match="MultiModalAdapter/vit_b16.yaml does not exist"):
+        find_config("configs/trainers/MultiModalAdapter/vit_b16.yaml")
