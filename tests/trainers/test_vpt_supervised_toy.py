@@ -1,17 +1,17 @@
 """VPTSupervised learns on the toy world: the shipped supervised ToyViT (pretrained on the toy
-world's shapes only), a linear head on the class token, 16 shots of the 32 ToyShapes base classes
-(colour x shape), configs/trainers/VPTSupervised/toy.yaml (2 prompt tokens, lr 0.1) for 6 epochs.
+world's colours and shapes, two heads; held-out colour 99.35%, shape 33.01%), a linear head on
+the class token, 16 shots of the 32 ToyShapes base classes (colour x shape, a label set the
+backbone never saw), configs/trainers/VPTSupervised/toy.yaml (2 prompt tokens, lr 0.1), 6 epochs.
 
-VPT-shallow and VPT-deep must beat chance (1/32) by a wide margin. VPT-deep does NOT beat a linear
-probe of the frozen class token on this world at this budget (README, "Supervised ViT backbones":
-24.5% against 34.2%), so that comparison is documented, not asserted: the toy class token already
-separates the classes linearly about as well as the weakly trained toy backbone can, and prompts
-replaced at every one of its 4 blocks perturb a sequence of only 16 patch tokens."""
+Measured with seed 1 (docs/methods.md, "The toy setting"): VPT-deep 47.81%, VPT-shallow 40.78%,
+linear probe 50.31% (chance 3.12%). Both VPT variants must stay 30 points above chance (33.1%;
+the shape-only ToyViT before gave 24.53% and 32.66%, below that line). VPT-deep does not beat the
+linear probe at this test-sized budget, so that is documented, not asserted."""
 import pytest
 
 EPOCHS = "6"
 CHANCE = 100 / 32
-MARGIN_OVER_CHANCE = 15.0  # points
+MARGIN_OVER_CHANCE = 30.0  # points (measured: deep +44.7, shallow +37.7)
 
 
 @pytest.fixture(scope="module")
