@@ -184,15 +184,25 @@ def build_parser(protocol: str, repo_root: str) -> argparse.ArgumentParser:
                    help="trainer name(s); several run one after the other")
     p.add_argument("--config-file", required=True,
                    help="trainer YAML path, or a name under configs/trainers/<TRAINER>/ (vit_b16)")
-    p.add_argument("--root", default=os.environ.get("DATA", ""),
-                   help="dataset root (default: $DATA)")
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="default 1 2 3")
-    p.add_argument("--output-root", default="output", help="default ./output")
     p.add_argument("--benchmark", default="toy", choices=list(BENCHMARKS),
                    help="dataset list that 'all' means (default toy)")
+    p.add_argument("--metric", default="accuracy", choices=METRICS, help="default accuracy")
+    add_run_arguments(p, repo_root)
+    add_list_configs_flag(p)
+    cls.add_arguments(p)
+    return p
+
+
+def add_run_arguments(p: argparse.ArgumentParser, repo_root: str) -> None:
+    """The flags every protocol tool shares: dataset root, output root, imports, launchers
+    (subprocess, in-process, device pool, Slurm), --compile, --dry-run, --verbose, table format
+    and configs folder."""
+    p.add_argument("--root", default=os.environ.get("DATA", ""),
+                   help="dataset root (default: $DATA)")
+    p.add_argument("--output-root", default="output", help="default ./output")
     p.add_argument("--import", dest="imports", action="append", default=[],
                    metavar="MODULE_OR_FILE", help="user module registering trainers/datasets")
-    p.add_argument("--metric", default="accuracy", choices=METRICS, help="default accuracy")
     p.add_argument("--launcher", default="subprocess",
                    choices=["subprocess", "inprocess", "slurm"],
                    help="run each job in a child process (default), in this process, or as a "
@@ -219,9 +229,6 @@ def build_parser(protocol: str, repo_root: str) -> argparse.ArgumentParser:
     p.add_argument("--table-format", default="github", help="tabulate format (default github)")
     p.add_argument("--configs-dir", default=os.path.join(repo_root, "configs"),
                    help="folder holding datasets/*.yaml and trainers/<TRAINER>/*.yaml")
-    add_list_configs_flag(p)
-    cls.add_arguments(p)
-    return p
 
 
 def split_opts(argv: Sequence[str]) -> Tuple[List[str], List[str]]:
@@ -288,7 +295,7 @@ def _report(proto: Protocol, plans, outcomes: List[Outcome], fmt: str) -> None:
             print(line)
 
 
-def _check_launch_flags(args) -> None:
+def check_launch_flags(args) -> None:
     if args.gpus_per_job < 1:
         raise DasslLiteError(f"--gpus-per-job must be at least 1; got {args.gpus_per_job}")
     if args.devices and args.launcher != "subprocess":
@@ -300,7 +307,7 @@ def _check_launch_flags(args) -> None:
         check_slurm_available(args.submitit_cluster)
 
 
-def _run(jobs, args, repo_root: str) -> List[Outcome]:
+def run_with_launcher(jobs, args, repo_root: str) -> List[Outcome]:
     """Run ``jobs`` with the launcher the flags choose."""
     train_script = os.path.join(repo_root, "tools", "train.py")
     if args.dry_run or not (args.devices or args.launcher == "slurm"):
@@ -328,7 +335,7 @@ def main(protocol: str, argv: Optional[Sequence[str]] = None, repo_root: str = "
     args = build_parser(protocol, repo_root).parse_args(flags)
     _setup_console()
     try:
-        _check_launch_flags(args)
+        check_launch_flags(args)
         opts = opts + ["MODEL.COMPILE", "True"] if args.compile else opts
         proto, plans = _plan(protocol, args, opts)
         if args.devices:
@@ -340,7 +347,7 @@ def main(protocol: str, argv: Optional[Sequence[str]] = None, repo_root: str = "
         return 2
     jobs = [job for _, plan_jobs in plans for job in plan_jobs]
     try:
-        outcomes = _run(jobs, args, repo_root)
+        outcomes = run_with_launcher(jobs, args, repo_root)
     except KeyboardInterrupt:
         print("\nInterrupted. Run the same command again to resume: finished runs are skipped, "
               "unfinished ones continue from their last checkpoint.", file=sys.stderr)

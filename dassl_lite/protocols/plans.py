@@ -80,15 +80,17 @@ def expected_config(argv: Sequence[str]):
 
 def make_job(spec: RunSpec, kind: str, dataset: DatasetConfig, seed: int, shots: int,
              output_dir: str, extra_opts: Sequence[str], train_job: Optional[Job] = None) -> Job:
-    """A job running ``tools/train.py`` (``--eval-only`` of ``train_job``'s weights if given)."""
-    flags = ["--root", spec.root, "--seed", str(seed), "--trainer", spec.trainer,
-             "--dataset-config-file", dataset.path, "--config-file", spec.config_file,
-             "--output-dir", output_dir]
+    """A job running ``tools/train.py`` (``--eval-only`` of ``train_job``'s weights if given).
+    A dataset without a config file (``dataset.path`` "") is named by ``DATASET.NAME``."""
+    by_file = ["--dataset-config-file", dataset.path] if dataset.path else []
+    by_name = [] if dataset.path else ["DATASET.NAME", dataset.name]
+    flags = ["--root", spec.root, "--seed", str(seed), "--trainer", spec.trainer, *by_file,
+             "--config-file", spec.config_file, "--output-dir", output_dir]
     for module in spec.imports:
         flags += ["--import", module]
     if train_job is not None:
         flags += ["--eval-only", "--model-dir", train_job.output_dir]
-    opts = list(spec.opts) + list(extra_opts)
+    opts = by_name + list(spec.opts) + list(extra_opts)
     return Job(kind, spec.trainer, dataset.label, seed, shots, output_dir, flags, opts,
                expected_config(flags + opts), train_job)
 
