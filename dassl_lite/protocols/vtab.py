@@ -113,7 +113,7 @@ def grid_axes(transfer_type: Optional[str], lrs: Optional[Sequence[float]],
     paper = grids.get(transfer_type or "")
     if paper is None and (lrs is None or wds is None):
         kind = (f"MODEL.TRANSFER_TYPE {transfer_type!r}" if transfer_type
-                else "no MODEL.TRANSFER_TYPE")
+                else "no MODEL.TRANSFER_TYPE it reads")
         raise DasslLiteError(f"No grid for {what}: it has {kind} (grids of {grid_source}: "
                              f"{', '.join(grids)}); pass --lr and --wd")
     lr_axis = list(lrs) if lrs is not None else list(paper[0])

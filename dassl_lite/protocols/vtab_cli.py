@@ -12,6 +12,7 @@ import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..cli import add_list_configs_flag, import_user_module, list_configs_requested
+from ..config.sections import trainer_sections
 from ..errors import DasslLiteError
 from ..registry import TRAINER_REGISTRY
 from .cli import (_setup_console, add_run_arguments, check_launch_flags, run_with_launcher,
@@ -91,11 +92,17 @@ def _specs(args, opts: List[str]) -> List[RunSpec]:
     return specs
 
 
+def _reads_transfer_type(trainer: str) -> bool:
+    """Whether ``trainer`` reads ``MODEL.TRANSFER_TYPE`` (VPTSupervised and its subclasses: the
+    trainers of section ``TRAINER.VPTSUPERVISED``); the key exists in every config."""
+    return "VPTSUPERVISED" in (trainer_sections(TRAINER_REGISTRY.get(trainer)) or ())
+
+
 def _grid(spec: RunSpec, args, dataset_name: str) -> Tuple[list, Dict]:
     """The grid points of ``spec`` and their description for the summary."""
     flags = ["--root", spec.root, "--trainer", spec.trainer, "--config-file", spec.config_file]
     cfg = expected_config(flags + ["DATASET.NAME", dataset_name] + list(spec.opts))
-    transfer = cfg.MODEL.get("TRANSFER_TYPE")
+    transfer = cfg.MODEL.get("TRANSFER_TYPE") if _reads_transfer_type(spec.trainer) else None
     batch = cfg.DATALOADER.TRAIN_X.BATCH_SIZE
     grids, name = (TOY_GRIDS, TOY_GRID_SOURCE) if args.toy else (PAPER_GRIDS, GRID_SOURCE)
     lrs, wds, source = grid_axes(transfer, args.lr, args.wd,

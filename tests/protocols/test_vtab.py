@@ -58,7 +58,7 @@ def test_grid_points_scale_by_batch_in_upstream_order():
 
 def test_bad_grids_are_named():
     with pytest.raises(DasslLiteError, match=r"No grid for CoOp \(toy\): it has no "
-                                             r"MODEL.TRANSFER_TYPE .*pass --lr and --wd"):
+                                             r"MODEL.TRANSFER_TYPE it reads .*pass --lr and --wd"):
         grid_axes(None, [0.1], None, "CoOp (toy)")
     with pytest.raises(DasslLiteError, match=r"--lr values must be > 0; got 0 -1"):
         grid_axes("prompt", [0.0, -1.0], None, "x")
@@ -154,3 +154,74 @@ def test_paper_reference_numbers_give_the_papers_group_means():
     table = vtab_table.reference_table(["cifar", "eurosat"])
     assert "| VPT-deep    | 78.8    | 96.1      | 78.48     | 82.43         | 54.98        | 71.96" \
            in table
+
+
+# ---------------------------------------------------------------------- end to end
+TOY_FLAGS = ["--tasks", "toy_colour", "toy_shape", "--config-file", "toy_vtab_deep", "--toy",
+             "--seeds", "1", "--lr", "0.8", "3.2", "--wd", "0", "0.001",
+             "--launcher", "inprocess"]
+TOY_OPTS = ["OPTIM.MAX_EPOCH", "1"]
+
+
+def _vtab(root, out, *extra):
+    from dassl_lite.protocols.vtab_cli import main
+
+    return main(vtab_tasks, ["--root", str(root), "--output-root", str(out), *TOY_FLAGS,
+                             *extra, *TOY_OPTS], repo_root=REPO)
+
+
+def test_toy_protocol_end_to_end_interrupted_and_resumed(tmp_path, capsys, monkeypatch):
+    import trainers  # noqa: F401  (registers VPTSupervised, as tools/vtab.py does)
+    from dassl_lite.protocols import runner
+
+    root, out = tmp_path / "data", tmp_path / "out"
+    real_main, calls = runner.train_main, []
+
+    def ctrl_c_at_third_job(argv):
+        calls.append(argv)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # Ctrl-C while the third tune run starts
+        return real_main(argv)
+
+    monkeypatch.setattr(runner, "train_main", ctrl_c_at_third_job)
+    assert _vtab(root, out) == 130
+    assert "Run the same command again to resume" in capsys.readouterr().err
+    monkeypatch.setattr(runner, "train_main", real_main)
+
+    # the same command: the two finished tune runs are skipped, the other six and the finals run
+    assert _vtab(root, out) == 0
+    log = capsys.readouterr().out
+    assert log.count("): skipped") == 2
+    assert log.count("  new -> ") == 6 + 2
+    assert "[1/2] final toy_vtab_deep " in log
+    summary = json.loads((out / "vtab" / "summary_VPTSupervised.json").read_text())
+    row = summary["rows"]["toy_vtab_deep"]
+    for task in ("toy_colour", "toy_shape"):
+        entry = row["tasks"][task]
+        base = out / "vtab" / task / "VPTSupervised" / "toy_vtab_deep"
+        tuned = {p: json.loads((base / "tune" / p / "results.json").read_text())["accuracy"]
+                 for p in ("lr3.2_wd0.001", "lr3.2_wd0", "lr0.8_wd0.001", "lr0.8_wd0")}
+        assert entry["tune"] == tuned
+        best = max(tuned.values())
+        pick = next(p for p in ("lr0.8_wd0.001", "lr0.8_wd0", "lr3.2_wd0.001", "lr3.2_wd0")
+                    if tuned[p] == best)  # the tie rule, written out
+        assert f"lr{entry['lr']:g}_wd{entry['wd']:g}" == pick and entry["val_top1"] == best
+        assert entry["optim_lr"] == entry["lr"] * 32 / 256
+        final = base / "final" / pick / "seed1"
+        assert entry["per_seed"] == {"1": json.loads((final / "results.json").read_text())[
+            "accuracy"]}
+        cfg = (final / "config.yaml").read_text()
+        assert "MODE: final" in cfg and f"LR: {entry['optim_lr']}" in cfg
+    assert row["groups"] == {"Natural": row["tasks"]["toy_colour"]["mean"],
+                             "Specialized": row["tasks"]["toy_shape"]["mean"]}
+    md = (out / "vtab" / "summary_VPTSupervised.md").read_text()
+    assert "| toy_vtab_deep |" in md and md in log
+
+    # a final run killed before its results: only that run resumes; the rest is skipped
+    final = out / "vtab" / "toy_colour" / "VPTSupervised" / "toy_vtab_deep" / "final"
+    (next(final.iterdir()) / "seed1" / "results.json").unlink()
+    assert _vtab(root, out) == 0
+    log = capsys.readouterr().out
+    assert log.count("): skipped") == 9 and log.count("resume from epoch 1 ->") == 1
+    assert json.loads((out / "vtab" / "summary_VPTSupervised.json").read_text())["rows"] == \
+        summary["rows"]
