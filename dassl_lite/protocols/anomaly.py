@@ -34,7 +34,7 @@ from . import report
 from .anomaly_grid import write_method_grid
 from .anomaly_table import (check_dataset_folders, group_rows, render_table, select_rows,
                             table_caption, table_lines, table_rows, write_table)
-from .cli import _setup_console, split_opts
+from .cli import OPTS_EPILOG, _setup_console, split_opts
 from .jobs import Job, read_results
 from .plans import RunSpec, check_seeds_and_shots, make_job
 from .resolve import DatasetConfig, resolve_dataset, resolve_trainer_config
@@ -51,8 +51,7 @@ def build_parser(repo_root: str) -> argparse.ArgumentParser:
         description="Zero-shot cross-dataset anomaly detection (train on A's test split, "
                     "evaluate on every category of B, both directions) and few-shot (k normal "
                     "references, several seeded draws); mean ± std over seeds.",
-        epilog="Trailing KEY VALUE config options go to every run; they start at the first "
-               "KEY.NAME token or after '--'.")
+        epilog=OPTS_EPILOG)
     p.add_argument("--trainer", nargs="+", metavar="TRAINER", help="required without --table")
     p.add_argument("--config-file",
                    help="trainer YAML path, or a name under configs/trainers/<TRAINER>/ (toy); "

@@ -10,7 +10,7 @@ import logging
 import os
 import re
 import sys
-from typing import Dict, List, Optional, Sequence, Tuple, Type
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type
 
 from ..cli import add_list_configs_flag, import_user_module, list_configs_requested
 from ..errors import DasslLiteError
@@ -326,31 +326,49 @@ def run_with_launcher(jobs, args, repo_root: str) -> List[Outcome]:
     return run_jobs_on_devices(jobs, launcher_for, device_slots(args.devices, args.gpus_per_job))
 
 
-def main(protocol: str, argv: Optional[Sequence[str]] = None, repo_root: str = ".") -> int:
-    """Run ``protocol`` (base2new, fewshot, crossdataset) as its tool does."""
+INTERRUPTED = ("\nInterrupted. Run the same command again to resume: finished runs are skipped, "
+               "unfinished ones continue from their last checkpoint.")
+OPTS_EPILOG = ("Trailing KEY VALUE config options go to every run; they start at the first "
+               "KEY.NAME token or after '--'.")
+
+
+def prepare(argv: Optional[Sequence[str]], make_parser: Callable[[], argparse.ArgumentParser],
+            plan: Callable[[argparse.Namespace, List[str]], Any]) -> Tuple[Optional[int], Any, Any]:
+    """Parse ``argv`` (flags, then trailing KEY VALUE options), check the launch flags and
+    ``plan(args, opts)``: ``(None, args, plan)``, or ``(exit code, None, None)`` when
+    ``--list-configs`` answered or a bad argument was reported (2)."""
     flags, opts = split_opts(sys.argv[1:] if argv is None else argv)
     listed = list_configs_requested(flags)
     if listed is not None:
-        return listed
-    args = build_parser(protocol, repo_root).parse_args(flags)
+        return listed, None, None
+    args = make_parser().parse_args(flags)
     _setup_console()
     try:
         check_launch_flags(args)
         opts = opts + ["MODEL.COMPILE", "True"] if args.compile else opts
-        proto, plans = _plan(protocol, args, opts)
+        planned = plan(args, opts)
         if args.devices:
             device_slots(args.devices, args.gpus_per_job)  # bad ids fail before any job
             if not args.dry_run:
                 check_devices_present(args.devices)
     except DasslLiteError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return 2, None, None
+    return None, args, planned
+
+
+def main(protocol: str, argv: Optional[Sequence[str]] = None, repo_root: str = ".") -> int:
+    """Run ``protocol`` (base2new, fewshot, crossdataset) as its tool does."""
+    code, args, planned = prepare(argv, lambda: build_parser(protocol, repo_root),
+                                  lambda a, opts: _plan(protocol, a, opts))
+    if code is not None:
+        return code
+    proto, plans = planned
     jobs = [job for _, plan_jobs in plans for job in plan_jobs]
     try:
         outcomes = run_with_launcher(jobs, args, repo_root)
     except KeyboardInterrupt:
-        print("\nInterrupted. Run the same command again to resume: finished runs are skipped, "
-              "unfinished ones continue from their last checkpoint.", file=sys.stderr)
+        print(INTERRUPTED, file=sys.stderr)
         return 130
     if args.dry_run:
         return 0

@@ -46,8 +46,8 @@ PAPER_GRIDS: Dict[str, Tuple[Tuple[float, ...], Tuple[float, ...]]] = {
 GRID_SOURCE = "KMnP/vpt tune_vtab.py get_lrwd_range()"
 LR_SCALES = ("batch", "none")
 # Keys the protocol sets on every run (the tool's flags set them).
-VTAB_RESERVED = {"DATASET.VTAB.MODE": "the protocol's phase", "OPTIM.LR": "--lr",
-                 "OPTIM.WEIGHT_DECAY": "--wd", "TEST.FINAL_MODEL": "the protocol (last_step)"}
+VTAB_RESERVED = {"DATASET.VTAB.MODE": "tune, then final", "OPTIM.LR": "--lr",
+                 "OPTIM.WEIGHT_DECAY": "--wd", "TEST.FINAL_MODEL": "last_step"}
 
 
 def resolve_tasks(names: Sequence[str], catalogue) -> List[str]:

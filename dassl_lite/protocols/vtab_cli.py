@@ -11,22 +11,19 @@ import os
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from ..cli import add_list_configs_flag, import_user_module, list_configs_requested
+from ..cli import add_list_configs_flag, import_user_module
 from ..config.sections import trainer_sections
 from ..errors import DasslLiteError
 from ..registry import TRAINER_REGISTRY
-from .cli import (_setup_console, add_run_arguments, check_launch_flags, run_with_launcher,
-                  split_opts)
+from .cli import INTERRUPTED, OPTS_EPILOG, add_run_arguments, prepare, run_with_launcher
+from .jobs import read_results
 from .plans import RunSpec, check_seeds_and_shots, expected_config
-from .pool import check_devices_present, device_slots
 from .resolve import resolve_trainer_config
 from .runner import Outcome
 from .summary import failed_outcomes, failure_lines, wall_times
-from .jobs import read_results
-from .vtab import (GRID_SOURCE, LR_SCALES, PAPER_GRIDS, TaskPlan, check_opts, grid_axes, grid_points,
-                   plan_task, resolve_tasks, select_best)
-from .vtab_table import (config_row, markdown, summary_header, task_entry,
-                         write_vtab_summary)
+from .vtab import (GRID_SOURCE, LR_SCALES, PAPER_GRIDS, TaskPlan, check_opts, grid_axes,
+                   grid_points, plan_task, resolve_tasks, select_best)
+from .vtab_table import config_row, markdown, summary_header, task_entry, write_vtab_summary
 
 # KMnP/vpt tune_vtab.py main(): "final run 5 times with fixed seed".
 UPSTREAM_SEEDS = (42, 44, 82, 100, 800)
@@ -48,8 +45,7 @@ def build_parser(repo_root: str) -> argparse.ArgumentParser:
         description="The VPT paper's VTAB-1k protocol: per task and config, tune on train800 -> "
                     "val200 over a learning-rate x weight-decay grid, retrain the best point on "
                     "train800val200 with each seed, test on test; one table.",
-        epilog="Trailing KEY VALUE config options go to every run; they start at the first "
-               "KEY.NAME token or after '--'.")
+        epilog=OPTS_EPILOG)
     p.add_argument("--trainer", default="VPTSupervised", help="default VPTSupervised")
     p.add_argument("--config-file", nargs="+", default=None, metavar="CONFIG",
                    help="trainer YAML paths or names under configs/trainers/<TRAINER>/; one "
@@ -183,30 +179,17 @@ def summarize_vtab(plans: Sequence[TaskPlan], picks, tuned: Sequence[Outcome],
 def main(catalogue, argv: Optional[Sequence[str]] = None, repo_root: str = ".") -> int:
     """Run the protocol as ``tools/vtab.py`` does; ``catalogue`` is the task table
     (``datasets.vtab_tasks``)."""
-    flags, opts = split_opts(sys.argv[1:] if argv is None else argv)
-    listed = list_configs_requested(flags)
-    if listed is not None:
-        return listed
-    args = build_parser(repo_root).parse_args(flags)
-    _setup_console()
-    try:
-        check_launch_flags(args)
-        opts = opts + ["MODEL.COMPILE", "True"] if args.compile else opts
-        plans, grids = _plan(args, opts, catalogue)
-        if args.devices:
-            device_slots(args.devices, args.gpus_per_job)
-            if not args.dry_run:
-                check_devices_present(args.devices)
-    except DasslLiteError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    code, args, planned = prepare(argv, lambda: build_parser(repo_root),
+                                  lambda a, opts: _plan(a, opts, catalogue))
+    if code is not None:
+        return code
+    plans, grids = planned
     try:
         tuned = _run([j for p in plans for j in p.tune.values()], args, repo_root)
         picks = _finals(plans, tuned, args.seeds, args.dry_run)
         finals = _run([j for _, _, jobs in picks for j in jobs], args, repo_root)
     except KeyboardInterrupt:
-        print("\nInterrupted. Run the same command again to resume: finished runs are skipped, "
-              "unfinished ones continue from their last checkpoint.", file=sys.stderr)
+        print(INTERRUPTED, file=sys.stderr)
         return 130
     if args.dry_run:
         return 0

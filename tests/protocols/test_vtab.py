@@ -152,8 +152,29 @@ def test_paper_reference_numbers_give_the_papers_group_means():
             # Table 1's group means from the per-task numbers (rounded to 0.1) within 0.02
             assert mean == pytest.approx(vtab_table.PAPER_GROUP_MEANS[method][group], abs=0.02)
     table = vtab_table.reference_table(["cifar", "eurosat"])
-    assert "| VPT-deep    | 78.8    | 96.1      | 78.48     | 82.43         | 54.98        | 71.96" \
-           in table
+    assert ("| VPT-deep    | 78.8    | 96.1      | 78.48     | 82.43         | 54.98        "
+            "| 71.96") in table
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--tasks", "cifar"], "error: --config-file is required (or --toy for the toy preset)"),
+    (["--trainer", "CoOp", "--config-file", "toy", "--tasks", "cifar", "--lr", "0.002"],
+     "error: No grid for CoOp (toy): it has no MODEL.TRANSFER_TYPE it reads"),
+    (["--config-file", "toy_vtab_deep", "--tasks", "svhn", "--seeds", "1", "1"],
+     "error: --seeds lists 1 more than once"),
+    (["--config-file", "toy_vtab_deep", "toy_vtab_deep", "--tasks", "svhn"],
+     "error: --config-file: two configs are named toy_vtab_deep"),
+    (["--config-file", "toy_vtab_deep", "--tasks", "svhn", "--", "TEST.FINAL_MODEL", "best_val"],
+     "error: TEST.FINAL_MODEL is set by the VTAB protocol (last_step)"),
+])
+def test_bad_arguments_exit_2_before_any_job(tmp_path, capsys, flags, message):
+    import trainers  # noqa: F401
+    from dassl_lite.protocols.vtab_cli import main
+
+    code = main(vtab_tasks, ["--root", str(tmp_path), "--output-root", str(tmp_path / "out"),
+                             *flags], repo_root=REPO)
+    assert code == 2 and capsys.readouterr().err.startswith(message)
+    assert not (tmp_path / "out").exists()
 
 
 # ---------------------------------------------------------------------- end to end
