@@ -78,6 +78,29 @@ def test_selection_best_val_then_smallest_lr_then_largest_wd():
     assert select_best({a: 70.0, b: 70.0, c: 70.0}) == c  # same lr: the largest wd (ours)
 
 
+@pytest.mark.parametrize("config, toy, lrs, transfer", [
+    ("toy_vtab_linear", False, sorted(PAPER_GRIDS["linear"][0], reverse=True), "linear"),
+    ("toy_vtab_end2end", False, [0.005, 0.001, 0.0005, 0.0001], "end2end"),
+    ("toy_vtab_end2end", True, [0.08, 0.02], "end2end"),
+    ("toy_vtab_shallow", True, [3.2, 0.8], "prompt"),
+])
+def test_each_config_gets_the_grid_of_its_transfer_type(config, toy, lrs, transfer):
+    import argparse
+
+    import trainers  # noqa: F401
+    from dassl_lite.protocols.vtab_cli import _grid
+
+    path = os.path.join(REPO, "configs", "trainers", "VPTSupervised", config + ".yaml")
+    spec = RunSpec("VPTSupervised", path, "/data", "/out", [], [])
+    args = argparse.Namespace(toy=toy, lr=None, wd=None, lr_scale="batch")
+    points, grid = _grid(spec, args, "VTAB1k_toy_colour")
+    assert grid["transfer_type"] == transfer and grid["batch_size"] == 32
+    assert sorted({p.lr for p in points}, reverse=True) == lrs
+    assert len(points) == len(lrs) * (2 if toy else 4)
+    assert all(p.optim_lr == p.lr / 8 for p in points)
+    assert grid["source"].startswith("the --toy grid" if toy else "KMnP/vpt tune_vtab.py")
+
+
 # ---------------------------------------------------------------------- jobs
 def test_tune_and_final_jobs_layout_and_options(monkeypatch, tmp_path):
     argvs = []
