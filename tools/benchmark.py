@@ -802,6 +802,13 @@ def add_limit_arguments(parser: argparse.ArgumentParser) -> None:
                        help="also time each step with MODEL.COMPILE True (compile time apart)")
 
 
+# what a trainer needs beyond its upstream config (its row notes it): DePT trains on the base
+# classes only (the toy dataset's 32 of 64), as upstream's base-to-novel protocol; ProGrad
+# borrows CoOp's ViT-B/16 config and needs its own loss (upstream's rn50 configs set it)
+LIMIT_OPTS = {"DePT": ["DATASET.SUBSAMPLE_CLASSES", "base"],
+              "ProGrad": ["LOSS.NAME", "prograd", "LOSS.T", "1.0"]}
+
+
 def upstream_config(trainer: str) -> str:
     """The trainer's upstream ViT-B/16 config (shortest name), else its shortest non-toy one,
     else its toy config: where the upstream batch size and prompt shapes come from."""
@@ -995,8 +1002,11 @@ def _limit_trainer(args, name: str, work: str, data: str, backbone: str, compile
             "MODEL.COMPILE", str(compile_)]
     if prec_key and not cuda:
         argv += [prec_key, "fp32"]
-    cfg = setup_cfg(train_parser().parse_args(argv))
     notes = [os.path.basename(cfg_file)]
+    if name in LIMIT_OPTS:
+        argv += LIMIT_OPTS[name]
+        notes.append(" ".join(LIMIT_OPTS[name]))
+    cfg = setup_cfg(train_parser().parse_args(argv))
     cfg.defrost()
     section = cfg.TRAINER.get(prec_key.split(".")[1]) if prec_key else None
     for key, value in (section or {}).items():  # prompt depths within the cut encoders
