@@ -1,5 +1,4 @@
 """tools/pretrain_toy_clip.py: a tiny pretraining run, its checkpoint format and determinism."""
-import importlib.util
 import json
 import math
 import os
@@ -11,6 +10,7 @@ import pytest
 import torch
 
 from dassl_lite.clip import load_clip
+from tests.tool_modules import registered_tool
 
 REPO = Path(__file__).resolve().parents[2]
 TOOL = REPO / "tools" / "pretrain_toy_clip.py"
@@ -21,12 +21,8 @@ TINY = ["--vision-width", "64", "--vision-layers", "2", "--text-width", "64",
 
 @pytest.fixture(scope="module")
 def tool():
-    spec = importlib.util.spec_from_file_location("pretrain_toy_clip_tool", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+    with registered_tool("pretrain_toy_clip") as module:
+        yield module
 
 
 @pytest.fixture

@@ -1,6 +1,5 @@
 """tools/pretrain_toy_vit.py: a tiny pretraining run (colour and shape heads), its checkpoint,
 provenance record and determinism; the shipped ToyViT's record."""
-import importlib.util
 import json
 import subprocess
 import sys
@@ -10,6 +9,7 @@ import pytest
 import torch
 
 from dassl_lite.backbones import ARCHS, ASSETS_DIR, build_timm_vit
+from tests.tool_modules import registered_tool
 
 REPO = Path(__file__).resolve().parents[2]
 TOOL = REPO / "tools" / "pretrain_toy_vit.py"
@@ -55,12 +55,8 @@ def test_tiny_run_writes_a_loadable_vit_and_its_record_bit_for_bit(tmp_path):
 
 @pytest.fixture(scope="module")
 def tool():
-    spec = importlib.util.spec_from_file_location("pretrain_toy_vit_tool", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+    with registered_tool("pretrain_toy_vit") as module:
+        yield module
 
 
 @pytest.mark.parametrize("flag, value, message", [
