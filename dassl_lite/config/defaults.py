@@ -21,6 +21,11 @@ _C.VERBOSE = True
 _C.INPUT = CN()
 _C.INPUT.SIZE = (224, 224)
 _C.INPUT.INTERPOLATION = "bilinear"
+# dassl_lite: the test pipeline's resize. "crop" (Dassl's): the shorter side to max(SIZE), then a
+# centre crop of SIZE. "squash": straight to SIZE, no crop (the train pipeline's resize); VTAB-1k
+# is evaluated so (KMnP/vpt resizes every split to 224 x 224; the prepared-folder papers'
+# --direct-resize), where a crop would cut counted objects or distances out of the image.
+_C.INPUT.TEST_RESIZE = "crop"
 _C.INPUT.TRANSFORMS = ()
 _C.INPUT.NO_TRANSFORM = False
 _C.INPUT.PIXEL_MEAN = [0.485, 0.456, 0.406]

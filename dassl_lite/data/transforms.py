@@ -3,8 +3,9 @@
 Every choice is a :class:`TransformStep` in ``TRANSFORM_REGISTRY``: a builder from cfg plus its
 position in the pipeline. The train pipeline is Dassl's: resize to ``INPUT.SIZE`` unless a
 random crop is chosen, the PIL steps in a fixed order, ``ToTensor``, then the tensor steps. The
-test pipeline is ``Resize(max(SIZE))``, ``CenterCrop(SIZE)``, ``ToTensor`` and the chosen steps
-marked ``in_test`` (normalize, instance_norm). Random choices draw from the torch RNG.
+test pipeline is ``Resize(max(SIZE))``, ``CenterCrop(SIZE)`` (or ``Resize(SIZE)`` with
+``INPUT.TEST_RESIZE squash``), ``ToTensor`` and the chosen steps marked ``in_test`` (normalize,
+instance_norm). Random choices draw from the torch RNG.
 """
 from __future__ import annotations
 
@@ -57,6 +58,18 @@ def interpolation_mode(cfg) -> InterpolationMode:
             f"INPUT.INTERPOLATION must be one of {', '.join(INTERPOLATION_MODES)}; got {name!r}"
         )
     return INTERPOLATION_MODES[name]
+
+
+TEST_RESIZES = ("crop", "squash")
+
+
+def eval_resize(cfg) -> str:
+    """``INPUT.TEST_RESIZE`` (a config without the key: Dassl's "crop"); anything else is a
+    ValueError naming the key and the choices."""
+    name = cfg.INPUT.get("TEST_RESIZE", "crop")
+    if name not in TEST_RESIZES:
+        raise ValueError(f"INPUT.TEST_RESIZE must be one of {', '.join(TEST_RESIZES)}; got {name!r}")
+    return name
 
 
 def input_size(cfg) -> Tuple[int, int]:
@@ -221,6 +234,8 @@ def build_transform(
     size = input_size(cfg)
     if is_train:
         head = [] if any(c in RANDOM_CROPS for c in choices) else [T.Resize(size, interpolation=interp)]
+    elif eval_resize(cfg) == "squash":
+        head = [T.Resize(size, interpolation=interp)]
     else:
         head = [T.Resize(max(size), interpolation=interp), T.CenterCrop(size)]
         steps = {n: s for n, s in steps.items() if s.in_test}

@@ -69,6 +69,29 @@ def test_test_pipeline():
         T.Resize, T.CenterCrop, T.ToTensor, InstanceNormalization]
 
 
+def test_squash_test_pipeline_keeps_the_whole_image():
+    """INPUT.TEST_RESIZE squash (VTAB-1k, as KMnP/vpt): the test image goes straight to SIZE, so
+    a wide image keeps its left and right edges (a centre crop cuts them off)."""
+    cfg = cfg_with(["normalize"], size=(16, 16), interpolation="nearest")
+    cfg.INPUT.TEST_RESIZE = "squash"
+    tfm = build_transform(cfg, is_train=False)
+    assert kinds(tfm) == [T.Resize, T.ToTensor, T.Normalize]
+    assert tfm.transforms[0].size == (16, 16)
+    wide = Image.new("RGB", (64, 16), (0, 0, 0))
+    wide.paste((255, 255, 255), (0, 0, 8, 16))  # a white strip at the left edge
+    squashed = tfm(wide)
+    cropped = build_transform(cfg_with(["normalize"], size=(16, 16), interpolation="nearest"),
+                              is_train=False)(wide)
+    assert squashed.shape == cropped.shape == (3, 16, 16)
+    white = (1 - 0.485) / 0.229  # the red channel of a white pixel after normalize
+    assert squashed[0, :, 0].allclose(torch.full((16,), white), atol=1e-4)
+    assert cropped[0].max() < 0  # the crop kept the black middle only
+    cfg.INPUT.TEST_RESIZE = "centre"
+    with pytest.raises(ValueError) as e:
+        build_transform(cfg, is_train=False)
+    assert str(e.value) == "INPUT.TEST_RESIZE must be one of crop, squash; got 'centre'"
+
+
 def test_unknown_transform_and_interpolation():
     with pytest.raises(KeyError) as e:
         build_transform(cfg_with(["random_flp"]), is_train=True)

@@ -57,6 +57,7 @@ def test_contract_every_task_registered_with_its_classes_and_config():
         cfg = get_cfg_default()
         merge_from_file(cfg, os.path.join(REPO, "configs", "datasets", f"vtab1k_{task.name}.yaml"))
         assert cfg.DATASET.NAME == dataset_name(task.name)
+        assert cfg.INPUT.TEST_RESIZE == "squash"  # KMnP/vpt: no centre crop on any split
     assert vtab.classnames("eurosat")[9] == "SeaLake" and vtab.classnames("cifar")[1] == "aquarium fish"
     assert vtab.classnames("kitti") == ["class_0", "class_1", "class_2", "class_3"]
     assert tuple(MODES) == ("final", "tune")
