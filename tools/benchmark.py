@@ -805,8 +805,16 @@ def add_limit_arguments(parser: argparse.ArgumentParser) -> None:
 # what a trainer needs beyond its upstream config (its row notes it): DePT trains on the base
 # classes only (the toy dataset's 32 of 64), as upstream's base-to-novel protocol; ProGrad
 # borrows CoOp's ViT-B/16 config and needs its own loss (upstream's rn50 configs set it)
+# One view per cache key: Tip-Adapter's cache build (once, before the first step) is not part
+# of the step, and its size (shots x classes keys) does not depend on the views averaged.
+_ONE_VIEW = ["TRAINER.TIP_ADAPTER.AUGMENT_EPOCH", "1"]
 LIMIT_OPTS = {"DePT": ["DATASET.SUBSAMPLE_CLASSES", "base"],
-              "ProGrad": ["LOSS.NAME", "prograd", "LOSS.T", "1.0"]}
+              "ProGrad": ["LOSS.NAME", "prograd", "LOSS.T", "1.0"],
+              "TipAdapter": _ONE_VIEW, "TipAdapterF": _ONE_VIEW}
+# block numbers beyond the --layers cut, clipped to the last block (1-based: layers - 0) or
+# the last block but one (TCP's 0-based input of a text block: layers - 1)
+LIMIT_CUT_KEYS = {"ADAPTER_START": 0, "ADAPTER_END": 0, "CLASS_PROMPT_LAYER": 1}
+LIMIT_TRAIN_PER_CLASS = 8  # training images per toy class: two batches of up to 256
 
 
 def upstream_config(trainer: str) -> str:
@@ -990,13 +998,15 @@ def _limit_trainer(args, name: str, work: str, data: str, backbone: str, compile
         upstream = yaml.safe_load(f) or {}
     batch = int(((upstream.get("DATALOADER") or {}).get("TRAIN_X") or {}).get("BATCH_SIZE", 32))
     batch = min(batch, args.limit_batch) if args.limit_batch else batch
+    # enough shots of the 64 toy classes for two full batches (upstream batches go up to 256)
+    shots = min(LIMIT_TRAIN_PER_CLASS, max(1, -(-2 * batch // 64)))
     prec_key = getattr(TRAINER_REGISTRY.get(name), "precision_key", None)
     cuda = args.device.startswith("cuda")
     out = os.path.join(work, "output", name + ("_compiled" if compile_ else ""))
     argv = ["--trainer", name, "--root", data, "--seed", "1", "--output-dir", out,
             "--dataset-config-file", os.path.join(REPO_ROOT, "configs", "datasets", "toy_shapes.yaml"),
             "--config-file", cfg_file, "MODEL.BACKBONE.NAME", backbone, "INPUT.SIZE", "(224, 224)",
-            "DATASET.NUM_SHOTS", "1", "DATALOADER.NUM_WORKERS", "0",
+            "DATASET.NUM_SHOTS", str(shots), "DATALOADER.NUM_WORKERS", "0",
             "DATALOADER.TRAIN_X.BATCH_SIZE", str(batch), "DATALOADER.TEST.BATCH_SIZE", str(batch),
             "DATALOADER.FEATURE_CACHE.ENABLED", "False", "USE_CUDA", str(cuda),
             "MODEL.COMPILE", str(compile_)]
@@ -1009,10 +1019,11 @@ def _limit_trainer(args, name: str, work: str, data: str, backbone: str, compile
     cfg = setup_cfg(train_parser().parse_args(argv))
     cfg.defrost()
     section = cfg.TRAINER.get(prec_key.split(".")[1]) if prec_key else None
-    for key, value in (section or {}).items():  # prompt depths within the cut encoders
-        if "DEPTH" in key and isinstance(value, int) and value > args.layers:
-            section[key] = args.layers
-            notes.append(f"{key} {value}->{args.layers}")
+    for key, value in (section or {}).items():  # prompt depths and blocks within the cut encoders
+        top = args.layers - LIMIT_CUT_KEYS.get(key, 0)
+        if ("DEPTH" in key or key in LIMIT_CUT_KEYS) and isinstance(value, int) and value > top:
+            section[key] = top
+            notes.append(f"{key} {value}->{top}")
     cfg.freeze()
     return build_trainer(cfg), batch, notes
 
@@ -1038,7 +1049,7 @@ def bench_limit(args: argparse.Namespace) -> List[Row]:
     names = args.limit_trainers or TRAINER_REGISTRY.names()
     work = args.limit_dir or tempfile.mkdtemp(prefix="dassl_limit_")
     data = os.path.join(work, "data")
-    make_toy_world(data, names=["ToyShapes"], counts=SplitCounts(train=8, val=1, test=1))
+    make_toy_world(data, names=["ToyShapes"], counts=SplitCounts(train=LIMIT_TRAIN_PER_CLASS, val=1, test=1))
     backbone = os.path.join(work, "backbones", f"vit_b16_random_{args.layers}layers.pt")
     if not os.path.isfile(backbone):
         torch.manual_seed(0)
@@ -1089,6 +1100,9 @@ def _limit_row(args, name: str, work: str, data: str, backbone: str) -> Row:
     probe = EncoderProbe(clip_model, device)
     profile = StepProfile(trainer, device) if trains else None
     images = batch["img"].to(device)
+    if len(images) != batch_size:  # a row must time the batch it names
+        raise ValueError(f"the loader gave a batch of {len(images)} images, not the configured "
+                         f"{batch_size} (too few training images for it)")
 
     def step():
         trainer.set_model_mode("train")
