@@ -101,6 +101,42 @@ def test_each_config_gets_the_grid_of_its_transfer_type(config, toy, lrs, transf
     assert grid["source"].startswith("the --toy grid" if toy else "KMnP/vpt tune_vtab.py")
 
 
+@pytest.mark.parametrize("variant, transfer, batch, lr_axis, optim", [
+    ("shallow", "prompt", 128, PAPER_GRIDS["prompt"][0], "sgd"),
+    ("deep", "prompt", 128, PAPER_GRIDS["prompt"][0], "sgd"),
+    ("linear", "linear", 1024, PAPER_GRIDS["linear"][0], "sgd"),
+    ("end2end", "end2end", 384, PAPER_GRIDS["end2end"][0], "adamw"),
+])
+def test_shipped_vtab_configs_follow_kmnp_vpt(variant, transfer, batch, lr_axis, optim):
+    """configs/trainers/VPTSupervised/vit_b16_in21k_vtab_*.yaml: KMnP/vpt's base-prompt /
+    base-linear / base-finetune settings; the paper grid of the transfer type, lr per 256."""
+    import argparse
+
+    import trainers  # noqa: F401
+    from dassl_lite.config import get_cfg_default
+    from dassl_lite.protocols.vtab_cli import _grid
+
+    path = os.path.join(REPO, "configs", "trainers", "VPTSupervised",
+                        f"vit_b16_in21k_vtab_{variant}.yaml")
+    spec = RunSpec("VPTSupervised", path, "/data", "/out", [], [])
+    args = argparse.Namespace(toy=False, lr=None, wd=None, lr_scale="batch")
+    points, grid = _grid(spec, args, "VTAB1k_cifar")
+    assert grid["transfer_type"] == transfer and grid["batch_size"] == batch
+    assert sorted({p.lr for p in points}) == sorted(lr_axis)
+    assert len(points) == len(lr_axis) * len(PAPER_GRIDS[transfer][1])
+    assert all(p.optim_lr == pytest.approx(p.lr * batch / 256) for p in points)
+
+    cfg = get_cfg_default()
+    cfg.set_new_allowed(True)
+    cfg.merge_from_file(path)
+    assert cfg.MODEL.BACKBONE.NAME == "sup_vitb16_imagenet21k" and cfg.INPUT.SIZE == (224, 224)
+    assert list(cfg.INPUT.TRANSFORMS) == ["normalize"]  # no flip: Structured labels
+    assert cfg.OPTIM.NAME == optim and cfg.OPTIM.MAX_EPOCH == 100
+    assert cfg.TEST.FINAL_MODEL == "last_step"
+    if transfer == "prompt":
+        assert cfg.MODEL.PROMPT.DEEP == (variant == "deep")
+
+
 # ---------------------------------------------------------------------- jobs
 def test_tune_and_final_jobs_layout_and_options(monkeypatch, tmp_path):
     argvs = []
