@@ -3,8 +3,8 @@
 
     python tools/pretrain_toy_vit.py --seed 0 --threads 2
 
-The model is a timm ``VisionTransformer`` of ``ARCHS["ToyViT"]`` (64 px, patch 16, width 128,
-4 blocks, 2 heads) trained on label sets that differ from the downstream one, as ImageNet-21k
+The model is a timm ``VisionTransformer`` of ``ARCHS["ToyViT"]`` (64 px, patch 16, width 192,
+4 blocks, 3 heads) trained on label sets that differ from the downstream one, as ImageNet-21k
 differs from CUB: two linear heads on the class token, the **colour** (8 classes) and the
 **shape** (8 classes) of the object, summed cross-entropy, over all three rendering domains. The
 toy datasets ask for colour x shape (64 classes): the frozen class token knows both parts, and
@@ -60,11 +60,11 @@ STD = (0.229, 0.224, 0.225)
 class TrainConfig:
     """Pretraining data and schedule (AdamW, linear warmup, cosine decay)."""
 
-    per_class: int = 96  # training pool images per (domain, colour x shape class)
+    per_class: int = 192  # training pool images per (domain, colour x shape class)
     held_out: int = 8  # further images per (domain, class), never trained on: the accuracies
-    steps: int = 3000
+    steps: int = 6000
     batch_size: int = 128
-    lr: float = 1e-3
+    lr: float = 5e-4
     weight_decay: float = 0.05  # on matrices only (not on norms, biases, tokens, positions)
     warmup_steps: int = 150
     seed: int = 0

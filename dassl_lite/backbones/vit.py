@@ -53,7 +53,7 @@ ARCHS: Dict[str, ViTArch] = {
     "ViT-L/16": ViTArch(16, 1024, 24, 16, 4096, 224),
     "ViT-L/32": ViTArch(32, 1024, 24, 16, 4096, 224),
     "ViT-H/14": ViTArch(14, 1280, 32, 16, 5120, 224),
-    "ToyViT": ViTArch(16, 128, 4, 2, 512, 64),
+    "ToyViT": ViTArch(16, 192, 4, 3, 768, 64),
 }
 
 

@@ -1,17 +1,18 @@
 """VPTSupervised learns on the toy world: the shipped supervised ToyViT (pretrained on the toy
-world's colours and shapes, two heads; held-out colour 99.35%, shape 33.01%), a linear head on
+world's colours and shapes, two heads; held-out colour 99.54%, shape 72.40%), a linear head on
 the class token, 16 shots of the 32 ToyShapes base classes (colour x shape, a label set the
 backbone never saw), configs/trainers/VPTSupervised/toy.yaml (2 prompt tokens, lr 0.1), 6 epochs.
 
-Measured with seed 1 (docs/methods.md, "The toy setting"): VPT-deep 47.81%, VPT-shallow 40.78%,
-linear probe 50.31% (chance 3.12%). Both VPT variants must stay 30 points above chance (33.1%;
-the shape-only ToyViT before gave 24.53% and 32.66%, below that line). VPT-deep does not beat the
-linear probe at this test-sized budget, so that is documented, not asserted."""
+Measured with seed 1 (docs/methods.md, "The toy setting"): VPT-deep 81.2%, VPT-shallow 84.7%,
+linear probe 88.8% (chance 3.12%); seed 2: 76.2%, 84.8%, 86.2%. Both VPT variants must stay 60
+points above chance (63.1%; the width-128 ToyViT before gave 47.81% and 40.78%, the shape-only one
+24.53% and 32.66%, all below that line). VPT does not beat the linear probe at this test-sized
+budget, so that is documented, not asserted."""
 import pytest
 
 EPOCHS = "6"
 CHANCE = 100 / 32
-MARGIN_OVER_CHANCE = 30.0  # points (measured: deep +44.7, shallow +37.7)
+MARGIN_OVER_CHANCE = 60.0  # points (measured seed 1: deep +78.1, shallow +81.6)
 
 
 @pytest.fixture(scope="module")
