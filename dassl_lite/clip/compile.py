@@ -5,6 +5,14 @@ state dicts stay as they are, so checkpoints and feature-cache digests do not ch
 encoder's ``encode_text_embeddings`` is replaced on the instance by its compiled version. The
 data-dependent parts of the text path (the shared-prefix length, the EOT cut) become graph
 breaks with their values guarded, so batches of one shape and prompt layout reuse one graph.
+
+Compiling turns off AOTAutograd's donated buffers for the process
+(``torch._functorch.config.donated_buffer = False``): with them a compiled backward frees the
+activations it saved after one pass, and a trainer that backpropagates one forward graph once per
+loss (ProGrad, ``model_backward_each_and_update``) needs them twice. The setting is global on
+purpose: a graph is reused as it was first compiled, so one compiled by an earlier job of the same
+process (a protocol's in-process launcher) would keep its donated buffers. The cost is memory in
+the backward pass (the saved activations are freed after it rather than reused inside it).
 """
 from __future__ import annotations
 
@@ -29,7 +37,16 @@ def compile_clip(clip_model: nn.Module, **options) -> nn.Module:
     ``options`` go to ``torch.compile`` (e.g. ``backend``, ``mode``)."""
     if getattr(clip_model, "_compiled", False):
         raise RuntimeError("this CLIP's encoders are compiled already (compile_clip called twice)")
+    keep_saved_buffers()
     clip_model.visual.compile(**options)
     clip_model.encode_text_embeddings = torch.compile(clip_model.encode_text_embeddings, **options)
     clip_model._compiled = True
     return clip_model
+
+
+def keep_saved_buffers() -> None:
+    """Compiled backward passes keep their saved activations until autograd frees them, so a
+    graph can be backpropagated more than once (``retain_graph=True``); see the module's doc."""
+    import torch._functorch.config as functorch_config
+
+    functorch_config.donated_buffer = False

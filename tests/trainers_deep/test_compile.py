@@ -1,7 +1,7 @@
 """MODEL.COMPILE: compiled vs eager logits and gradients of a training step for a text-prompt
 trainer (CoOp) and a deep-prompt trainer (MaPLe) on a random CLIP of 2 + 2 layers (fp32, the
 smallest shapes, so that compiling stays short), and no recompilation for a second batch of the
-same shape. Skipped, with the reason, where torch.compile cannot run here."""
+same shape; ProGrad's two backward passes through one compiled graph. Skipped, with the reason, where torch.compile cannot run here."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -58,6 +58,39 @@ def _compare(name, clip_cfg, path, build_seeded):
             assert counters["stats"]["unique_graphs"] == before, "recompiled for a same-shape batch"
     # checkpoints keep their names: the compiled learner's state dict equals the eager one's keys
     assert list(compiled.trainable_module().state_dict()) == list(eager.trainable_module().state_dict())
+
+
+@pytest.mark.skipif(bool(REASON), reason=f"torch.compile unavailable here: {REASON}")
+def test_compiled_prograd_backpropagates_its_graph_twice(clip_cfg, random_clip_file, build_seeded):
+    """ProGrad backpropagates one forward graph once per loss. A compiled backward frees
+    ("donates") its saved buffers after one pass unless told not to; that raised a RuntimeError
+    in the second pass once the text path had been compiled before for another prompt layout (a
+    protocol running several jobs in one process), whose recompile is dynamic. Both steps must
+    run and equal eager's."""
+    import torch._inductor.config
+
+    path = random_clip_file(SMALL)
+
+    def build(n_ctx, *extra):
+        return build_seeded(clip_cfg("ProGrad", path, "TRAINER.COOP.N_CTX", n_ctx, "LOSS.NAME",
+                                     "prograd", "LOSS.T", "1.0", *extra))
+
+    torch.manual_seed(0)
+    batch = {"img": torch.randn(8, 3, 32, 32), "label": torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])}
+    with torch._inductor.config.patch(compile_threads=1):
+        eager = {n: build(n) for n in ("2", "4")}
+        for n in ("2", "4"):  # the second job recompiles the text path with dynamic shapes
+            compiled = build(n, "MODEL.COMPILE", "True")
+            initial = {k: v.clone() for k, v in compiled.trainable_module().state_dict().items()}
+            for trainer in (eager[n], compiled):
+                trainer.set_model_mode("train")
+                trainer.forward_backward(dict(batch))
+            want = eager[n].trainable_module().state_dict()
+            got = compiled.trainable_module().state_dict()
+            assert list(got) == list(want)
+            for key in want:
+                torch.testing.assert_close(got[key], want[key], rtol=1e-4, atol=5e-5)
+            assert not torch.equal(got["ctx"], initial["ctx"])  # it stepped
 
 
 def test_compile_refused_by_trainers_without_it(clip_cfg, deep_clip_path, build_seeded):
