@@ -990,6 +990,7 @@ def _limit_trainer(args, name: str, work: str, data: str, backbone: str, compile
     import yaml
 
     from dassl_lite.cli import build_parser as train_parser, setup_cfg
+    from dassl_lite.config import ConfigError
     from dassl_lite.engine import build_trainer
     from dassl_lite.registry import TRAINER_REGISTRY
 
@@ -1021,6 +1022,9 @@ def _limit_trainer(args, name: str, work: str, data: str, backbone: str, compile
     section = cfg.TRAINER.get(prec_key.split(".")[1]) if prec_key else None
     for key, value in (section or {}).items():  # prompt depths and blocks within the cut encoders
         top = args.layers - LIMIT_CUT_KEYS.get(key, 0)
+        if key in LIMIT_CUT_KEYS and top < 1 <= LIMIT_CUT_KEYS[key]:
+            raise ConfigError(f"{name}'s {key} ({value}) needs a block above it: run with "
+                              f"--layers {LIMIT_CUT_KEYS[key] + 1} or more")
         if ("DEPTH" in key or key in LIMIT_CUT_KEYS) and isinstance(value, int) and value > top:
             section[key] = top
             notes.append(f"{key} {value}->{top}")
