@@ -78,6 +78,22 @@ def test_selection_best_val_then_smallest_lr_then_largest_wd():
     assert select_best({a: 70.0, b: 70.0, c: 70.0}) == c  # same lr: the largest wd (ours)
 
 
+def _grid_of(config: str, toy: bool, dataset: str):
+    """The protocol's grid points and description for VPTSupervised's ``config``."""
+    import argparse
+
+    import trainers  # noqa: F401
+    from dassl_lite.protocols.vtab_cli import _grid
+
+    spec = RunSpec("VPTSupervised", _config_path(config), "/data", "/out", [], [])
+    args = argparse.Namespace(toy=toy, lr=None, wd=None, lr_scale="batch")
+    return _grid(spec, args, dataset)
+
+
+def _config_path(config: str) -> str:
+    return os.path.join(REPO, "configs", "trainers", "VPTSupervised", config + ".yaml")
+
+
 @pytest.mark.parametrize("config, toy, lrs, transfer", [
     ("toy_vtab_linear", False, sorted(PAPER_GRIDS["linear"][0], reverse=True), "linear"),
     ("toy_vtab_end2end", False, [0.005, 0.001, 0.0005, 0.0001], "end2end"),
@@ -85,15 +101,7 @@ def test_selection_best_val_then_smallest_lr_then_largest_wd():
     ("toy_vtab_shallow", True, [3.2, 0.8], "prompt"),
 ])
 def test_each_config_gets_the_grid_of_its_transfer_type(config, toy, lrs, transfer):
-    import argparse
-
-    import trainers  # noqa: F401
-    from dassl_lite.protocols.vtab_cli import _grid
-
-    path = os.path.join(REPO, "configs", "trainers", "VPTSupervised", config + ".yaml")
-    spec = RunSpec("VPTSupervised", path, "/data", "/out", [], [])
-    args = argparse.Namespace(toy=toy, lr=None, wd=None, lr_scale="batch")
-    points, grid = _grid(spec, args, "VTAB1k_toy_colour")
+    points, grid = _grid_of(config, toy, "VTAB1k_toy_colour")
     assert grid["transfer_type"] == transfer and grid["batch_size"] == 32
     assert sorted({p.lr for p in points}, reverse=True) == lrs
     assert len(points) == len(lrs) * (2 if toy else 4)
@@ -110,25 +118,17 @@ def test_each_config_gets_the_grid_of_its_transfer_type(config, toy, lrs, transf
 def test_shipped_vtab_configs_follow_kmnp_vpt(variant, transfer, batch, lr_axis, optim):
     """configs/trainers/VPTSupervised/vit_b16_in21k_vtab_*.yaml: KMnP/vpt's base-prompt /
     base-linear / base-finetune settings; the paper grid of the transfer type, lr per 256."""
-    import argparse
-
-    import trainers  # noqa: F401
-    from dassl_lite.config import get_cfg_default
-    from dassl_lite.protocols.vtab_cli import _grid
-
-    path = os.path.join(REPO, "configs", "trainers", "VPTSupervised",
-                        f"vit_b16_in21k_vtab_{variant}.yaml")
-    spec = RunSpec("VPTSupervised", path, "/data", "/out", [], [])
-    args = argparse.Namespace(toy=False, lr=None, wd=None, lr_scale="batch")
-    points, grid = _grid(spec, args, "VTAB1k_cifar")
+    config = f"vit_b16_in21k_vtab_{variant}"
+    points, grid = _grid_of(config, False, "VTAB1k_cifar")
     assert grid["transfer_type"] == transfer and grid["batch_size"] == batch
     assert sorted({p.lr for p in points}) == sorted(lr_axis)
     assert len(points) == len(lr_axis) * len(PAPER_GRIDS[transfer][1])
     assert all(p.optim_lr == pytest.approx(p.lr * batch / 256) for p in points)
 
-    cfg = get_cfg_default()
-    cfg.set_new_allowed(True)
-    cfg.merge_from_file(path)
+    # the config a run gets (trainer keys, dataset config), as the protocol builds it
+    cfg = plans_module.expected_config(["--root", "/data", "--trainer", "VPTSupervised",
+                                        "--config-file", _config_path(config),
+                                        "DATASET.NAME", "VTAB1k_cifar"])
     assert cfg.MODEL.BACKBONE.NAME == "sup_vitb16_imagenet21k" and cfg.INPUT.SIZE == (224, 224)
     assert list(cfg.INPUT.TRANSFORMS) == ["normalize"]  # no flip: Structured labels
     assert cfg.OPTIM.NAME == optim and cfg.OPTIM.MAX_EPOCH == 100
