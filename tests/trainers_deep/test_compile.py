@@ -1,7 +1,8 @@
 """MODEL.COMPILE: compiled vs eager logits and gradients of a training step for a text-prompt
 trainer (CoOp) and a deep-prompt trainer (MaPLe) on a random CLIP of 2 + 2 layers (fp32, the
 smallest shapes, so that compiling stays short), and no recompilation for a second batch of the
-same shape; ProGrad's two backward passes through one compiled graph. Skipped, with the reason, where torch.compile cannot run here."""
+same shape; ProGrad's two backward passes through one compiled graph. Skipped, with the reason,
+where torch.compile cannot run here."""
 import pytest
 import torch
 import torch.nn.functional as F
